@@ -1,0 +1,64 @@
+"""The one protocol every model client follows, and what goes in and out of it.
+
+Two clients implement it: ``AnthropicModel`` (the Messages API through the official SDK)
+and ``ScriptedModel`` (deterministic and offline). The run supervisor and the workers see
+only ``Model``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+from bus.wire import Block, Message, ToolSpec, Usage
+
+Purpose = Literal["plan", "step", "synthesize"]
+
+
+class ModelRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One call of a model.
+
+    ``purpose``, ``role`` and ``scenario`` are hints: a real model ignores them (its
+    instructions are in ``system`` and ``messages``); the scripted model uses them to pick
+    its next turn deterministically.
+    """
+
+    model: str
+    system: str
+    messages: list[Message]
+    max_tokens: int
+    tools: list[ToolSpec] = []
+    purpose: Purpose = "step"
+    role: str | None = None
+    scenario: str | None = None
+
+
+class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model answered, with its usage as the provider reported it."""
+
+    content: list[Block]
+    stop_reason: str
+    usage: Usage
+    model: str
+    latency_ms: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The concatenated text blocks of the reply."""
+        from bus.wire import TextBlock
+
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+
+class Model(Protocol):
+    """A model client.
+
+    ``complete`` is a cancellation point and blocks for the model's latency. It raises
+    ``ModelError`` (with ``retryable``) for anything the provider or the transport did
+    wrong; it never returns a partial reply.
+    """
+
+    async def complete(self, request: ModelRequest) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,53 @@
+"""Every NATS subject, stream and queue group warden uses, in one place.
+
+| subject                       | kind                                          | carries                 |
+| ----------------------------- | --------------------------------------------- | ----------------------- |
+| ``warden.tasks``              | JetStream stream ``WARDEN_TASKS``, work queue | task submissions        |
+| ``warden.runs.<run>.events``  | JetStream stream ``WARDEN_EVENTS``, limits    | every state change      |
+| ``warden.work.<role>``        | core request/reply, queue group ``workers``   | turns handed to workers |
+| ``warden.api.<verb>``         | core request/reply                            | runs, show, ping        |
+
+Nothing else in warden spells a subject; tests and the CLI import these too.
+"""
+
+from __future__ import annotations
+
+import re
+
+TASKS = "warden.tasks"
+TASKS_STREAM = "WARDEN_TASKS"
+TASKS_CONSUMER = "intake"
+
+EVENTS_STREAM = "WARDEN_EVENTS"
+EVENTS_WILDCARD = "warden.runs.*.events"
+
+WORK_QUEUE_GROUP = "workers"
+
+API_RUNS = "warden.api.runs"
+API_SHOW = "warden.api.show"
+API_PING = "warden.api.ping"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _token(value: str, what: str) -> str:
+    # A subject token must not contain '.', '*', '>' or spaces, or it would address
+    # other subjects; ids come from users, so they are checked here, once.
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-], 1-128)")
+    return value
+
+
+def run_events(run_id: str) -> str:
+    """The subject of one run's events."""
+    return f"warden.runs.{_token(run_id, 'run id')}.events"
+
+
+def work(role: str) -> str:
+    """The subject a role's workers serve, as one queue group."""
+    return f"warden.work.{_token(role, 'role')}"
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` can be used as a run id (a single subject token)."""
+    return bool(_TOKEN.fullmatch(value))

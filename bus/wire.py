@@ -1,0 +1,223 @@
+"""The wire: every message warden sends over NATS, as msgspec Structs encoded as JSON.
+
+JSON, so ``nats pub warden.tasks '{"text": "..."}'`` and any language can talk to warden.
+Every message is ``frozen``, ``kw_only`` and tagged (field ``type``), with a version ``v``.
+
+Schema evolution rules:
+- a new field gets a default and goes last; a field is never retyped or renamed;
+- decoders ignore unknown fields, so an older warden reads a newer message;
+- a breaking change is a new tag (``task.submit.v2``), never a new meaning for an old one.
+
+Decoding a single message type makes its tag optional, which is why a task may be
+submitted as just ``{"text": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    """Base of every wire message."""
+
+
+# -- conversation content (the Messages API shape, provider-neutral) --------------------
+
+
+class TextBlock(_Wire, tag="text"):
+    text: str
+
+
+class ToolUseBlock(_Wire, tag="tool_use"):
+    id: str
+    name: str
+    input: dict[str, object] = {}
+
+
+class ToolResultBlock(_Wire, tag="tool_result"):
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+Block = TextBlock | ToolUseBlock | ToolResultBlock
+
+
+class Message(_Wire, tag="message"):
+    role: Literal["user", "assistant"]
+    content: list[Block]
+
+
+class ToolSpec(_Wire, tag="tool_spec"):
+    name: str
+    description: str
+    input_schema: dict[str, object]
+
+
+class Usage(_Wire, tag="usage"):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+
+class TaskSubmission(_Wire, tag="task.submit"):
+    """A task for warden, published on ``warden.tasks``.
+
+    ``id`` becomes the run id; clients choose it so they can follow the run's events
+    before publishing (the CLI does). Without it the daemon derives one.
+    """
+
+    v: int = 1
+    id: str | None = None
+    text: str
+    scenario: str | None = None
+    """Names a bundled script for the scripted model (``fizzbuzz``, ``ledger``, ...)."""
+    budget_usd: float | None = None
+    """Overrides the configured per-run budget, downwards or upwards."""
+
+
+# -- work handed to workers -------------------------------------------------------------
+
+
+class TurnRequest(_Wire, tag="turn.request"):
+    """One model turn of one step, handed by a run supervisor to a worker.
+
+    The parent owns the loop: it sends one turn, gets one reply, and decides whether to
+    send another; so the step cap never depends on the worker counting.
+    """
+
+    v: int = 1
+    run_id: str
+    step: int
+    turn: int
+    role: str
+    model: str
+    max_tokens: int
+    system: str
+    messages: list[Message]
+    scenario: str | None = None
+    workspace: str
+    """Absolute path of the run's workspace directory; tools are confined to it."""
+
+
+class ToolCallRecord(_Wire, tag="tool_call"):
+    name: str
+    arguments: dict[str, object] = {}
+    ok: bool
+    output: str
+    duration_ms: float
+
+
+class TurnReply(_Wire, tag="turn.reply"):
+    """The worker's answer to a ``TurnRequest``: the model's message and tool results."""
+
+    v: int = 1
+    run_id: str
+    step: int
+    turn: int
+    assistant: Message | None = None
+    tool_results: list[ToolResultBlock] = []
+    tool_calls: list[ToolCallRecord] = []
+    stop_reason: str = "end_turn"
+    usage: Usage = Usage()
+    model: str = ""
+    latency_ms: float = 0.0
+    error: str | None = None
+    retryable: bool = False
+
+
+# -- events and the API ----------------------------------------------------------------
+
+
+class RunEvent(_Wire, tag="run.event"):
+    """A change in a run, published on ``warden.runs.<run_id>.events``."""
+
+    v: int = 1
+    run_id: str
+    seq: int
+    kind: str
+    status: str
+    message: str = ""
+    step: int | None = None
+    role: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunsQuery(_Wire, tag="runs.query"):
+    limit: int = 100
+    status: str | None = None
+
+
+class RunQuery(_Wire, tag="run.query"):
+    run_id: str
+
+
+class StepSummary(_Wire, tag="step.summary"):
+    index: int
+    role: str
+    instruction: str
+    status: str
+    turns: int = 0
+    output: str = ""
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunSummary(_Wire, tag="run.summary"):
+    id: str
+    status: str
+    text: str
+    scenario: str | None = None
+    created_at: float
+    updated_at: float
+    tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    result: str | None = None
+    steps: list[StepSummary] = []
+
+
+class RunList(_Wire, tag="run.list"):
+    runs: list[RunSummary]
+
+
+class ErrorReply(_Wire, tag="error"):
+    error: str
+    field: str | None = None
+
+
+Reply = RunSummary | RunList | ErrorReply
+
+encoder = msgspec.json.Encoder()
+task_decoder = msgspec.json.Decoder(TaskSubmission)
+turn_request_decoder = msgspec.json.Decoder(TurnRequest)
+turn_reply_decoder = msgspec.json.Decoder(TurnReply)
+event_decoder = msgspec.json.Decoder(RunEvent)
+runs_query_decoder = msgspec.json.Decoder(RunsQuery)
+run_query_decoder = msgspec.json.Decoder(RunQuery)
+reply_decoder = msgspec.json.Decoder(Reply)

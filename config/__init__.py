@@ -1,0 +1,37 @@
+"""warden's typed settings: load them with ``load_settings``."""
+
+from __future__ import annotations
+
+from config.errors import ConfigError, ConfigFileError
+from config.loading import load_settings, validate
+from config.settings import (
+    ROLES,
+    BreakerSettings,
+    LimitSettings,
+    ModelSettings,
+    NatsSettings,
+    PriceEntry,
+    PricingSettings,
+    RoleSettings,
+    SandboxSettings,
+    Settings,
+    SupervisionSettings,
+)
+
+__all__ = [
+    "ROLES",
+    "BreakerSettings",
+    "ConfigError",
+    "ConfigFileError",
+    "LimitSettings",
+    "ModelSettings",
+    "NatsSettings",
+    "PriceEntry",
+    "PricingSettings",
+    "RoleSettings",
+    "SandboxSettings",
+    "Settings",
+    "SupervisionSettings",
+    "load_settings",
+    "validate",
+]

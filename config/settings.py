@@ -1,0 +1,126 @@
+"""The typed settings of warden, as msgspec Structs.
+
+Schema rules: config Structs forbid unknown fields, so a typo fails loudly and names the
+key (``ConfigError``); every field has a default here or in ``defaults.toml``; a new field
+gets a default. Durations are seconds (``_s``), money is US dollars (``_usd``), sizes say
+their unit (``_mb``, ``_bytes``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ROLES: tuple[str, ...] = ("research", "code", "review")
+"""The worker roles warden ships. A plan step names one of them."""
+
+
+class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every config Struct: immutable, keyword-only, unknown keys are errors."""
+
+
+class NatsSettings(_Config):
+    url: str | None = None
+    """An existing NATS server to use. ``None``: start the embedded nats-server."""
+    port: int = 0
+    """Port of the embedded server; 0 picks a free one."""
+    connect_timeout_s: float = 5.0
+    """How long to wait for a connection (and for the embedded server to accept one)."""
+    request_timeout_s: float = 10.0
+    """Default deadline of a request/reply on the bus (CLI to daemon)."""
+
+
+class PriceEntry(_Config, kw_only=True):
+    """US dollars per million tokens of one model."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cache_write_per_mtok: float = 0.0
+    cache_read_per_mtok: float = 0.0
+
+
+class PricingSettings(_Config, kw_only=True):
+    as_of: str
+    """The date the prices were taken from the provider's price list (YYYY-MM-DD)."""
+    models: dict[str, PriceEntry] = {}
+
+
+class ModelSettings(_Config):
+    provider: Literal["auto", "anthropic", "scripted"] = "auto"
+    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model."""
+    planner: str = "claude-sonnet-4-5"
+    """Model of the plan and synthesis calls of the run supervisor."""
+    max_tokens: int = 2048
+    """Ceiling of completion tokens per call; also what a call reserves of the budget."""
+    scripted_latency_ms: float = 0.0
+    """Latency of each scripted model call (``WARDEN_SCRIPTED_LATENCY_MS``)."""
+    anthropic_base_url: str | None = None
+    """Messages API endpoint; ``None`` is the SDK's default."""
+    timeout_s: float = 120.0
+    max_retries: int = 2
+
+
+class RoleSettings(_Config, kw_only=True):
+    model: str
+    """Which model serves this role (a key of the price table)."""
+    tools: list[str]
+    """The allowlist: tools this role may call; anything else is refused."""
+    prompt: str
+    """The role's system prompt."""
+    concurrency: int = 64
+    """Steps one worker pool of this role serves at once."""
+
+
+class LimitSettings(_Config):
+    max_steps_per_run: int = 8
+    """Steps of a plan (counting retries) the run supervisor dispatches at most."""
+    max_turns_per_step: int = 6
+    """Model turns inside one step (each may run tools); the parent stops the step there."""
+    max_steps_per_worker: int = 4
+    """Steps one role may be handed within one run."""
+    run_budget_usd: float = 0.50
+    """Per-run cost budget; a call that could exceed it is not made."""
+    step_timeout_s: float = 120.0
+    """Deadline of one turn handed to a worker over NATS."""
+    plan_attempts: int = 2
+    """Plan calls tried before an invalid plan fails the run."""
+    max_task_bytes: int = 65536
+    """Largest task submission accepted; larger ones are rejected."""
+
+
+class BreakerSettings(_Config):
+    failure_threshold: int = 5
+    """Consecutive failures that open a breaker."""
+    cooldown_s: float = 30.0
+    """How long an open breaker fails fast before letting probes through."""
+    half_open_probes: int = 1
+    """Calls let through while half-open; that many successes close the breaker."""
+
+
+class SupervisionSettings(_Config):
+    max_restarts: int = 3
+    period_s: float = 5.0
+    shutdown_timeout_s: float = 5.0
+
+
+class SandboxSettings(_Config):
+    timeout_s: float = 30.0
+    cpu_seconds: int = 20
+    memory_mb: int = 1024
+    open_files: int = 256
+    file_size_mb: int = 16
+    max_output_bytes: int = 65536
+
+
+class Settings(_Config, kw_only=True):
+    data_dir: str = ".warden"
+    """Journal, workspaces, the embedded server's store and its URL file live here."""
+    nats: NatsSettings = NatsSettings()
+    models: ModelSettings = ModelSettings()
+    pricing: PricingSettings
+    roles: dict[str, RoleSettings]
+    limits: LimitSettings = LimitSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
+    sandbox: SandboxSettings = SandboxSettings()
