@@ -11,7 +11,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from bus.wire import Block, Message, ToolSpec, Usage
+from bus.wire import Block, Message, TextBlock, ToolSpec, Usage
+from config import ConfigError, Settings
 
 Purpose = Literal["plan", "step", "synthesize"]
 
@@ -46,8 +47,6 @@ class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def text(self) -> str:
         """The concatenated text blocks of the reply."""
-        from bus.wire import TextBlock
-
         return "".join(b.text for b in self.content if isinstance(b, TextBlock))
 
 
@@ -62,3 +61,31 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelReply: ...
 
     async def aclose(self) -> None: ...
+
+
+def build_model(settings: Settings, *, api_key: str | None) -> Model:
+    """The model client the settings ask for.
+
+    ``provider = "auto"`` picks anthropic when ``api_key`` is set and the scripted model
+    otherwise. Raises ``ConfigError`` when anthropic is asked for without a key.
+    """
+    provider = settings.models.provider
+    if provider == "auto":
+        provider = "anthropic" if api_key else "scripted"
+    if provider == "anthropic":
+        if not api_key:
+            raise ConfigError("models.provider", "anthropic", "needs ANTHROPIC_API_KEY to be set")
+        from actors.anthropic_model import AnthropicModel
+
+        return AnthropicModel(
+            api_key=api_key,
+            base_url=settings.models.anthropic_base_url,
+            timeout=settings.models.timeout_s,
+            max_retries=settings.models.max_retries,
+        )
+    from actors.scripted_model import ScriptedModel, load_scripts
+
+    return ScriptedModel(
+        latency_ms=settings.models.scripted_latency_ms,
+        scenarios=load_scripts(settings.models.script_files),
+    )

@@ -1,0 +1,53 @@
+"""Everything NATS: the embedded server, the connection, subjects and wire messages.
+
+The only package that imports ``nats``. It knows nothing of agents.
+"""
+
+from __future__ import annotations
+
+from bus import subjects, wire
+from bus.connection import (
+    Bus,
+    BusStatistics,
+    Envelope,
+    PubAck,
+    Subscription,
+    TaskConsumer,
+    TaskMessage,
+    open_bus,
+)
+from bus.embedded import EmbeddedServer, nats_server_binary, open_embedded_server
+from bus.errors import (
+    BusConnectionError,
+    BusError,
+    BusTimeoutError,
+    EmbeddedServerError,
+    JetStreamError,
+    NoRespondersError,
+    PublishError,
+    translate,
+)
+
+__all__ = [
+    "Bus",
+    "BusConnectionError",
+    "BusError",
+    "BusStatistics",
+    "BusTimeoutError",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "Envelope",
+    "JetStreamError",
+    "NoRespondersError",
+    "PubAck",
+    "PublishError",
+    "Subscription",
+    "TaskConsumer",
+    "TaskMessage",
+    "nats_server_binary",
+    "open_bus",
+    "open_embedded_server",
+    "subjects",
+    "translate",
+    "wire",
+]

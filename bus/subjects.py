@@ -1,11 +1,10 @@
 """Every NATS subject, stream and queue group warden uses, in one place.
 
-| subject                       | kind                                          | carries                 |
-| ----------------------------- | --------------------------------------------- | ----------------------- |
-| ``warden.tasks``              | JetStream stream ``WARDEN_TASKS``, work queue | task submissions        |
-| ``warden.runs.<run>.events``  | JetStream stream ``WARDEN_EVENTS``, limits    | every state change      |
-| ``warden.work.<role>``        | core request/reply, queue group ``workers``   | turns handed to workers |
-| ``warden.api.<verb>``         | core request/reply                            | runs, show, ping        |
+- ``warden.tasks``: JetStream stream ``WARDEN_TASKS`` (work queue, ``Nats-Msg-Id`` dedupe),
+  task submissions, consumed by the durable consumer ``intake``;
+- ``warden.runs.<run>.events``: JetStream stream ``WARDEN_EVENTS`` (limits), every change;
+- ``warden.work.<role>``: core request/reply, queue group ``workers``, turns for workers;
+- ``warden.api.<verb>``: core request/reply: submit, runs, show, ping.
 
 Nothing else in warden spells a subject; tests and the CLI import these too.
 """
@@ -23,6 +22,8 @@ EVENTS_WILDCARD = "warden.runs.*.events"
 
 WORK_QUEUE_GROUP = "workers"
 
+API_WILDCARD = "warden.api.*"
+API_SUBMIT = "warden.api.submit"
 API_RUNS = "warden.api.runs"
 API_SHOW = "warden.api.show"
 API_PING = "warden.api.ping"

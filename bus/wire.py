@@ -26,17 +26,17 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_de
 # -- conversation content (the Messages API shape, provider-neutral) --------------------
 
 
-class TextBlock(_Wire, tag="text"):
+class TextBlock(_Wire, frozen=True, kw_only=True, tag="text"):
     text: str
 
 
-class ToolUseBlock(_Wire, tag="tool_use"):
+class ToolUseBlock(_Wire, frozen=True, kw_only=True, tag="tool_use"):
     id: str
     name: str
     input: dict[str, object] = {}
 
 
-class ToolResultBlock(_Wire, tag="tool_result"):
+class ToolResultBlock(_Wire, frozen=True, kw_only=True, tag="tool_result"):
     tool_use_id: str
     content: str
     is_error: bool = False
@@ -45,18 +45,18 @@ class ToolResultBlock(_Wire, tag="tool_result"):
 Block = TextBlock | ToolUseBlock | ToolResultBlock
 
 
-class Message(_Wire, tag="message"):
+class Message(_Wire, frozen=True, kw_only=True, tag="message"):
     role: Literal["user", "assistant"]
     content: list[Block]
 
 
-class ToolSpec(_Wire, tag="tool_spec"):
+class ToolSpec(_Wire, frozen=True, kw_only=True, tag="tool_spec"):
     name: str
     description: str
     input_schema: dict[str, object]
 
 
-class Usage(_Wire, tag="usage"):
+class Usage(_Wire, frozen=True, kw_only=True, tag="usage"):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -84,7 +84,7 @@ class Usage(_Wire, tag="usage"):
 # -- tasks ------------------------------------------------------------------------------
 
 
-class TaskSubmission(_Wire, tag="task.submit"):
+class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
     """A task for warden, published on ``warden.tasks``.
 
     ``id`` becomes the run id; clients choose it so they can follow the run's events
@@ -103,11 +103,12 @@ class TaskSubmission(_Wire, tag="task.submit"):
 # -- work handed to workers -------------------------------------------------------------
 
 
-class TurnRequest(_Wire, tag="turn.request"):
+class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
     """One model turn of one step, handed by a run supervisor to a worker.
 
     The parent owns the loop: it sends one turn, gets one reply, and decides whether to
-    send another; so the step cap never depends on the worker counting.
+    send another; so the step cap never depends on the worker counting. The worker adds
+    its own role prompt, model and tool allowlist (from its config).
     """
 
     v: int = 1
@@ -115,16 +116,14 @@ class TurnRequest(_Wire, tag="turn.request"):
     step: int
     turn: int
     role: str
-    model: str
     max_tokens: int
-    system: str
     messages: list[Message]
     scenario: str | None = None
     workspace: str
     """Absolute path of the run's workspace directory; tools are confined to it."""
 
 
-class ToolCallRecord(_Wire, tag="tool_call"):
+class ToolCallRecord(_Wire, frozen=True, kw_only=True, tag="tool_call"):
     name: str
     arguments: dict[str, object] = {}
     ok: bool
@@ -132,7 +131,7 @@ class ToolCallRecord(_Wire, tag="tool_call"):
     duration_ms: float
 
 
-class TurnReply(_Wire, tag="turn.reply"):
+class TurnReply(_Wire, frozen=True, kw_only=True, tag="turn.reply"):
     """The worker's answer to a ``TurnRequest``: the model's message and tool results."""
 
     v: int = 1
@@ -153,7 +152,7 @@ class TurnReply(_Wire, tag="turn.reply"):
 # -- events and the API ----------------------------------------------------------------
 
 
-class RunEvent(_Wire, tag="run.event"):
+class RunEvent(_Wire, frozen=True, kw_only=True, tag="run.event"):
     """A change in a run, published on ``warden.runs.<run_id>.events``."""
 
     v: int = 1
@@ -168,16 +167,16 @@ class RunEvent(_Wire, tag="run.event"):
     cost_usd: float = 0.0
 
 
-class RunsQuery(_Wire, tag="runs.query"):
+class RunsQuery(_Wire, frozen=True, kw_only=True, tag="runs.query"):
     limit: int = 100
     status: str | None = None
 
 
-class RunQuery(_Wire, tag="run.query"):
+class RunQuery(_Wire, frozen=True, kw_only=True, tag="run.query"):
     run_id: str
 
 
-class StepSummary(_Wire, tag="step.summary"):
+class StepSummary(_Wire, frozen=True, kw_only=True, tag="step.summary"):
     index: int
     role: str
     instruction: str
@@ -188,7 +187,7 @@ class StepSummary(_Wire, tag="step.summary"):
     cost_usd: float = 0.0
 
 
-class RunSummary(_Wire, tag="run.summary"):
+class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     id: str
     status: str
     text: str
@@ -202,11 +201,11 @@ class RunSummary(_Wire, tag="run.summary"):
     steps: list[StepSummary] = []
 
 
-class RunList(_Wire, tag="run.list"):
+class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):
     runs: list[RunSummary]
 
 
-class ErrorReply(_Wire, tag="error"):
+class ErrorReply(_Wire, frozen=True, kw_only=True, tag="error"):
     error: str
     field: str | None = None
 

@@ -20,7 +20,7 @@ class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of every config Struct: immutable, keyword-only, unknown keys are errors."""
 
 
-class NatsSettings(_Config):
+class NatsSettings(_Config, frozen=True, kw_only=True):
     url: str | None = None
     """An existing NATS server to use. ``None``: start the embedded nats-server."""
     port: int = 0
@@ -31,7 +31,7 @@ class NatsSettings(_Config):
     """Default deadline of a request/reply on the bus (CLI to daemon)."""
 
 
-class PriceEntry(_Config, kw_only=True):
+class PriceEntry(_Config, frozen=True, kw_only=True):
     """US dollars per million tokens of one model."""
 
     input_per_mtok: float
@@ -40,28 +40,30 @@ class PriceEntry(_Config, kw_only=True):
     cache_read_per_mtok: float = 0.0
 
 
-class PricingSettings(_Config, kw_only=True):
+class PricingSettings(_Config, frozen=True, kw_only=True):
     as_of: str
     """The date the prices were taken from the provider's price list (YYYY-MM-DD)."""
     models: dict[str, PriceEntry] = {}
 
 
-class ModelSettings(_Config):
+class ModelSettings(_Config, frozen=True, kw_only=True):
     provider: Literal["auto", "anthropic", "scripted"] = "auto"
     """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model."""
-    planner: str = "claude-sonnet-4-5"
+    planner: str = "claude-sonnet-4-6"
     """Model of the plan and synthesis calls of the run supervisor."""
     max_tokens: int = 2048
     """Ceiling of completion tokens per call; also what a call reserves of the budget."""
     scripted_latency_ms: float = 0.0
     """Latency of each scripted model call (``WARDEN_SCRIPTED_LATENCY_MS``)."""
+    script_files: list[str] = []
+    """Extra TOML scripts for the scripted model, tried before the bundled ones."""
     anthropic_base_url: str | None = None
     """Messages API endpoint; ``None`` is the SDK's default."""
     timeout_s: float = 120.0
     max_retries: int = 2
 
 
-class RoleSettings(_Config, kw_only=True):
+class RoleSettings(_Config, frozen=True, kw_only=True):
     model: str
     """Which model serves this role (a key of the price table)."""
     tools: list[str]
@@ -72,7 +74,7 @@ class RoleSettings(_Config, kw_only=True):
     """Steps one worker pool of this role serves at once."""
 
 
-class LimitSettings(_Config):
+class LimitSettings(_Config, frozen=True, kw_only=True):
     max_steps_per_run: int = 8
     """Steps of a plan (counting retries) the run supervisor dispatches at most."""
     max_turns_per_step: int = 6
@@ -89,7 +91,7 @@ class LimitSettings(_Config):
     """Largest task submission accepted; larger ones are rejected."""
 
 
-class BreakerSettings(_Config):
+class BreakerSettings(_Config, frozen=True, kw_only=True):
     failure_threshold: int = 5
     """Consecutive failures that open a breaker."""
     cooldown_s: float = 30.0
@@ -98,13 +100,13 @@ class BreakerSettings(_Config):
     """Calls let through while half-open; that many successes close the breaker."""
 
 
-class SupervisionSettings(_Config):
+class SupervisionSettings(_Config, frozen=True, kw_only=True):
     max_restarts: int = 3
     period_s: float = 5.0
     shutdown_timeout_s: float = 5.0
 
 
-class SandboxSettings(_Config):
+class SandboxSettings(_Config, frozen=True, kw_only=True):
     timeout_s: float = 30.0
     cpu_seconds: int = 20
     memory_mb: int = 1024
@@ -113,7 +115,7 @@ class SandboxSettings(_Config):
     max_output_bytes: int = 65536
 
 
-class Settings(_Config, kw_only=True):
+class Settings(_Config, frozen=True, kw_only=True):
     data_dir: str = ".warden"
     """Journal, workspaces, the embedded server's store and its URL file live here."""
     nats: NatsSettings = NatsSettings()

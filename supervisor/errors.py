@@ -3,7 +3,7 @@
 The tree::
 
     SupervisorError                      root of everything raised by supervisor/
-    ├── RestartIntensityExceededError    more than max_restarts within period: the supervisor gave up
+    ├── RestartIntensityExceededError    over max_restarts within period: the supervisor gave up
     ├── BreakerOpenError                 a circuit breaker is open: the call was not made
     ├── LimitReachedError                a limit the parent enforces stopped the work
     │   ├── StepCapReachedError          a step cap (per run, per step, per worker) was reached

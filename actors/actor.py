@@ -1,0 +1,69 @@
+"""The actor base: a mailbox, a lifecycle, and "let it crash".
+
+An actor is an anyio task that takes messages from its mailbox (a NATS subscription,
+optionally in a queue group) and handles each in its own task, at most ``concurrency``
+at once; past that, messages wait in the mailbox (back-pressure, not loss).
+
+Lifecycle: ``run`` subscribes, calls ``on_start``, signals readiness to its supervisor
+(``task_status.started()``), then serves until cancelled. A crash is an exception
+escaping ``handle``: it cancels the actor's other handlers and propagates out of ``run``,
+where the supervisor decides (restart per its strategy). The state that matters lives in
+the journal, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from bus.connection import Bus, Envelope
+
+log = structlog.get_logger("warden.actor")
+
+
+class Actor(ABC):
+    """Base of the actors that serve a subject. Subclasses implement ``handle``."""
+
+    def __init__(
+        self, bus: Bus, subject: str, *, queue: str | None = None, concurrency: int = 64
+    ) -> None:
+        self.bus = bus
+        self.subject = subject
+        self.queue = queue
+        self.concurrency = concurrency
+        self.handled = 0
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}({self.subject})"
+
+    async def on_start(self) -> None:  # noqa: B027 - an optional hook
+        """Called once the mailbox is subscribed, before readiness is signalled."""
+
+    @abstractmethod
+    async def handle(self, envelope: Envelope) -> None:
+        """Handle one message. An exception escaping it crashes the actor."""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the mailbox until cancelled. Blocks; raises what a handler raised."""
+        limiter = anyio.Semaphore(self.concurrency)
+        async with self.bus.subscribe(self.subject, queue=self.queue) as mailbox:
+            await self.on_start()
+            async with anyio.create_task_group() as tg:
+                task_status.started()
+                log.debug("actor_started", actor=self.name)
+                async for envelope in mailbox:
+                    # Acquire before taking the task, so a full actor leaves messages in
+                    # the mailbox instead of piling up handler tasks.
+                    await limiter.acquire()
+                    tg.start_soon(self._dispatch, envelope, limiter)
+
+    async def _dispatch(self, envelope: Envelope, limiter: anyio.Semaphore) -> None:
+        try:
+            await self.handle(envelope)
+            self.handled += 1
+        finally:
+            limiter.release()

@@ -1,0 +1,360 @@
+"""``AnthropicModel``: the ``Model`` protocol over the Messages API, through the official SDK.
+
+This is the only module of warden that imports ``anthropic``. Everything the SDK raises is
+translated into the ``ModelError`` tree by one function, ``translate_sdk_error``:
+
+- ``ModelRateLimitedError`` (retryable): 429 (``RateLimitError`` and its subclasses) and
+  529 (``OverloadedError`` and its subclasses);
+- ``ModelUnavailableError`` (retryable): 5xx but 501, 408 and 499; timeouts and connection
+  failures (``APIConnectionError``); a reply the SDK could not validate, or that is not a
+  message at all; a bare ``APIError`` (an error reported without a status); a
+  ``RetryableError`` left over after the SDK's own retries;
+- ``ModelRequestError`` (never retryable): every other 4xx (400, 401, 402, 403, 404, 409,
+  413, 422, 431, ...); the 429 *spend caps* ``ContractSpendLimitReachedError`` and
+  ``EnforcedSpendLimitReachedError``, because a billing cap does not lift within any retry
+  window; 501, because the endpoint lacks the feature; any other ``AnthropicError``
+  (credentials, misuse of the SDK, webhook validation), configuration that retrying does
+  not repair.
+
+``tests/actors/test_sdk_error_mapping.py`` enumerates every ``AnthropicError`` subclass of
+the installed SDK and fails on one it has not been told about.
+
+The API key never leaves this module: it goes to the SDK's client and is otherwise kept
+only to be scrubbed; it is not in the ``repr``, not logged, and replaced by ``[redacted]``
+in every problem text (a proxy or a misbehaving endpoint may echo it in an error body).
+Translated errors are raised ``from None``: the SDK's exception carries the raw response
+body in its message and the request (the key in its ``Authorization: Bearer`` header: SDK
+2.x no longer sends ``x-api-key``) as an attribute, and a chained traceback would print
+the former. What a reader needs of it (status, error type, message, request id) is in the
+problem text. Pinned by ``test_api_key_never_appears_in_error_text_or_logs``.
+
+The SDK retries 408, 409, 429 and 5xx itself, with exponential backoff and honouring
+``retry-after``, up to ``max_retries`` times; the error we raise is the last attempt's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import anthropic
+import anyio
+import structlog
+from anthropic import types as api
+
+from actors.errors import (
+    ModelError,
+    ModelRateLimitedError,
+    ModelRequestError,
+    ModelUnavailableError,
+)
+from actors.model import ModelReply, ModelRequest
+from bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Usage
+from config.settings import ModelSettings
+
+__all__ = ["AnthropicModel", "translate_sdk_error"]
+
+log = structlog.get_logger(__name__)
+
+_MAX_PROBLEM_CHARS = 300
+"""Problem texts are cut here: enough for the provider's message, not a whole HTML page."""
+
+_REDACTED = "[redacted]"
+
+_SPEND_LIMIT_ERRORS: tuple[type[anthropic.APIStatusError], ...] = (
+    anthropic.ContractSpendLimitReachedError,
+    anthropic.EnforcedSpendLimitReachedError,
+)
+
+
+class AnthropicModel:
+    """A ``Model`` that calls the Anthropic Messages API with ``anthropic.AsyncAnthropic``.
+
+    One instance holds one HTTP connection pool and may serve many concurrent calls.
+    ``base_url=None`` means the SDK's default (``ANTHROPIC_BASE_URL`` if set, else
+    ``https://api.anthropic.com``); with the key given explicitly the SDK reads no other
+    credentials from the environment or from disk (it does still add the headers of
+    ``ANTHROPIC_CUSTOM_HEADERS``). ``timeout`` is the HTTP timeout of each attempt, in
+    seconds (connect, each read, each write); the SDK retries 408/409/429/5xx and
+    connection failures up to ``max_retries`` times with exponential backoff
+    (``max_retries=0`` turns that off). Raises ``ValueError`` on an empty key or a
+    negative ``max_retries``; does no I/O.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+    ) -> None:
+        if not api_key:
+            # An empty key would make the SDK fall back to the environment and the
+            # credential files on disk; warden chooses the key explicitly or not at all.
+            raise ValueError("AnthropicModel needs a non-empty api_key")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._secrets = (api_key,)
+        self._base_url = str(self._client.base_url)
+        self._timeout = timeout
+        self._max_retries = max_retries
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings, *, api_key: str) -> AnthropicModel:
+        """Build a client from ``[models]`` settings (endpoint, timeout, retries)."""
+        return cls(
+            api_key=api_key,
+            base_url=settings.anthropic_base_url,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicModel(base_url={self._base_url!r}, timeout={self._timeout!r}, "
+            f"max_retries={self._max_retries!r})"
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """Make one Messages API call and return the reply.
+
+        A cancellation point; blocks for the call's latency, including the SDK's retries
+        and their backoff. Raises ``ModelRateLimitedError``, ``ModelUnavailableError`` or
+        ``ModelRequestError`` (see the module docstring); never returns a partial reply.
+        Logs ``model_call`` on success and ``model_call_failed`` on failure.
+        """
+        started = anyio.current_time()
+        try:
+            message: object = await self._client.messages.create(
+                model=request.model,
+                # Empty ``system`` and ``tools`` are left out rather than sent empty: the
+                # API's validation of empty values has varied, their absence never has.
+                system=request.system or anthropic.omit,
+                messages=[_to_api_message(m) for m in request.messages],
+                max_tokens=request.max_tokens,
+                tools=[_to_api_tool(t) for t in request.tools] if request.tools else anthropic.omit,
+            )
+        except anthropic.AnthropicError as exc:
+            error = translate_sdk_error(exc, model=request.model, secrets=self._secrets)
+            self._log_failure(error, started)
+            raise error from None
+        latency_ms = _elapsed_ms(started)
+        try:
+            reply, dropped = _reply_from_api(message, model=request.model, latency_ms=latency_ms)
+        except ModelUnavailableError as error:
+            self._log_failure(error, started)
+            raise
+        log.info(
+            "model_call",
+            model=request.model,
+            served_by=reply.model,
+            stop_reason=reply.stop_reason,
+            input_tokens=reply.usage.input_tokens,
+            output_tokens=reply.usage.output_tokens,
+            cache_creation_input_tokens=reply.usage.cache_creation_input_tokens,
+            cache_read_input_tokens=reply.usage.cache_read_input_tokens,
+            latency_ms=latency_ms,
+            dropped_blocks=dropped,
+        )
+        return reply
+
+    @staticmethod
+    def _log_failure(error: ModelError, started: float) -> None:
+        log.warning(
+            "model_call_failed",
+            model=error.model,
+            status=error.status,
+            retryable=error.retryable,
+            problem=error.problem,
+            latency_ms=_elapsed_ms(started),
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool.
+
+        Idempotent. A ``complete`` after it raises ``ModelUnavailableError``.
+        """
+        await self._client.close()
+
+
+# -- the one boundary for SDK exceptions ------------------------------------------------
+
+
+def translate_sdk_error(
+    exc: anthropic.AnthropicError, *, model: str, secrets: Iterable[str] = ()
+) -> ModelError:
+    """Translate any exception of the SDK into our ``ModelError`` tree.
+
+    Pure; does not raise. ``secrets`` (the API key) are replaced by ``[redacted]`` in the
+    problem text. The table of rules is in the module docstring; the exhaustive test is
+    ``tests/actors/test_sdk_error_mapping.py``.
+    """
+    problem = _problem_text(exc, secrets)
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        if isinstance(exc, _SPEND_LIMIT_ERRORS):
+            return ModelRequestError(model, problem, status=status)
+        if status == 429 or isinstance(exc, anthropic.OverloadedError) or status == 529:
+            return ModelRateLimitedError(model, problem, status=status)
+        if status == 501:
+            # Not Implemented: the endpoint lacks the feature; asking again cannot help.
+            return ModelRequestError(model, problem, status=status)
+        if status >= 500 or status in (408, 499):
+            # 408: the server timed out waiting for us; 499: a proxy saw the connection drop.
+            return ModelUnavailableError(model, problem, status=status)
+        return ModelRequestError(model, problem, status=status)
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return ModelUnavailableError(model, problem, status=exc.status_code)
+    if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
+        return ModelUnavailableError(model, problem)
+    if isinstance(exc, anthropic.APIWebhookValidationError):
+        # Raised verifying a webhook's signature, never by a call; listed so that the
+        # catch-all below does not call it retryable.
+        return ModelRequestError(model, problem)
+    if isinstance(exc, anthropic.APIError | anthropic.RetryableError):
+        return ModelUnavailableError(model, problem)
+    return ModelRequestError(model, problem)
+
+
+def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:
+    """A short, single-line, key-free account of what the SDK reported."""
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = exc.type or type(exc).__name__
+        detail = exc.api_message or _body_snippet(exc.body)
+        text = f"{kind}: {detail}" if detail else kind
+        if exc.error_code:
+            text += f" [{exc.error_code}]"
+        if exc.request_id:
+            text += f" (request id {exc.request_id!r})"
+    elif isinstance(exc, anthropic.APITimeoutError):
+        text = "request timed out"
+    elif isinstance(exc, anthropic.APIConnectionError):
+        cause = exc.__cause__
+        text = (
+            f"connection failed: {type(cause).__name__}: {cause}" if cause else "connection failed"
+        )
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) > _MAX_PROBLEM_CHARS:
+        text = text[: _MAX_PROBLEM_CHARS - 3] + "..."
+    return text
+
+
+def _body_snippet(body: object) -> str:
+    """The start of a response body that was not the API's JSON error shape."""
+    if body is None:
+        return ""
+    return str(body)[:_MAX_PROBLEM_CHARS]
+
+
+# -- conversions ------------------------------------------------------------------------
+
+
+def _to_api_message(message: Message) -> api.MessageParam:
+    content = [_to_api_block(b) for b in message.content]
+    if message.role == "user":
+        return api.UserMessageParam(role="user", content=content)
+    return api.AssistantMessageParam(role="assistant", content=content)
+
+
+def _to_api_block(
+    block: Block,
+) -> api.TextBlockParam | api.ToolUseBlockParam | api.ToolResultBlockParam:
+    match block:
+        case TextBlock(text=text):
+            return api.TextBlockParam(type="text", text=text)
+        case ToolUseBlock(id=id_, name=name, input=input_):
+            return api.ToolUseBlockParam(type="tool_use", id=id_, name=name, input=dict(input_))
+        case ToolResultBlock(tool_use_id=tool_use_id, content=content, is_error=is_error):
+            return api.ToolResultBlockParam(
+                type="tool_result", tool_use_id=tool_use_id, content=content, is_error=is_error
+            )
+
+
+def _to_api_tool(tool: ToolSpec) -> api.ToolParam:
+    return api.ToolParam(
+        name=tool.name, description=tool.description, input_schema=dict(tool.input_schema)
+    )
+
+
+def _reply_from_api(message: object, *, model: str, latency_ms: float) -> tuple[ModelReply, int]:
+    """Our reply from the SDK's, and how many blocks it had that we do not represent.
+
+    The SDK does not validate replies (strict validation is a private, unstable option of
+    it), so a 200 whose body is not a message (an HTML page from a proxy, a body of the
+    wrong shape) arrives here as a string or a half-built object: that is the provider's
+    fault, raised as ``ModelUnavailableError``. Pinned by
+    ``test_a_200_that_is_not_a_message_is_unavailable``.
+    """
+    content = getattr(message, "content", None)
+    usage = getattr(message, "usage", None)
+    if not isinstance(message, api.Message) or not isinstance(content, list):
+        raise ModelUnavailableError(model, _malformed(message, "no content list"))
+    if not isinstance(usage, api.Usage):
+        raise ModelUnavailableError(model, _malformed(message, "no usage"))
+    input_tokens = getattr(usage, "input_tokens", None)
+    output_tokens = getattr(usage, "output_tokens", None)
+    if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        raise ModelUnavailableError(model, _malformed(message, "no token counts"))
+    blocks, dropped = _from_api_content(content)
+    # Non-streaming replies always carry a stop reason; ``None`` would be a provider bug,
+    # read as the ordinary end of a turn.
+    stop_reason = getattr(message, "stop_reason", None) or "end_turn"
+    served_by = getattr(message, "model", None)
+    reply = ModelReply(
+        content=blocks,
+        stop_reason=str(stop_reason),
+        usage=Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            # The cache counts are optional in the API's schema; absent means none.
+            cache_creation_input_tokens=_count(getattr(usage, "cache_creation_input_tokens", 0)),
+            cache_read_input_tokens=_count(getattr(usage, "cache_read_input_tokens", 0)),
+        ),
+        model=served_by if isinstance(served_by, str) and served_by else model,
+        latency_ms=latency_ms,
+    )
+    return reply, dropped
+
+
+def _malformed(message: object, what: str) -> str:
+    snippet = re.sub(r"\s+", " ", str(message))[:120]
+    return f"the reply is not a Messages API message ({what}): {snippet}"
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _from_api_content(blocks: Iterable[object]) -> tuple[list[Block], int]:
+    """Our blocks of a reply, and how many the reply had that we do not represent.
+
+    warden asks for neither extended thinking nor server tools, so text and tool_use are
+    all a reply should hold; anything else is dropped (and counted in ``model_call``).
+    """
+    content: list[Block] = []
+    dropped = 0
+    for block in blocks:
+        if isinstance(block, api.TextBlock):
+            content.append(TextBlock(text=block.text))
+        elif isinstance(block, api.ToolUseBlock):
+            arguments = block.input if isinstance(block.input, dict) else {}
+            content.append(ToolUseBlock(id=block.id, name=block.name, input=dict(arguments)))
+        else:
+            dropped += 1
+    return content, dropped
+
+
+def _elapsed_ms(started: float) -> float:
+    return (anyio.current_time() - started) * 1000.0

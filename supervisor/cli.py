@@ -1,0 +1,396 @@
+"""The ``warden`` command line.
+
+    warden up                      run the daemon in the foreground (Ctrl-C / SIGTERM stops it)
+    warden submit "TEXT" [--wait]  submit a task over NATS; --wait follows it to the end
+    warden runs                    list runs
+    warden show RUN_ID             one run with its steps
+    warden demo                    start a daemon in-process, run the demo tasks, print a table
+    warden worker --role ROLE      serve one role's steps from another process or machine
+
+Client commands find the daemon through ``daemon.json`` in the data directory
+(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``.
+Exit codes: 0 success; 1 a run ended other than ``succeeded``; 2 bad usage, bad config or
+no daemon; 3 timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from bus import subjects
+from bus.connection import Bus, open_bus
+from bus.errors import BusError
+from bus.wire import (
+    ErrorReply,
+    RunList,
+    RunQuery,
+    RunsQuery,
+    RunSummary,
+    TaskSubmission,
+    encoder,
+    event_decoder,
+    reply_decoder,
+)
+from config import ConfigError, Settings, load_settings
+from supervisor.daemon import open_daemon, read_daemon_file
+from supervisor.errors import DaemonError
+from supervisor.logs import configure_logging
+from supervisor.run import TERMINAL
+
+DEMO_TASKS: tuple[str, ...] = (
+    "Write fizzbuzz(n) in Python, with pytest tests.",
+    "Write slugify(title) that turns titles into URL slugs, with pytest tests.",
+    "Write a word frequency counter top_words(text, n), with pytest tests.",
+)
+
+
+class UsageError(Exception):
+    """Bad usage or an unreachable daemon: exit code 2, message on stderr."""
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: milliseconds since the epoch, then randomness."""
+    return f"r-{int(time.time() * 1000):x}-{secrets.token_hex(3)}"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[tuple[str, ...], object] = {}
+    if getattr(args, "data_dir", None):
+        overrides[("data_dir",)] = args.data_dir
+    if getattr(args, "nats", None):
+        overrides[("nats", "url")] = args.nats
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def _client_url(settings: Settings) -> str:
+    if settings.nats.url:
+        return settings.nats.url
+    data_dir = Path(settings.data_dir).resolve()
+    info = read_daemon_file(data_dir)
+    if info is None:
+        raise UsageError(
+            f"no daemon is running for data dir {str(data_dir)!r}: start one with "
+            f"`warden up --data-dir {settings.data_dir}` or pass --nats URL"
+        )
+    return info.url
+
+
+async def _request(bus: Bus, subject: str, payload: msgspec.Struct, timeout: float) -> object:
+    reply = reply_decoder.decode(await bus.request(subject, encoder.encode(payload),
+                                                   timeout=timeout))
+    if isinstance(reply, ErrorReply):
+        raise UsageError(reply.error)
+    return reply
+
+
+def _money(value: float) -> str:
+    return f"${value:.4f}"
+
+
+def print_runs(runs: Sequence[RunSummary], *, out: object = None) -> None:
+    """A table of runs: id, status, steps, tokens, cost, seconds, text."""
+    rows = [("RUN", "STATUS", "STEPS", "TOKENS", "COST", "SECS", "TASK")]
+    for run in runs:
+        seconds = max(0.0, run.updated_at - run.created_at)
+        rows.append((
+            run.id, run.status, str(len(run.steps)) if run.steps else "-", str(run.tokens),
+            _money(run.cost_usd), f"{seconds:.1f}", run.text.replace("\n", " ")[:48],
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    if runs:
+        total = sum(r.cost_usd for r in runs)
+        tokens = sum(r.tokens for r in runs)
+        print(f"{len(runs)} runs, {tokens} tokens, {_money(total)}")
+
+
+def print_run(run: RunSummary) -> None:
+    print(f"run      {run.id}")
+    print(f"status   {run.status}")
+    print(f"task     {run.text}")
+    print(f"tokens   {run.tokens}   cost {_money(run.cost_usd)}")
+    if run.error:
+        print(f"error    {run.error}")
+    for step in run.steps:
+        print(f"  step {step.index} [{step.role}] {step.status}, {step.turns} turns, "
+              f"{step.tokens} tokens, {_money(step.cost_usd)}: {step.instruction}")
+        if step.output:
+            print("    " + step.output.strip().replace("\n", "\n    ")[:600])
+    if run.result:
+        print("result:")
+        print("  " + run.result.strip().replace("\n", "\n  "))
+
+
+async def follow_run(bus: Bus, run_id: str, *, progress: bool, label: str = "") -> str:
+    """Print a run's events until it reaches a terminal status; returns that status.
+
+    Blocks; callers bound it with a deadline.
+    """
+    async with bus.follow(subjects.run_events(run_id)) as events:
+        async for data in events:
+            event = event_decoder.decode(data)
+            if progress:
+                where = f" step {event.step} [{event.role}]" if event.step is not None else ""
+                text = event.message.replace("\n", " ")[:90]
+                print(f"{label}{event.status:<16}{where} {event.kind}: {text}", file=sys.stderr)
+            if event.status in TERMINAL:
+                return event.status
+    raise DaemonError(f"event stream of run {run_id!r} ended early")
+
+
+async def submit_and_follow(
+    bus: Bus, task: TaskSubmission, *, wait: bool, progress: bool, timeout: float
+) -> str:
+    """Publish ``task`` on the tasks stream; with ``wait``, follow it to its end."""
+    assert task.id is not None
+    if not wait:
+        await bus.publish_task(encoder.encode(task), msg_id=task.id)
+        return "queued"
+    status = "queued"
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            done = anyio.Event()
+
+            async def watch() -> None:
+                nonlocal status
+                status = await follow_run(bus, task.id or "", progress=progress,
+                                          label=f"{task.id}  ")
+                done.set()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await bus.publish_task(encoder.encode(task), msg_id=task.id)
+            await done.wait()
+    return status
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
+        print(f"warden up: NATS {daemon.bus.url}, data dir {daemon.data_dir}, "
+              f"model {type(daemon.model).__name__}  (Ctrl-C to stop)", file=sys.stderr)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                print(f"warden: {signal.Signals(signum).name}, shutting down", file=sys.stderr)
+                break
+    print("warden: stopped", file=sys.stderr)
+    return 0
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    run_id = args.id or new_run_id()
+    if not subjects.is_valid_id(run_id):
+        raise UsageError(f"--id {run_id!r} must be 1-128 characters of [A-Za-z0-9_-]")
+    task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
+                          budget_usd=args.budget)
+    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        try:
+            status = await submit_and_follow(bus, task, wait=args.wait,
+                                             progress=not args.json, timeout=args.timeout)
+        except TimeoutError:
+            print(f"warden: run {run_id} did not finish within {args.timeout:g}s",
+                  file=sys.stderr)
+            return 3
+        if not args.wait:
+            print(run_id)
+            return 0
+        run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=run_id),
+                             settings.nats.request_timeout_s)
+        assert isinstance(run, RunSummary)
+        if args.json:
+            print(encoder.encode(run).decode())
+        else:
+            print_run(run)
+        return 0 if status == "succeeded" else 1
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        listing = await _request(bus, subjects.API_RUNS,
+                                 RunsQuery(limit=args.limit, status=args.status),
+                                 settings.nats.request_timeout_s)
+    assert isinstance(listing, RunList)
+    if args.json:
+        print(encoder.encode(listing.runs).decode())
+    else:
+        print_runs(listing.runs)
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=args.run_id),
+                             settings.nats.request_timeout_s)
+    assert isinstance(run, RunSummary)
+    if args.json:
+        print(encoder.encode(run).decode())
+    else:
+        print_run(run)
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from actors.model import build_model
+    from actors.tools import default_registry
+    from actors.worker import Worker
+    from supervisor.supervision import ChildSpec, open_supervisor
+
+    settings = _settings(args)
+    if args.role not in settings.roles:
+        raise UsageError(f"--role {args.role!r} is not one of {sorted(settings.roles)}")
+    model = build_model(settings, api_key=os.environ.get("ANTHROPIC_API_KEY"))
+    async with open_bus(_client_url(settings), name=f"warden-worker-{args.role}") as bus:
+        worker = Worker(bus, args.role, settings.roles[args.role], model, default_registry(),
+                        settings.sandbox)
+        spec = ChildSpec(name=worker.name, start=worker.run)
+        async with open_supervisor(
+            [spec], name=f"worker-{args.role}", max_restarts=settings.supervision.max_restarts,
+            period=settings.supervision.period_s,
+        ):
+            print(f"warden worker {args.role}: serving {subjects.work(args.role)} on {bus.url}",
+                  file=sys.stderr)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+    await model.aclose()
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
+        print(f"warden demo: daemon in-process, NATS {daemon.bus.url}, data dir "
+              f"{daemon.data_dir}, model {type(daemon.model).__name__}", file=sys.stderr)
+        async with open_bus(daemon.bus.url, name="warden-demo") as bus:
+            tasks = [TaskSubmission(id=new_run_id(), text=text) for text in DEMO_TASKS]
+            statuses: dict[str, str] = {}
+
+            async def one(task: TaskSubmission) -> None:
+                statuses[task.id or ""] = await submit_and_follow(
+                    bus, task, wait=True, progress=True, timeout=args.timeout
+                )
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for task in tasks:
+                        tg.start_soon(one, task)
+            except TimeoutError:
+                print(f"warden demo: runs did not finish within {args.timeout:g}s",
+                      file=sys.stderr)
+                return 3
+            runs = []
+            for task in tasks:
+                run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=task.id or ""),
+                                     settings.nats.request_timeout_s)
+                assert isinstance(run, RunSummary)
+                runs.append(run)
+    print()
+    print_runs(runs)
+    for run in runs:
+        print(f"\n{run.id} ({run.status}, {run.tokens} tokens, {_money(run.cost_usd)}):")
+        print("  " + (run.result or run.error or "").strip().replace("\n", "\n  "))
+    ok = all(r.status == "succeeded" for r in runs)
+    print("\ndemo: every run succeeded" if ok else "\ndemo: some runs did not succeed")
+    return 0 if ok else 1
+
+
+# -- parsing -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data directory (default .warden, or WARDEN_DATA_DIR)")
+    common.add_argument("--nats", metavar="URL",
+                        help="use this NATS server instead of the embedded one / daemon.json")
+    common.add_argument("--config", metavar="FILE", help="TOML settings (or WARDEN_CONFIG)")
+    common.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"], help="log level")
+    common.add_argument("--log-json", action="store_true", help="logs as JSON lines")
+
+    parser = argparse.ArgumentParser(
+        prog="warden",
+        description="warden: supervised, durable, bounded LLM agents over NATS.",
+        epilog="Start with `warden demo`, or `warden up` in one shell and "
+               "`warden submit \"...\" --wait` in another.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", parents=[common], help="run the daemon in the foreground",
+                        description="Run the daemon: embedded nats-server (unless --nats), "
+                        "journal, workers, intake. Ctrl-C or SIGTERM shuts it down.")
+    up.set_defaults(func=cmd_up, default_level="info")
+
+    submit = sub.add_parser("submit", parents=[common], help="submit a task",
+                            description="Publish a task on warden.tasks. With --wait, show "
+                            "its progress until it ends, then the result.")
+    submit.add_argument("text", help="what to do")
+    submit.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    submit.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    submit.add_argument("--scenario", help="scripted model scenario (fizzbuzz, slugify, ...)")
+    submit.add_argument("--budget", type=float, metavar="USD", help="this run's cost budget")
+    submit.add_argument("--id", help="run id to use (default: generated)")
+    submit.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                        help="give up waiting after S seconds (default 600)")
+    submit.set_defaults(func=cmd_submit, default_level="warning")
+
+    runs = sub.add_parser("runs", parents=[common], help="list runs")
+    runs.add_argument("--json", action="store_true", help="a JSON list of runs")
+    runs.add_argument("--status", help="only runs with this status")
+    runs.add_argument("--limit", type=int, default=100, help="newest N runs (default 100)")
+    runs.set_defaults(func=cmd_runs, default_level="warning")
+
+    show = sub.add_parser("show", parents=[common], help="show one run")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="the run as JSON")
+    show.set_defaults(func=cmd_show, default_level="warning")
+
+    demo = sub.add_parser("demo", parents=[common], help="run the demo tasks in-process",
+                          description="Start a daemon in-process on the embedded defaults, "
+                          "submit the demo tasks concurrently, print each result with its "
+                          "tokens and cost. Exits 0 only if every run succeeded.")
+    demo.add_argument("--timeout", type=float, default=300.0, metavar="S")
+    demo.set_defaults(func=cmd_demo, default_level="warning")
+
+    worker = sub.add_parser("worker", parents=[common], help="serve one role's steps",
+                            description="Join the role's queue group from this process.")
+    worker.add_argument("--role", required=True, help="research, code or review")
+    worker.set_defaults(func=cmd_worker, default_level="info")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``warden`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level or args.default_level, json=args.log_json)
+    try:
+        code: int = anyio.run(args.func, args)
+    except (UsageError, ConfigError, DaemonError) as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        return 2
+    except BusError as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

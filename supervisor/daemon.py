@@ -1,0 +1,197 @@
+"""The daemon: the root supervisor and everything it owns.
+
+```
+root supervisor (one_for_one)
+ ├── worker.research / worker.code / worker.review   queue-group subscribers on warden.work.<role>
+ ├── api                                              warden.api.* request/reply
+ ├── intake                                           JetStream consumer of warden.tasks
+ └── run:<id> ...                                     one per active run (temporary, dynamic)
+```
+
+Resources the tree runs on, opened in this order and closed in reverse: the embedded
+nats-server (unless ``nats.url`` is set), the bus connection (JetStream streams ensured),
+the journal. The running daemon writes ``daemon.json`` (its pid and the NATS URL) into the
+data directory; that is how client commands find it. A ``daemon.json`` left by a killed
+daemon is detected (its pid is gone) and replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from actors.model import Model, build_model
+from actors.pricing import PriceTable
+from actors.tools import ToolRegistry, default_registry
+from actors.worker import Worker
+from bus.connection import Bus, open_bus
+from bus.embedded import open_embedded_server
+from bus.wire import TaskSubmission
+from config import Settings
+from supervisor.api import Api
+from supervisor.breaker import CircuitBreaker
+from supervisor.errors import DaemonError
+from supervisor.intake import Intake
+from supervisor.journal import Journal, open_journal
+from supervisor.run import RunContext, RunSupervisor
+from supervisor.supervision import ChildSpec, Supervisor, open_supervisor
+
+log = structlog.get_logger("warden.daemon")
+
+DAEMON_FILE = "daemon.json"
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """What a started daemon tells its caller."""
+
+    url: str
+    data_dir: Path
+    pid: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
+    """The live daemon serving ``data_dir``, or ``None`` (no file, or its pid is gone)."""
+    path = data_dir / DAEMON_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if _pid_alive(info.pid) else None
+
+
+def _claim_data_dir(data_dir: Path) -> None:
+    path = data_dir / DAEMON_FILE
+    if not path.exists():
+        return
+    live = read_daemon_file(data_dir)
+    if live is not None and live.pid != os.getpid():
+        raise DaemonError(
+            f"a daemon (pid {live.pid}) already serves data dir {str(data_dir)!r} at {live.url}"
+        )
+    log.warning("stale_daemon_file_removed", path=str(path))
+    path.unlink(missing_ok=True)
+
+
+class Daemon:
+    """The running tree: its resources and the root supervisor."""
+
+    def __init__(
+        self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
+        root: Supervisor, tools: ToolRegistry,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.bus = bus
+        self.journal = journal
+        self.model = model
+        self.root = root
+        self.breakers = {
+            role: CircuitBreaker.from_settings(f"worker.{role}", settings.breaker)
+            for role in settings.roles
+        }
+        self.context = RunContext(
+            settings=settings, journal=journal, bus=bus, model=model,
+            prices=PriceTable(settings.pricing), breakers=self.breakers,
+            workspaces=data_dir / "workspaces",
+            tool_specs={role: tools.specs(spec.tools) for role, spec in settings.roles.items()},
+        )
+        self.active_runs = 0
+
+    async def start_run(self, run_id: str, task: TaskSubmission) -> None:
+        """Start a run supervisor for a committed run, as a temporary child of the root."""
+        runner = RunSupervisor(self.context, run_id, task)
+
+        async def run_child(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            self.active_runs += 1
+            task_status.started()
+            try:
+                with structlog.contextvars.bound_contextvars(run_id=run_id):
+                    await runner.run()
+            except Exception as exc:
+                # A crash of the run supervisor itself: record it, then let the root see it.
+                with anyio.CancelScope(shield=True):
+                    await self.journal.transition(run_id, "failed", error=f"run crashed: {exc!r}")
+                raise
+            finally:
+                self.active_runs -= 1
+
+        await self.root.start_child(ChildSpec(name=f"run:{run_id}", start=run_child,
+                                              restart="temporary"))
+
+
+@asynccontextmanager
+async def open_daemon(settings: Settings, *, api_key: str | None = None) -> AsyncIterator[Daemon]:
+    """Start the whole daemon; leaving the context shuts it down, in reverse order.
+
+    Blocks until the tree is ready (every child started, streams and journal open).
+    Raises ``DaemonError`` when another daemon serves the data directory, and the
+    bus's, journal's or config's own errors when those cannot start.
+    """
+    data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, at start-up
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _claim_data_dir(data_dir)
+    async with AsyncExitStack() as stack:
+        url = settings.nats.url
+        if url is None:
+            server = await stack.enter_async_context(
+                open_embedded_server(data_dir, port=settings.nats.port,
+                                     ready_timeout=settings.nats.connect_timeout_s)
+            )
+            url = server.url
+        bus = await stack.enter_async_context(
+            open_bus(url, name=f"warden-daemon-{os.getpid()}",
+                     connect_timeout=settings.nats.connect_timeout_s)
+        )
+        await bus.ensure_streams()
+        journal = await stack.enter_async_context(open_journal(data_dir / JOURNAL_FILE))
+        model = build_model(settings, api_key=api_key)
+        stack.push_async_callback(model.aclose)
+        tools = default_registry()
+        supervision = settings.supervision
+        root = await stack.enter_async_context(
+            open_supervisor(
+                name="root", strategy="one_for_one",
+                max_restarts=supervision.max_restarts, period=supervision.period_s,
+            )
+        )
+        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools)
+        for role, role_settings in settings.roles.items():
+            worker = Worker(bus, role, role_settings, model, tools, settings.sandbox)
+            await root.start_child(ChildSpec(
+                name=f"worker.{role}", start=worker.run,
+                shutdown_timeout=supervision.shutdown_timeout_s,
+            ))
+        api = Api(bus, journal, settings)
+        await root.start_child(ChildSpec(name="api", start=api.run,
+                                         shutdown_timeout=supervision.shutdown_timeout_s))
+        intake = Intake(bus, journal, settings, daemon.start_run)
+        await root.start_child(ChildSpec(name="intake", start=intake.run,
+                                         shutdown_timeout=supervision.shutdown_timeout_s))
+        daemon_file = data_dir / DAEMON_FILE
+        daemon_file.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+        stack.callback(daemon_file.unlink, missing_ok=True)
+        log.info("daemon_ready", url=url, data_dir=str(data_dir), pid=os.getpid(),
+                 model=type(model).__name__)
+        yield daemon
+        log.info("daemon_stopping")

@@ -1,0 +1,156 @@
+"""Intake: the JetStream consumer of submitted tasks, and the rules a submission must pass.
+
+A submission (``TaskSubmission`` as JSON on ``warden.tasks``) becomes a run: its id is the
+submission's ``id``, else its ``Nats-Msg-Id``, else ``t-<stream sequence>`` (stable across
+redeliveries). The message is acknowledged only after the run is committed to the journal.
+A submission that is not valid JSON, lacks a field, has a wrong type or is too large is
+recorded as a run with status ``rejected`` and an error naming the field and the problem;
+it is acknowledged (kept in the journal, not redelivered) and never stops the consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+from bus import subjects
+from bus.connection import Bus, TaskMessage
+from bus.errors import BusError
+from bus.wire import RunEvent, TaskSubmission, encoder, task_decoder
+from config import Settings
+from supervisor.journal import Journal
+
+log = structlog.get_logger("warden.intake")
+
+StartRun = Callable[[str, TaskSubmission], Awaitable[None]]
+
+
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    field: str | None
+    error: str
+    preview: str
+
+
+def _preview(data: bytes) -> str:
+    return data[:200].decode("utf-8", errors="replace")
+
+
+def _field_of(message: str) -> str | None:
+    if "`$." in message:
+        return message.split("`$.", 1)[1].split("`", 1)[0]
+    if "missing required field `" in message:
+        return message.split("missing required field `", 1)[1].split("`", 1)[0]
+    return None
+
+
+def check_submission(
+    data: bytes, *, max_bytes: int, fallback_id: str
+) -> tuple[str, TaskSubmission] | Rejection:
+    """Decode and validate one submission.
+
+    Returns ``(run_id, task)`` or a ``Rejection`` whose ``error`` names the field and
+    the problem. Never raises for bad input.
+    """
+    if len(data) > max_bytes:
+        return Rejection(
+            run_id=fallback_id, field=None, preview=_preview(data),
+            error=f"submission is {len(data)} bytes, larger than limits.max_task_bytes "
+                  f"({max_bytes})",
+        )
+    try:
+        task = task_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        message = str(exc)
+        field = _field_of(message)
+        where = f"field {field!r}: " if field else ""
+        return Rejection(
+            run_id=fallback_id, field=field, preview=_preview(data),
+            error=f"invalid submission: {where}{message}",
+        )
+    run_id = task.id or fallback_id
+    problem: tuple[str, str] | None = None
+    if task.id is not None and not subjects.is_valid_id(task.id):
+        problem = ("id", f"{task.id!r} must be 1-128 characters of [A-Za-z0-9_-]")
+        run_id = fallback_id
+    elif not task.text.strip():
+        problem = ("text", "must not be empty")
+    elif task.budget_usd is not None and task.budget_usd <= 0:
+        problem = ("budget_usd", f"{task.budget_usd!r} must be greater than 0")
+    if problem is not None:
+        return Rejection(
+            run_id=run_id, field=problem[0], preview=_preview(data),
+            error=f"invalid submission: field {problem[0]!r} {problem[1]}",
+        )
+    return run_id, task
+
+
+async def admit(
+    journal: Journal, data: bytes, *, max_bytes: int, fallback_id: str
+) -> tuple[str, TaskSubmission | None, Rejection | None, bool]:
+    """Check a submission and record its run (queued or rejected) in the journal.
+
+    Returns ``(run_id, task, rejection, created)``; ``created`` is ``False`` when the run
+    id was already known (a redelivery or a duplicate), in which case nothing is written.
+    """
+    checked = check_submission(data, max_bytes=max_bytes, fallback_id=fallback_id)
+    if isinstance(checked, Rejection):
+        created = await journal.create_run(
+            checked.run_id, text=checked.preview, status="rejected", error=checked.error
+        )
+        if created:
+            log.warning("submission_rejected", run_id=checked.run_id, error=checked.error)
+        return checked.run_id, None, checked, created
+    run_id, task = checked
+    created = await journal.create_run(
+        run_id, text=task.text, status="queued", scenario=task.scenario,
+        budget_usd=task.budget_usd,
+    )
+    return run_id, task, None, created
+
+
+class Intake:
+    """The JetStream consumer of ``warden.tasks``; hands each new run to ``start_run``."""
+
+    def __init__(self, bus: Bus, journal: Journal, settings: Settings, start_run: StartRun):
+        self.bus = bus
+        self.journal = journal
+        self.settings = settings
+        self.start_run = start_run
+        self.admitted = 0
+        self.rejected = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Consume until cancelled. Blocks; a journal failure escapes (a crash)."""
+        async with self.bus.task_consumer() as consumer:
+            task_status.started()
+            while True:
+                for message in await consumer.fetch(batch=256, timeout=1.0):
+                    await self.take(message)
+
+    async def take(self, message: TaskMessage) -> None:
+        """Admit one message, then acknowledge it (after the commit, never before)."""
+        fallback = message.msg_id if message.msg_id and subjects.is_valid_id(message.msg_id) \
+            else f"t-{message.stream_seq}"
+        run_id, task, rejection, created = await admit(
+            self.journal, message.data, max_bytes=self.settings.limits.max_task_bytes,
+            fallback_id=fallback,
+        )
+        if created:
+            status = "rejected" if rejection is not None else "queued"
+            note = rejection.error if rejection is not None else "queued"
+            event = RunEvent(run_id=run_id, seq=0, kind="status", status=status, message=note)
+            try:
+                await self.bus.publish(subjects.run_events(run_id), encoder.encode(event))
+            except BusError as exc:
+                log.warning("event_publish_failed", run_id=run_id, error=str(exc))
+        if rejection is not None:
+            self.rejected += int(created)
+        elif created and task is not None:
+            self.admitted += 1
+            await self.start_run(run_id, task)
+        await message.ack()

@@ -1,0 +1,452 @@
+"""The run journal: SQLite through aiosqlite, one writer with group commit.
+
+The only module that imports aiosqlite. One writer connection takes every write; writes
+queued while a transaction is in flight are committed together in the next one, so many
+concurrent runs share one fsync (group commit). Callers await their write's commit, so a
+transition is durable before its effect happens. Reads use a second connection (WAL lets
+them run beside the writer).
+
+Schema (``SCHEMA_VERSION`` 1)::
+
+    runs         id, status, text, scenario, budget_usd, created_at, updated_at,
+                 tokens, cost_usd, error, result, plan
+    steps        run_id, idx, role, instruction, status, turns, output, tokens, cost_usd
+    model_calls  run_id, step, turn, purpose, model, request, response, input_tokens,
+                 output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd,
+                 latency_ms, created_at
+    tool_calls   run_id, step, turn, name, arguments, ok, output, duration_ms, created_at
+    events       seq, run_id, kind, status, message, data, created_at   (append-only)
+
+Secrets never reach it: requests are stored as the model saw them (prompt and messages),
+never headers, keys or the environment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+import anyio
+import msgspec
+import structlog
+
+from bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
+from supervisor.errors import SupervisorError
+
+log = structlog.get_logger("warden.journal")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL,
+    scenario TEXT,
+    budget_usd REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT,
+    plan TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    status TEXT NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    output TEXT NOT NULL DEFAULT '',
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS model_calls (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER,
+    turn INTEGER,
+    purpose TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_creation_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_calls_by_run ON model_calls(run_id);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    turn INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    output TEXT NOT NULL,
+    duration_ms REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tool_calls_by_run ON tool_calls(run_id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id);
+"""
+
+Statement = tuple[str, tuple[object, ...]]
+_json = msgspec.json.Encoder()
+
+
+class JournalError(SupervisorError):
+    """The journal file cannot be opened or written."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"journal {path!r}: {problem}")
+
+
+class _Write:
+    __slots__ = ("done", "error", "statements")
+
+    def __init__(self, statements: Sequence[Statement]) -> None:
+        self.statements = statements
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class Journal:
+    """The journal of runs. Every write method blocks until its write is committed."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._pending: list[_Write] = []
+        self._wake = anyio.Event()
+        self._closing = False
+        self.commits = 0
+        self.writes = 0
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _write(self, statements: Sequence[Statement]) -> None:
+        if self._closing:
+            raise JournalError(str(self.path), "is closed")
+        write = _Write(statements)
+        self._pending.append(write)
+        self._wake.set()
+        await write.done.wait()
+        if write.error is not None:
+            raise JournalError(str(self.path), f"write failed: {write.error}") from write.error
+
+    async def _run_writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._commit(batch)
+            if self._closing and not self._pending:
+                return
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        flat = [s for w in batch for s in w.statements]
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._execute(flat)
+        except sqlite3.Error as exc:
+            # Find the culprit: replay each write in a transaction of its own.
+            log.warning("journal_batch_failed", error=str(exc), writes=len(batch))
+            for write in batch:
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self._execute(list(write.statements))
+                except sqlite3.Error as single:
+                    write.error = single
+        self.commits += 1
+        self.writes += len(batch)
+        for write in batch:
+            write.done.set()
+
+    async def _execute(self, statements: list[Statement]) -> None:
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
+                rows = [params for _, params in group]
+                if len(rows) == 1:
+                    await self._writer.execute(sql, rows[0])
+                else:
+                    await self._writer.executemany(sql, rows)
+            await self._writer.commit()
+        except BaseException:
+            await self._writer.rollback()
+            raise
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        run_id: str,
+        *,
+        text: str,
+        status: str,
+        scenario: str | None = None,
+        budget_usd: float | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record a new run; ``False`` (and nothing written) if the id is already known."""
+        if await self.run_status(run_id) is not None:
+            return False
+        now = time.time()
+        await self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO runs (id, status, text, scenario, budget_usd, "
+                    "created_at, updated_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, status, text, scenario, budget_usd, now, now, error),
+                ),
+                _event(run_id, "run_created", status, error or "", None, now),
+            ]
+        )
+        return True
+
+    async def transition(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        kind: str = "status",
+        message: str = "",
+        error: str | None = None,
+        result: str | None = None,
+        plan: str | None = None,
+        tokens: int | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Set the run's status (and what came with it) and append the event."""
+        now = time.time()
+        await self._write(
+            [
+                (
+                    "UPDATE runs SET status = ?, updated_at = ?, error = COALESCE(?, error), "
+                    "result = COALESCE(?, result), plan = COALESCE(?, plan), "
+                    "tokens = COALESCE(?, tokens), cost_usd = COALESCE(?, cost_usd) "
+                    "WHERE id = ?",
+                    (status, now, error, result, plan, tokens, cost_usd, run_id),
+                ),
+                _event(run_id, kind, status, message or error or "", None, now),
+            ]
+        )
+
+    async def record_step(
+        self,
+        run_id: str,
+        index: int,
+        *,
+        role: str,
+        instruction: str,
+        status: str,
+        turns: int = 0,
+        output: str = "",
+        tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Insert or update one step of a run."""
+        now = time.time()
+        await self._write(
+            [
+                (
+                    "INSERT INTO steps (run_id, idx, role, instruction, status, turns, output, "
+                    "tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, "
+                    "turns = excluded.turns, output = excluded.output, "
+                    "tokens = excluded.tokens, cost_usd = excluded.cost_usd",
+                    (run_id, index, role, instruction, status, turns, output, tokens, cost_usd),
+                ),
+                _event(run_id, "step", status, f"step {index} ({role}): {status}", None, now),
+            ]
+        )
+
+    async def record_turn(
+        self,
+        run_id: str,
+        *,
+        step: int | None,
+        turn: int | None,
+        purpose: str,
+        model: str,
+        request: object,
+        response: object,
+        usage: Usage,
+        cost_usd: float,
+        latency_ms: float,
+        tool_calls: Sequence[ToolCallRecord] = (),
+    ) -> None:
+        """Record one model call and the tool calls it led to, in one commit."""
+        now = time.time()
+        statements: list[Statement] = [
+            (
+                "INSERT INTO model_calls (run_id, step, turn, purpose, model, request, response, "
+                "input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, "
+                "cost_usd, latency_ms, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, step, turn, purpose, model,
+                    _json.encode(request).decode(), _json.encode(response).decode(),
+                    usage.input_tokens, usage.output_tokens,
+                    usage.cache_creation_input_tokens, usage.cache_read_input_tokens,
+                    cost_usd, latency_ms, now,
+                ),
+            )
+        ]
+        for record in tool_calls:
+            statements.append(
+                (
+                    "INSERT INTO tool_calls (run_id, step, turn, name, arguments, ok, output, "
+                    "duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id, step if step is not None else -1, turn if turn is not None else -1,
+                        record.name, _json.encode(record.arguments).decode(), int(record.ok),
+                        record.output, record.duration_ms, now,
+                    ),
+                )
+            )
+        await self._write(statements)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def run_status(self, run_id: str) -> str | None:
+        async with self._reader.execute("SELECT status FROM runs WHERE id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        """The run with its steps, or ``None``."""
+        async with self._reader.execute(_RUN_COLUMNS + " WHERE id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        async with self._reader.execute(
+            "SELECT idx, role, instruction, status, turns, output, tokens, cost_usd "
+            "FROM steps WHERE run_id = ? ORDER BY idx",
+            (run_id,),
+        ) as cur:
+            steps = [
+                StepSummary(
+                    index=r[0], role=r[1], instruction=r[2], status=r[3], turns=r[4],
+                    output=r[5], tokens=r[6], cost_usd=r[7],
+                )
+                for r in await cur.fetchall()
+            ]
+        return _summary(row, steps)
+
+    async def list_runs(self, *, limit: int = 100, status: str | None = None) -> list[RunSummary]:
+        """The newest ``limit`` runs, newest last, optionally of one status."""
+        where, params = (" WHERE status = ?", (status,)) if status else ("", ())
+        sql = f"{_RUN_COLUMNS}{where} ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        async with self._reader.execute(sql, (*params, limit)) as cur:
+            rows = await cur.fetchall()
+        return [_summary(r, []) for r in reversed(list(rows))]
+
+    async def count_model_calls(self, run_id: str) -> int:
+        async with self._reader.execute(
+            "SELECT COUNT(*) FROM model_calls WHERE run_id = ?", (run_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def tool_call_names(self, run_id: str) -> list[str]:
+        async with self._reader.execute(
+            "SELECT name FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,)
+        ) as cur:
+            return [str(r[0]) for r in await cur.fetchall()]
+
+
+_RUN_COLUMNS = (
+    "SELECT id, status, text, scenario, created_at, updated_at, tokens, cost_usd, error, "
+    "result FROM runs"
+)
+
+
+def _summary(row: sqlite3.Row | tuple[object, ...], steps: list[StepSummary]) -> RunSummary:
+    return RunSummary(
+        id=str(row[0]), status=str(row[1]), text=str(row[2]),
+        scenario=row[3] if row[3] is None else str(row[3]),
+        created_at=float(row[4]), updated_at=float(row[5]),  # type: ignore[arg-type]
+        tokens=int(row[6]), cost_usd=float(row[7]),  # type: ignore[arg-type]
+        error=None if row[8] is None else str(row[8]),
+        result=None if row[9] is None else str(row[9]),
+        steps=steps,
+    )
+
+
+def _event(
+    run_id: str, kind: str, status: str, message: str, data: object, now: float
+) -> Statement:
+    return (
+        "INSERT INTO events (run_id, kind, status, message, data, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (run_id, kind, status, message, None if data is None else _json.encode(data).decode(), now),
+    )
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+@asynccontextmanager
+async def open_journal(path: Path) -> AsyncIterator[Journal]:
+    """Open (creating if needed) the journal at ``path`` and run its writer.
+
+    Raises ``JournalError`` with the reason when the file is not usable (not a database,
+    read-only, corrupt). On exit, waits for queued writes to commit, then closes.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
+        await writer.execute("PRAGMA synchronous = FULL")
+        await writer.executescript(_SCHEMA)
+        await writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        reader = await _connect(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalError(str(path), f"cannot be used: {exc}") from exc
+    if mode is None or str(mode[0]).lower() != "wal":
+        log.warning("journal_not_wal", mode=mode and mode[0])
+    journal = Journal(path, writer, reader)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal._run_writer)
+            try:
+                yield journal
+            finally:
+                journal._closing = True
+                journal._wake.set()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.close()
+            await writer.close()
