@@ -24,5 +24,8 @@ check: $(STAMP)
 	$(BIN)/ruff check supervisor actors bus config tests bench
 	$(BIN)/mypy
 
+bench: $(STAMP)
+	$(BIN)/python bench/concurrent_runs.py --runs 1 100 1000
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

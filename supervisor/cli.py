@@ -93,6 +93,20 @@ async def _request(bus: Bus, subject: str, payload: msgspec.Struct, timeout: flo
     return reply
 
 
+async def _show(bus: Bus, run_id: str, settings: Settings) -> RunSummary:
+    run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=run_id),
+                         settings.nats.request_timeout_s)
+    assert isinstance(run, RunSummary)
+    return run
+
+
+def _print_run(run: RunSummary, *, as_json: bool) -> None:
+    if as_json:
+        print(encoder.encode(run).decode())
+    else:
+        print_run(run)
+
+
 def _money(value: float) -> str:
     return f"${value:.4f}"
 
@@ -209,13 +223,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         if not args.wait:
             print(run_id)
             return 0
-        run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=run_id),
-                             settings.nats.request_timeout_s)
-        assert isinstance(run, RunSummary)
-        if args.json:
-            print(encoder.encode(run).decode())
-        else:
-            print_run(run)
+        _print_run(await _show(bus, run_id, settings), as_json=args.json)
         return 0 if status == "succeeded" else 1
 
 
@@ -236,13 +244,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 async def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     async with open_bus(_client_url(settings), name="warden-cli") as bus:
-        run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=args.run_id),
-                             settings.nats.request_timeout_s)
-    assert isinstance(run, RunSummary)
-    if args.json:
-        print(encoder.encode(run).decode())
-    else:
-        print_run(run)
+        _print_run(await _show(bus, args.run_id, settings), as_json=args.json)
     return 0
 
 
@@ -295,12 +297,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"warden demo: runs did not finish within {args.timeout:g}s",
                       file=sys.stderr)
                 return 3
-            runs = []
-            for task in tasks:
-                run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=task.id or ""),
-                                     settings.nats.request_timeout_s)
-                assert isinstance(run, RunSummary)
-                runs.append(run)
+            runs = [await _show(bus, task.id or "", settings) for task in tasks]
     print()
     print_runs(runs)
     for run in runs:

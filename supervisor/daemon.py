@@ -33,7 +33,7 @@ from actors.pricing import PriceTable
 from actors.tools import ToolRegistry, default_registry
 from actors.worker import Worker
 from bus.connection import Bus, open_bus
-from bus.embedded import open_embedded_server
+from bus.embedded import is_alive, open_embedded_server
 from bus.wire import TaskSubmission
 from config import Settings
 from supervisor.api import Api
@@ -59,16 +59,6 @@ class DaemonInfo:
     pid: int
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
     """The live daemon serving ``data_dir``, or ``None`` (no file, or its pid is gone)."""
     path = data_dir / DAEMON_FILE
@@ -77,7 +67,7 @@ def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
         info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return info if _pid_alive(info.pid) else None
+    return info if is_alive(info.pid) else None
 
 
 def _claim_data_dir(data_dir: Path) -> None:

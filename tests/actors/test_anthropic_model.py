@@ -40,12 +40,6 @@ MODEL = "claude-test-model"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    # Defined here, not only in tests/conftest.py, so this module runs on its own too.
-    return "asyncio"
-
-
-@pytest.fixture
 def captured_logs(monkeypatch: pytest.MonkeyPatch) -> list[MutableMapping[str, object]]:
     """Every event the adapter logs during the test, at every level.
 

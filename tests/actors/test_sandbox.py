@@ -18,11 +18,6 @@ from config.settings import SandboxSettings
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def settings() -> SandboxSettings:
     return SandboxSettings(timeout_s=20.0, cpu_seconds=10, memory_mb=512)
 

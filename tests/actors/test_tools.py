@@ -27,10 +27,6 @@ ALL_TOOLS = ["list_files", "read_file", "grep", "write_file", "run_python", "run
 DEFAULTS = Path(__file__).parents[2] / "config" / "defaults.toml"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:

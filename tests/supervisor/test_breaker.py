@@ -6,48 +6,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import supervisor.breaker as breaker_module
 from config import BreakerSettings
 from supervisor.breaker import CircuitBreaker
 from supervisor.errors import BreakerOpenError
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class EventLog:
-    """A fake for the module's structlog logger: records events, whatever the global config.
-
-    The shared conftest filters at warning and caches loggers, so ``capture_logs`` could
-    not see info events; replacing the module's ``log`` keeps these tests independent.
-    """
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, object]] = []
-
-    def _record(self, level: str, event: str, **fields: object) -> None:
-        self.entries.append({"event": event, "log_level": level, **fields})
-
-    def debug(self, event: str, **fields: object) -> None:
-        self._record("debug", event, **fields)
-
-    def info(self, event: str, **fields: object) -> None:
-        self._record("info", event, **fields)
-
-    def warning(self, event: str, **fields: object) -> None:
-        self._record("warning", event, **fields)
-
-    def error(self, event: str, **fields: object) -> None:
-        self._record("error", event, **fields)
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
-    fake = EventLog()
-    monkeypatch.setattr(breaker_module, "log", fake)
-    return fake.entries
 
 
 class FakeClock:

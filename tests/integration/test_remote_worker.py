@@ -1,0 +1,49 @@
+"""Workers in another process join the role's queue group: `warden worker --role`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus import subjects
+from bus.errors import NoRespondersError
+from bus.wire import turn_reply_decoder
+from tests.integration.harness import make_settings, run_task, running_daemon
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path: Path) -> None:
+    async with running_daemon(make_settings(tmp_path)) as (daemon, client):
+        await daemon.root.terminate_child("worker.code")  # only the remote one is left
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
+        env["WARDEN_MODELS__PROVIDER"] = "scripted"
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
+            [sys.executable, "-m", "supervisor.cli", "worker", "--role", "code",
+             "--nats", daemon.bus.url, "--data-dir", str(tmp_path / "worker")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            with anyio.fail_after(30):  # until the remote worker answers on its subject
+                while True:
+                    try:
+                        raw = await client.request(subjects.work("code"), b"{}", timeout=2)
+                    except NoRespondersError:
+                        await anyio.sleep(0.05)
+                        continue
+                    assert "bad turn request" in (turn_reply_decoder.decode(raw).error or "")
+                    break
+            run = await run_task(client, "fizzbuzz")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(proc.wait, 10)
+    assert run.status == "succeeded", run.error
+    assert [s.status for s in run.steps] == ["succeeded"] * 3
+    assert code == 0
