@@ -20,8 +20,9 @@ running it once, so a replay may repeat it rather than need its journaled result
 - the output must be a ``str`` (anything else is a defect in the tool: ``TypeError``,
   a crash) and is truncated to ``max_output_bytes`` with a marker.
 
-The six tools: ``list_files``, ``read_file``, ``grep`` (read only); ``write_file``;
-``run_python`` and ``run_tests`` (run model-written code in ``actors/sandbox.py``).
+The tools: ``list_files``, ``read_file``, ``grep`` (read only); ``write_file``;
+``run_python`` and ``run_tests`` (run model-written code in ``actors/sandbox.py``);
+``ledger_append`` (an externally checkable side effect, for proving exactly-once).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
@@ -69,6 +71,10 @@ class ToolContext:
     run_id: str
     step: int
     call_index: int
+    idempotency_key: str = ""
+    """Derived by the parent from (run, step, attempt, turn, call); the same on a replay."""
+    data_dir: Path | None = None
+    """The worker's data directory (where ``ledger_append`` keeps ``ledger.txt``)."""
 
 
 class Tool(Protocol):
@@ -80,8 +86,12 @@ class Tool(Protocol):
     def side_effects(self) -> bool: ...
     @property
     def idempotent_by_key(self) -> bool: ...
+    @property
+    def reconciles(self) -> bool: ...
     def spec(self) -> ToolSpec: ...
     async def invoke(self, arguments: Mapping[str, object], ctx: ToolContext) -> object: ...
+    async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
+        ...
 
 
 class ToolBase(abc.ABC, Generic[ArgsT]):
@@ -91,6 +101,8 @@ class ToolBase(abc.ABC, Generic[ArgsT]):
     description: ClassVar[str]
     side_effects: ClassVar[bool] = False
     idempotent_by_key: ClassVar[bool] = True
+    reconciles: ClassVar[bool] = False
+    """Whether ``reconcile`` can tell if an interrupted call already acted."""
     Arguments: type[ArgsT]
 
     def spec(self) -> ToolSpec:
@@ -108,6 +120,12 @@ class ToolBase(abc.ABC, Generic[ArgsT]):
     async def invoke(self, arguments: Mapping[str, object], ctx: ToolContext) -> object:
         """Parse, then run. Returns whatever ``run`` returned; the registry checks it."""
         return await self.run(self.parse(arguments), ctx)
+
+    async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
+        """After a crash between a call's intent and its outcome: the outcome if the call
+        with ``ctx.idempotency_key`` had acted, ``None`` if it had not. Raises
+        ``ToolError`` when it cannot tell. Only tools with ``reconciles = True``."""
+        raise ToolError(self.name, "has no reconcile hook")
 
     @abc.abstractmethod
     async def run(self, args: ArgsT, ctx: ToolContext) -> str:
@@ -159,6 +177,23 @@ class ToolRegistry:
     def get(self, name: str) -> Tool:
         """The tool called ``name``; raises ``KeyError``."""
         return self._tools[name]
+
+    async def reconcile(
+        self, name: str, arguments: Mapping[str, object], ctx: ToolContext
+    ) -> ToolCallRecord | None:
+        """Ask tool ``name`` whether its interrupted call acted: the record of that call,
+        or ``None`` if it had not. Raises ``ToolError`` when the tool cannot tell."""
+        tool = self._tools.get(name)
+        if tool is None or not tool.reconciles:
+            raise ToolError(name, "cannot be reconciled")
+        started = anyio.current_time()
+        output = await tool.reconcile(arguments, ctx)
+        if output is None:
+            return None
+        return ToolCallRecord(
+            name=name, arguments=dict(arguments), ok=True, output=output,
+            duration_ms=(anyio.current_time() - started) * 1000.0,
+        )
 
     def specs(self, allowlist: Sequence[str]) -> list[ToolSpec]:
         """The specs of the allowlisted tools, in allowlist order.
@@ -489,7 +524,70 @@ def _report(result: SandboxResult) -> str:
     return "\n".join(parts)
 
 
+class LedgerAppendArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Arguments of ledger_append."""
+
+    text: Annotated[str, msgspec.Meta(max_length=1000)]
+
+
+class LedgerAppend(ToolBase[LedgerAppendArgs]):
+    """Appends ``<idempotency key> <run id> <text>`` to ``ledger.txt`` in the data directory.
+
+    A side effect anyone can check from outside: after any crash, every key in the file is
+    unique and every succeeded ``ledger`` run has exactly its three lines. Not idempotent
+    by key (a second append is a second line), but it reconciles: an interrupted call
+    acted if and only if its key is in the file.
+    """
+
+    name = "ledger_append"
+    description = "Append one line of text to the shared ledger (ledger.txt)."
+    side_effects = True
+    idempotent_by_key = False
+    reconciles = True
+    Arguments = LedgerAppendArgs
+
+    @staticmethod
+    def _path(ctx: ToolContext) -> Path:
+        if ctx.data_dir is None or not ctx.idempotency_key:
+            raise ToolError("ledger_append", "needs a data directory and an idempotency key")
+        return ctx.data_dir / "ledger.txt"
+
+    async def run(self, args: LedgerAppendArgs, ctx: ToolContext) -> str:
+        path = self._path(ctx)
+        text = " ".join(args.text.split())  # one line, whatever the model sent
+        line = f"{ctx.idempotency_key} {ctx.run_id} {text}\n".encode()
+
+        def append() -> None:
+            # One write(2) on an O_APPEND descriptor: concurrent appends never interleave,
+            # and fsync before the outcome is reported, so "acted" survives a power cut.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await anyio.to_thread.run_sync(append)
+        return f"appended to ledger.txt as {ctx.idempotency_key}"
+
+    async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
+        path = self._path(ctx)
+        prefix = f"{ctx.idempotency_key} ".encode()
+
+        def find() -> bool:
+            try:
+                with path.open("rb") as ledger:
+                    return any(line.startswith(prefix) for line in ledger)
+            except FileNotFoundError:
+                return False
+
+        found = await anyio.to_thread.run_sync(find)
+        return f"appended to ledger.txt as {ctx.idempotency_key}" if found else None
+
+
 def default_registry(*, max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRegistry:
-    """The registry of the six tools warden ships."""
-    tools: list[Tool] = [ListFiles(), ReadFile(), Grep(), WriteFile(), RunPython(), RunTests()]
+    """The registry of the tools warden ships."""
+    tools: list[Tool] = [
+        ListFiles(), ReadFile(), Grep(), WriteFile(), RunPython(), RunTests(), LedgerAppend(),
+    ]
     return ToolRegistry(tools, max_output_bytes=max_output_bytes)

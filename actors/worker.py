@@ -2,15 +2,19 @@
 
 A worker serves one role's subject (``warden.work.<role>``) in the queue group
 ``workers``, so workers in the daemon and in other processes (``warden worker --role``)
-share the load. Each message is one ``TurnRequest``: the worker adds its role's prompt,
-model and tool allowlist (from config), makes ONE model call, runs the tools the model
-asked for (refusing any outside the allowlist), and replies with a ``TurnReply``. It never
-loops on its own: the run supervisor decides whether another turn follows, so the step
-cap is enforced by the parent.
+share the load. It answers two requests, both sent by a run supervisor:
 
-A model error is an answer (``TurnReply.error``, with ``retryable``); any other exception
-is a crash: the worker replies with the error (so the parent need not wait out its
-deadline) and lets it escape, and its supervisor restarts it.
+- ``TurnRequest``: ONE model call with the role's prompt, model and tool specs (from the
+  worker's config), answered with a ``TurnReply`` (the model's message and its usage).
+- ``ToolRequest``: ONE tool call with the parent's idempotency key, refused unless the
+  tool is in the role's allowlist, answered with a ``ToolReply``; or, in ``reconcile``
+  mode, whether an interrupted call with that key already acted.
+
+It never loops on its own: the parent owns the step's loop, journals every call and
+decides whether another follows, so the step cap and exactly-once are the parent's.
+A model error is an answer (``TurnReply.error``, with ``retryable``); any other
+exception is a crash: the worker replies with the error (so the parent need not wait
+out its deadline) and lets it escape, and its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import msgspec
 import structlog
 
 from actors.actor import Actor
-from actors.errors import ModelError
+from actors.errors import ModelError, ToolError
 from actors.model import Model, ModelRequest
 from actors.tools import ToolContext, ToolRegistry
 from actors.workspace import Workspace
@@ -29,14 +33,15 @@ from bus import subjects
 from bus.connection import Bus, Envelope
 from bus.wire import (
     Message,
-    ToolResultBlock,
-    ToolUseBlock,
+    ToolReply,
+    ToolRequest,
     TurnReply,
     TurnRequest,
     encoder,
-    turn_request_decoder,
+    work_request_decoder,
 )
 from config import RoleSettings, SandboxSettings
+from config.crashpoints import crash_point
 
 log = structlog.get_logger("warden.worker")
 
@@ -52,6 +57,8 @@ class Worker(Actor):
         model: Model,
         tools: ToolRegistry,
         sandbox: SandboxSettings,
+        *,
+        data_dir: Path | None = None,
     ) -> None:
         super().__init__(
             bus, subjects.work(role), queue=subjects.WORK_QUEUE_GROUP,
@@ -62,6 +69,7 @@ class Worker(Actor):
         self.model = model
         self.tools = tools
         self.sandbox = sandbox
+        self.data_dir = data_dir
         self._specs = tools.specs(settings.tools)
 
     @property
@@ -70,25 +78,33 @@ class Worker(Actor):
 
     async def handle(self, envelope: Envelope) -> None:
         try:
-            request = turn_request_decoder.decode(envelope.data)
+            request = work_request_decoder.decode(envelope.data)
         except msgspec.DecodeError as exc:
-            log.warning("bad_turn_request", role=self.role, error=str(exc))
+            log.warning("bad_work_request", role=self.role, error=str(exc))
             reply = TurnReply(run_id="?", step=-1, turn=-1, error=f"bad turn request: {exc}")
             await self.bus.respond(envelope, encoder.encode(reply))
             return
         try:
-            reply = await self.take_turn(request)
+            match request:
+                case TurnRequest():
+                    answer: TurnReply | ToolReply = await self.take_turn(request)
+                case ToolRequest():
+                    answer = await self.call_tool(request)
         except Exception as exc:
-            crash = TurnReply(
-                run_id=request.run_id, step=request.step, turn=request.turn,
-                error=f"worker {self.role!r} crashed: {exc!r}", retryable=True,
+            error = f"worker {self.role!r} crashed: {exc!r}"
+            crash: TurnReply | ToolReply = (
+                TurnReply(run_id=request.run_id, step=request.step, turn=request.turn,
+                          error=error, retryable=True)
+                if isinstance(request, TurnRequest)
+                else ToolReply(run_id=request.run_id, idempotency_key=request.idempotency_key,
+                               error=error)
             )
             await self.bus.respond(envelope, encoder.encode(crash))
             raise
-        await self.bus.respond(envelope, encoder.encode(reply))
+        await self.bus.respond(envelope, encoder.encode(answer))
 
     async def take_turn(self, request: TurnRequest) -> TurnReply:
-        """One model call and the tools it asked for. Raises only on a crash."""
+        """One model call. Raises only on a crash."""
         call = ModelRequest(
             model=self.settings.model,
             system=self.settings.prompt,
@@ -106,31 +122,33 @@ class Worker(Actor):
                 run_id=request.run_id, step=request.step, turn=request.turn,
                 error=str(exc), retryable=exc.retryable, model=self.settings.model,
             )
-        assistant = Message(role="assistant", content=answer.content)
-        workspace = Workspace(Path(request.workspace))
-        results: list[ToolResultBlock] = []
-        records = []
-        for index, block in enumerate(b for b in answer.content if isinstance(b, ToolUseBlock)):
-            ctx = ToolContext(
-                workspace=workspace, sandbox=self.sandbox, role=self.role,
-                run_id=request.run_id, step=request.step, call_index=request.turn * 100 + index,
-            )
-            record = await self.tools.call(
-                block.name, block.input, ctx, allowlist=self.settings.tools
-            )
-            records.append(record)
-            results.append(
-                ToolResultBlock(tool_use_id=block.id, content=record.output, is_error=not record.ok)
-            )
         return TurnReply(
             run_id=request.run_id,
             step=request.step,
             turn=request.turn,
-            assistant=assistant,
-            tool_results=results,
-            tool_calls=records,
+            assistant=Message(role="assistant", content=answer.content),
             stop_reason=answer.stop_reason,
             usage=answer.usage,
             model=answer.model,
             latency_ms=answer.latency_ms,
         )
+
+    async def call_tool(self, request: ToolRequest) -> ToolReply:
+        """One tool call (or its reconciliation). Raises only on a crash."""
+        ctx = ToolContext(
+            workspace=Workspace(Path(request.workspace)), sandbox=self.sandbox, role=self.role,
+            run_id=request.run_id, step=request.step, call_index=request.call_index,
+            idempotency_key=request.idempotency_key, data_dir=self.data_dir,
+        )
+        key = request.idempotency_key
+        if request.mode == "reconcile":
+            try:
+                record = await self.tools.reconcile(request.name, request.arguments, ctx)
+            except ToolError as exc:
+                return ToolReply(run_id=request.run_id, idempotency_key=key, error=str(exc))
+            return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)
+        record = await self.tools.call(
+            request.name, request.arguments, ctx, allowlist=self.settings.tools
+        )
+        crash_point("tool_acted")
+        return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)

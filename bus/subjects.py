@@ -4,7 +4,8 @@
   task submissions, consumed by the durable consumer ``intake``;
 - ``warden.runs.<run>.events``: JetStream stream ``WARDEN_EVENTS`` (limits), every change;
 - ``warden.work.<role>``: core request/reply, queue group ``workers``, turns for workers;
-- ``warden.api.<verb>``: core request/reply: submit, runs, show, ping.
+- ``warden.api.<verb>``: core request/reply: submit, runs, show, cancel, resume, dlq,
+  dlq_retry, ping.
 
 Nothing else in warden spells a subject; tests and the CLI import these too.
 """
@@ -27,6 +28,10 @@ API_SUBMIT = "warden.api.submit"
 API_RUNS = "warden.api.runs"
 API_SHOW = "warden.api.show"
 API_PING = "warden.api.ping"
+API_CANCEL = "warden.api.cancel"
+API_RESUME = "warden.api.resume"
+API_DLQ = "warden.api.dlq"
+API_DLQ_RETRY = "warden.api.dlq_retry"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

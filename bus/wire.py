@@ -104,11 +104,13 @@ class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
 
 
 class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
-    """One model turn of one step, handed by a run supervisor to a worker.
+    """One model call of one step, handed by a run supervisor to a worker.
 
-    The parent owns the loop: it sends one turn, gets one reply, and decides whether to
-    send another; so the step cap never depends on the worker counting. The worker adds
-    its own role prompt, model and tool allowlist (from its config).
+    The parent owns the loop: it sends one turn, journals the reply, runs the tools the
+    model asked for as ``ToolRequest``s, and decides whether another turn follows; so the
+    step cap never depends on the worker counting, and every model call and tool call is
+    journalled by the parent. The worker adds its own role prompt, model and tool
+    allowlist (from its config).
     """
 
     v: int = 1
@@ -119,8 +121,27 @@ class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
     max_tokens: int
     messages: list[Message]
     scenario: str | None = None
+
+
+class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
+    """One tool call, handed by a run supervisor to a worker of the step's role.
+
+    ``idempotency_key`` is derived from (run, step, attempt, turn, call) and is the same
+    when a replay sends the call again. ``mode`` ``reconcile`` asks the tool whether an
+    interrupted call with that key already acted, instead of acting.
+    """
+
+    v: int = 1
+    run_id: str
+    step: int
+    role: str
+    call_index: int
+    name: str
+    arguments: dict[str, object] = {}
+    idempotency_key: str
     workspace: str
     """Absolute path of the run's workspace directory; tools are confined to it."""
+    mode: Literal["run", "reconcile"] = "run"
 
 
 class ToolCallRecord(_Wire, frozen=True, kw_only=True, tag="tool_call"):
@@ -139,14 +160,30 @@ class TurnReply(_Wire, frozen=True, kw_only=True, tag="turn.reply"):
     step: int
     turn: int
     assistant: Message | None = None
-    tool_results: list[ToolResultBlock] = []
-    tool_calls: list[ToolCallRecord] = []
     stop_reason: str = "end_turn"
     usage: Usage = Usage()
     model: str = ""
     latency_ms: float = 0.0
     error: str | None = None
     retryable: bool = False
+
+
+class ToolReply(_Wire, frozen=True, kw_only=True, tag="tool.reply"):
+    """The worker's answer to a ``ToolRequest``.
+
+    ``record`` is the call (``ok=False`` for an error the model should see); in
+    ``reconcile`` mode, ``None`` with no ``error`` means the interrupted call had not acted.
+    ``error`` is set when the worker could not answer at all (a crash, a bad request).
+    """
+
+    v: int = 1
+    run_id: str
+    idempotency_key: str
+    record: ToolCallRecord | None = None
+    error: str | None = None
+
+
+WorkRequest = TurnRequest | ToolRequest
 
 
 # -- events and the API ----------------------------------------------------------------
@@ -205,18 +242,39 @@ class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):
     runs: list[RunSummary]
 
 
+class DeadLetterInfo(_Wire, frozen=True, kw_only=True, tag="dead_letter"):
+    id: int
+    stream_seq: int
+    msg_id: str | None = None
+    reason: str
+    deliveries: int
+    created_at: float
+    retried_at: float | None = None
+    preview: str = ""
+
+
+class DeadLetterList(_Wire, frozen=True, kw_only=True, tag="dead_letter.list"):
+    letters: list[DeadLetterInfo]
+
+
+class DeadLetterRetry(_Wire, frozen=True, kw_only=True, tag="dead_letter.retry"):
+    id: int
+
+
 class ErrorReply(_Wire, frozen=True, kw_only=True, tag="error"):
     error: str
     field: str | None = None
 
 
-Reply = RunSummary | RunList | ErrorReply
+Reply = RunSummary | RunList | DeadLetterList | ErrorReply
 
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
-turn_request_decoder = msgspec.json.Decoder(TurnRequest)
+work_request_decoder = msgspec.json.Decoder(WorkRequest)
 turn_reply_decoder = msgspec.json.Decoder(TurnReply)
+tool_reply_decoder = msgspec.json.Decoder(ToolReply)
 event_decoder = msgspec.json.Decoder(RunEvent)
 runs_query_decoder = msgspec.json.Decoder(RunsQuery)
 run_query_decoder = msgspec.json.Decoder(RunQuery)
+dlq_retry_decoder = msgspec.json.Decoder(DeadLetterRetry)
 reply_decoder = msgspec.json.Decoder(Reply)

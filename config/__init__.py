@@ -7,6 +7,7 @@ from config.loading import load_settings, validate
 from config.settings import (
     ROLES,
     BreakerSettings,
+    IntakeSettings,
     LimitSettings,
     ModelSettings,
     NatsSettings,
@@ -23,6 +24,7 @@ __all__ = [
     "BreakerSettings",
     "ConfigError",
     "ConfigFileError",
+    "IntakeSettings",
     "LimitSettings",
     "ModelSettings",
     "NatsSettings",

@@ -149,6 +149,12 @@ def validate(settings: Settings) -> None:
         value = getattr(limits, name)
         if value < 1:
             raise ConfigError(f"limits.{name}", value, "must be at least 1")
+    if limits.step_retries < 0:
+        raise ConfigError("limits.step_retries", limits.step_retries, "must be >= 0")
+    if settings.intake.max_deliveries < 1:
+        raise ConfigError(
+            "intake.max_deliveries", settings.intake.max_deliveries, "must be >= 1"
+        )
     for name in ("run_budget_usd", "step_timeout_s"):
         value = getattr(limits, name)
         if value <= 0:

@@ -71,7 +71,10 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     prompt: str
     """The role's system prompt."""
     concurrency: int = 64
-    """Steps one worker pool of this role serves at once."""
+    """Requests one worker pool of this role serves at once."""
+    on_failure: Literal["fail", "skip", "escalate"] = "fail"
+    """What a step of this role that failed every retry does to the run: fail it, skip
+    the step and go on, or stop and escalate to a human (``needs_human``)."""
 
 
 class LimitSettings(_Config, frozen=True, kw_only=True):
@@ -87,6 +90,14 @@ class LimitSettings(_Config, frozen=True, kw_only=True):
     """Deadline of one turn handed to a worker over NATS."""
     plan_attempts: int = 2
     """Plan calls tried before an invalid plan fails the run."""
+    step_retries: int = 3
+    """Retries of a failed step (with the failure as feedback) before ``on_failure``."""
+    retry_base_s: float = 0.5
+    """Backoff before retry n is uniform in [0, min(retry_max_s, retry_base_s * 2**n)]."""
+    retry_max_s: float = 10.0
+    transport_patience_s: float = 60.0
+    """How long a step waits out an unreachable worker (no responders, lost connection,
+    open breaker) before that counts as the step failing."""
     max_task_bytes: int = 65536
     """Largest task submission accepted; larger ones are rejected."""
 
@@ -104,6 +115,15 @@ class SupervisionSettings(_Config, frozen=True, kw_only=True):
     max_restarts: int = 3
     period_s: float = 5.0
     shutdown_timeout_s: float = 5.0
+
+
+class IntakeSettings(_Config, frozen=True, kw_only=True):
+    max_deliveries: int = 5
+    """Deliveries of a task message before it goes to the dead letters (``warden dlq``)."""
+    ack_wait_s: float = 30.0
+    """How long the server waits for an ack before redelivering a task message."""
+    batch: int = 256
+    """Task messages fetched at once."""
 
 
 class SandboxSettings(_Config, frozen=True, kw_only=True):
@@ -125,4 +145,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     limits: LimitSettings = LimitSettings()
     breaker: BreakerSettings = BreakerSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    intake: IntakeSettings = IntakeSettings()
     sandbox: SandboxSettings = SandboxSettings()

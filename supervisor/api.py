@@ -1,4 +1,5 @@
-"""The daemon's request/reply API on ``warden.api.<verb>``: submit, runs, show, ping.
+"""The daemon's request/reply API on ``warden.api.<verb>``: submit, runs, show, cancel,
+resume, dlq, dlq_retry, ping.
 
 Every reply is a wire message (``RunSummary``, ``RunList`` or ``ErrorReply``); a request
 that does not decode gets an ``ErrorReply`` naming the field, never silence.
@@ -7,6 +8,8 @@ that does not decode gets an ``ErrorReply`` naming the field, never silence.
 from __future__ import annotations
 
 import secrets
+import time
+from typing import Protocol
 
 import msgspec
 import structlog
@@ -16,27 +19,42 @@ from bus import subjects
 from bus.connection import Bus, Envelope
 from bus.errors import BusError
 from bus.wire import (
+    DeadLetterInfo,
+    DeadLetterList,
     ErrorReply,
+    Reply,
     RunList,
     RunSummary,
+    dlq_retry_decoder,
     encoder,
     run_query_decoder,
     runs_query_decoder,
 )
 from config import Settings
+from supervisor.errors import DaemonError, RunNotFoundError
 from supervisor.intake import Rejection, check_submission
 from supervisor.journal import Journal
 
 log = structlog.get_logger("warden.api")
 
 
+class RunControl(Protocol):
+    """What the API asks of the daemon for runs it does not only read."""
+
+    async def cancel_run(self, run_id: str) -> str: ...
+    async def resume_run(self, run_id: str) -> str: ...
+
+
 class Api(Actor):
     """Serves ``warden.api.*`` for the CLI and any other client."""
 
-    def __init__(self, bus: Bus, journal: Journal, settings: Settings) -> None:
+    def __init__(
+        self, bus: Bus, journal: Journal, settings: Settings, control: RunControl
+    ) -> None:
         super().__init__(bus, subjects.API_WILDCARD, concurrency=32)
         self.journal = journal
         self.settings = settings
+        self.control = control
 
     @property
     def name(self) -> str:
@@ -49,7 +67,7 @@ class Api(Actor):
             reply = ErrorReply(error=f"bad request on {envelope.subject}: {exc}")
         await self.bus.respond(envelope, encoder.encode(reply))
 
-    async def _answer(self, envelope: Envelope) -> RunSummary | RunList | ErrorReply:
+    async def _answer(self, envelope: Envelope) -> Reply:
         match envelope.subject:
             case subjects.API_PING:
                 return RunList(runs=[])
@@ -65,7 +83,43 @@ class Api(Actor):
                 return run
             case subjects.API_SUBMIT:
                 return await self._submit(envelope.data)
+            case subjects.API_CANCEL | subjects.API_RESUME:
+                run_query = run_query_decoder.decode(envelope.data)
+                act = (self.control.cancel_run if envelope.subject == subjects.API_CANCEL
+                       else self.control.resume_run)
+                try:
+                    await act(run_query.run_id)
+                except (RunNotFoundError, DaemonError) as exc:
+                    return ErrorReply(error=str(exc), field="run_id")
+                return await self.journal.get_run(run_query.run_id) or ErrorReply(
+                    error=f"no run {run_query.run_id!r}", field="run_id")
+            case subjects.API_DLQ:
+                return DeadLetterList(letters=[
+                    DeadLetterInfo(
+                        id=d.id, stream_seq=d.stream_seq, msg_id=d.msg_id, reason=d.reason,
+                        deliveries=d.deliveries, created_at=d.created_at,
+                        retried_at=d.retried_at,
+                        preview=bytes(d.data[:200]).decode("utf-8", errors="replace"),
+                    )
+                    for d in await self.journal.dead_letters()
+                ])
+            case subjects.API_DLQ_RETRY:
+                return await self._retry_dead_letter(dlq_retry_decoder.decode(envelope.data).id)
         return ErrorReply(error=f"unknown API subject {envelope.subject!r}")
+
+    async def _retry_dead_letter(self, letter_id: int) -> Reply:
+        letters = {d.id: d for d in await self.journal.dead_letters()}
+        letter = letters.get(letter_id)
+        if letter is None:
+            return ErrorReply(error=f"no dead letter {letter_id}", field="id")
+        msg_id = f"dlq-{letter_id}-{int(time.time())}"
+        try:
+            await self.bus.publish_task(bytes(letter.data), msg_id=msg_id)
+        except BusError as exc:
+            return ErrorReply(error=f"could not re-submit dead letter {letter_id}: {exc}")
+        await self.journal.mark_retried(letter_id)
+        return RunSummary(id=msg_id, status="queued", text="(dead letter re-submitted)",
+                          created_at=time.time(), updated_at=time.time())
 
     async def _submit(self, data: bytes) -> RunSummary | ErrorReply:
         # Checked here so a bad request gets its error as the reply; a good one goes

@@ -6,6 +6,9 @@
     warden show RUN_ID             one run with its steps
     warden demo                    start a daemon in-process, run the demo tasks, print a table
     warden worker --role ROLE      serve one role's steps from another process or machine
+    warden cancel RUN_ID           cancel a run that has not ended
+    warden resume RUN_ID           resume a run stopped in needs_human or failed
+    warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
 
 Client commands find the daemon through ``daemon.json`` in the data directory
 (``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``.
@@ -31,6 +34,8 @@ from bus import subjects
 from bus.connection import Bus, open_bus
 from bus.errors import BusError
 from bus.wire import (
+    DeadLetterList,
+    DeadLetterRetry,
     ErrorReply,
     RunList,
     RunQuery,
@@ -248,6 +253,43 @@ async def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_control(args: argparse.Namespace) -> int:
+    """``cancel`` and ``resume``: ask the daemon, print the run as it is now."""
+    settings = _settings(args)
+    subject = subjects.API_CANCEL if args.command == "cancel" else subjects.API_RESUME
+    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        run = await _request(bus, subject, RunQuery(run_id=args.run_id),
+                             settings.nats.request_timeout_s)
+    assert isinstance(run, RunSummary)
+    print(f"{run.id}: {run.status}")
+    return 0
+
+
+async def cmd_dlq(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        if args.action == "retry":
+            if args.id is None:
+                raise UsageError("`warden dlq retry` needs the dead letter's ID")
+            run = await _request(bus, subjects.API_DLQ_RETRY, DeadLetterRetry(id=args.id),
+                                 settings.nats.request_timeout_s)
+            assert isinstance(run, RunSummary)
+            print(f"dead letter {args.id} re-submitted as {run.id}")
+            return 0
+        listing = await _request(bus, subjects.API_DLQ, RunsQuery(),
+                                 settings.nats.request_timeout_s)
+    assert isinstance(listing, DeadLetterList)
+    if args.json:
+        print(encoder.encode(listing.letters).decode())
+        return 0
+    for letter in listing.letters:
+        retried = " (retried)" if letter.retried_at else ""
+        print(f"{letter.id}  seq {letter.stream_seq}  {letter.deliveries} deliveries{retried}: "
+              f"{letter.reason}\n    {letter.preview[:100]}")
+    print(f"{len(listing.letters)} dead letters")
+    return 0
+
+
 async def cmd_worker(args: argparse.Namespace) -> int:
     from actors.model import build_model
     from actors.tools import default_registry
@@ -258,9 +300,10 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     if args.role not in settings.roles:
         raise UsageError(f"--role {args.role!r} is not one of {sorted(settings.roles)}")
     model = build_model(settings, api_key=os.environ.get("ANTHROPIC_API_KEY"))
+    data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     async with open_bus(_client_url(settings), name=f"warden-worker-{args.role}") as bus:
         worker = Worker(bus, args.role, settings.roles[args.role], model, default_registry(),
-                        settings.sandbox)
+                        settings.sandbox, data_dir=data_dir)
         spec = ChildSpec(name=worker.name, start=worker.run)
         async with open_supervisor(
             [spec], name=f"worker-{args.role}", max_restarts=settings.supervision.max_restarts,
@@ -364,6 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "tokens and cost. Exits 0 only if every run succeeded.")
     demo.add_argument("--timeout", type=float, default=300.0, metavar="S")
     demo.set_defaults(func=cmd_demo, default_level="warning")
+
+    for name, text in (("cancel", "cancel a run that has not ended"),
+                       ("resume", "resume a run stopped in needs_human or failed")):
+        control = sub.add_parser(name, parents=[common], help=text, description=text + ".")
+        control.add_argument("run_id")
+        control.set_defaults(func=cmd_control, default_level="warning")
+
+    dlq = sub.add_parser("dlq", parents=[common], help="list or retry dead-lettered tasks",
+                         description="Task messages delivered more than intake.max_deliveries "
+                         "times are kept as dead letters. `warden dlq` lists them; "
+                         "`warden dlq retry ID` re-submits one.")
+    dlq.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    dlq.add_argument("id", nargs="?", type=int, help="the dead letter to retry")
+    dlq.add_argument("--json", action="store_true", help="a JSON list")
+    dlq.set_defaults(func=cmd_dlq, default_level="warning")
 
     worker = sub.add_parser("worker", parents=[common], help="serve one role's steps",
                             description="Join the role's queue group from this process.")

@@ -34,19 +34,20 @@ from actors.tools import ToolRegistry, default_registry
 from actors.worker import Worker
 from bus.connection import Bus, open_bus
 from bus.embedded import is_alive, open_embedded_server
-from bus.wire import TaskSubmission
 from config import Settings
 from supervisor.api import Api
 from supervisor.breaker import CircuitBreaker
-from supervisor.errors import DaemonError
+from supervisor.errors import DaemonError, RunNotFoundError
 from supervisor.intake import Intake
-from supervisor.journal import Journal, open_journal
-from supervisor.run import RunContext, RunSupervisor
+from supervisor.journal import Journal, RunState, open_journal
+from supervisor.restart_intensity import add_restart
+from supervisor.run import TERMINAL, RunContext, RunSupervisor
 from supervisor.supervision import ChildSpec, Supervisor, open_supervisor
 
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"
+RESUMABLE_BY_HAND = frozenset({"needs_human", "failed"})
 JOURNAL_FILE = "journal.sqlite"
 
 
@@ -103,31 +104,98 @@ class Daemon:
         self.context = RunContext(
             settings=settings, journal=journal, bus=bus, model=model,
             prices=PriceTable(settings.pricing), breakers=self.breakers,
-            workspaces=data_dir / "workspaces",
+            workspaces=data_dir / "workspaces", tools=tools,
             tool_specs={role: tools.specs(spec.tools) for role, spec in settings.roles.items()},
         )
-        self.active_runs = 0
+        self._active: dict[str, anyio.CancelScope] = {}
+        self._cancelling: set[str] = set()
 
-    async def start_run(self, run_id: str, task: TaskSubmission) -> None:
-        """Start a run supervisor for a committed run, as a temporary child of the root."""
-        runner = RunSupervisor(self.context, run_id, task)
+    @property
+    def active_runs(self) -> int:
+        return len(self._active)
+
+    async def start_run(self, state: RunState) -> None:
+        """Start a run supervisor for a committed run, as a temporary child of the root.
+
+        The child restarts a crashed run supervisor itself, as a replay from the journal,
+        under the root's restart intensity; past it, the run is marked ``failed``.
+        """
+        if state.id in self._active:
+            return
+        scope = anyio.CancelScope()
+        self._active[state.id] = scope
+        supervision = self.settings.supervision
 
         async def run_child(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            self.active_runs += 1
             task_status.started()
+            restarts: list[float] = []
+            current = state
             try:
-                with structlog.contextvars.bound_contextvars(run_id=run_id):
-                    await runner.run()
-            except Exception as exc:
-                # A crash of the run supervisor itself: record it, then let the root see it.
-                with anyio.CancelScope(shield=True):
-                    await self.journal.transition(run_id, "failed", error=f"run crashed: {exc!r}")
-                raise
+                with scope, structlog.contextvars.bound_contextvars(run_id=state.id):
+                    while True:
+                        try:
+                            await RunSupervisor(self.context, current).run()
+                            return
+                        except Exception as exc:
+                            verdict = add_restart(
+                                restarts, anyio.current_time(),
+                                max_restarts=supervision.max_restarts, period=supervision.period_s,
+                            )
+                            restarts = list(verdict.restarts)
+                            if not verdict.allowed:
+                                log.error("restart_intensity_exceeded", child=f"run:{state.id}",
+                                          error=repr(exc))
+                                with anyio.CancelScope(shield=True):
+                                    await self.journal.transition(
+                                        state.id, "failed", error=f"run crashed: {exc!r}")
+                                return
+                            log.warning("child_restarted", child=f"run:{state.id}",
+                                        error=repr(exc))
+                            current = await self.journal.run_state(state.id) or current
             finally:
-                self.active_runs -= 1
+                self._active.pop(state.id, None)
+                if state.id in self._cancelling:
+                    self._cancelling.discard(state.id)
+                    with anyio.CancelScope(shield=True):
+                        await self.journal.transition(state.id, "cancelled",
+                                                      error="cancelled by request")
 
-        await self.root.start_child(ChildSpec(name=f"run:{run_id}", start=run_child,
+        await self.root.start_child(ChildSpec(name=f"run:{state.id}", start=run_child,
                                               restart="temporary"))
+
+    async def cancel_run(self, run_id: str) -> str:
+        """Cancel a run that has not ended (or stopped in ``needs_human``); its new status."""
+        state = await self.journal.run_state(run_id)
+        if state is None:
+            raise RunNotFoundError(run_id)
+        if state.status in TERMINAL and state.status != "needs_human":
+            raise DaemonError(f"run {run_id!r} already ended: {state.status}")
+        scope = self._active.get(run_id)
+        if scope is not None:
+            self._cancelling.add(run_id)
+            scope.cancel()
+        else:
+            await self.journal.transition(run_id, "cancelled", error="cancelled by request")
+        return "cancelled"
+
+    async def resume_run(self, run_id: str) -> str:
+        """Go on with a run stopped in ``needs_human`` or ``failed``: a new epoch, so the
+        step that stopped runs afresh while completed steps stay done."""
+        state = await self.journal.run_state(run_id)
+        if state is None:
+            raise RunNotFoundError(run_id)
+        if state.status not in RESUMABLE_BY_HAND:
+            raise DaemonError(
+                f"run {run_id!r} is {state.status}: only {sorted(RESUMABLE_BY_HAND)} runs "
+                "can be resumed"
+            )
+        await self.journal.bump_epoch(run_id)
+        await self.journal.transition(run_id, "queued", kind="resumed",
+                                      message="resumed by request")
+        fresh = await self.journal.run_state(run_id)
+        assert fresh is not None
+        await self.start_run(fresh)
+        return "queued"
 
 
 @asynccontextmanager
@@ -167,14 +235,20 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         )
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools)
         for role, role_settings in settings.roles.items():
-            worker = Worker(bus, role, role_settings, model, tools, settings.sandbox)
+            worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
+                            data_dir=data_dir)
             await root.start_child(ChildSpec(
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,
             ))
-        api = Api(bus, journal, settings)
+        api = Api(bus, journal, settings, daemon)
         await root.start_child(ChildSpec(name="api", start=api.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
+        unfinished = await journal.unfinished_runs()
+        for state in unfinished:  # resumed before intake can redeliver their messages
+            await daemon.start_run(state)
+        if unfinished:
+            log.info("runs_resumed", runs=len(unfinished))
         intake = Intake(bus, journal, settings, daemon.start_run)
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))

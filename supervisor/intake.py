@@ -3,6 +3,8 @@
 A submission (``TaskSubmission`` as JSON on ``warden.tasks``) becomes a run: its id is the
 submission's ``id``, else its ``Nats-Msg-Id``, else ``t-<stream sequence>`` (stable across
 redeliveries). The message is acknowledged only after the run is committed to the journal.
+The order is commit, ack, start: a crash between any two is recovered by the daemon's
+resume at start (a committed run is resumed; a redelivered message maps to it).
 A submission that is not valid JSON, lacks a field, has a wrong type or is too large is
 recorded as a run with status ``rejected`` and an error naming the field and the problem;
 it is acknowledged (kept in the journal, not redelivered) and never stops the consumer.
@@ -22,11 +24,13 @@ from bus.connection import Bus, TaskMessage
 from bus.errors import BusError
 from bus.wire import RunEvent, TaskSubmission, encoder, task_decoder
 from config import Settings
-from supervisor.journal import Journal
+from config.crashpoints import crash_point
+from supervisor.journal import Journal, RunState
+from supervisor.run import state_of_new_run
 
 log = structlog.get_logger("warden.intake")
 
-StartRun = Callable[[str, TaskSubmission], Awaitable[None]]
+StartRun = Callable[[RunState], Awaitable[None]]
 
 
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,34 +127,69 @@ class Intake:
         self.start_run = start_run
         self.admitted = 0
         self.rejected = 0
+        self.dead = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Consume until cancelled. Blocks; a journal failure escapes (a crash)."""
-        async with self.bus.task_consumer() as consumer:
+        """Consume until cancelled. Blocks."""
+        intake = self.settings.intake
+        async with self.bus.task_consumer(
+            max_deliver=intake.max_deliveries + 1, ack_wait=intake.ack_wait_s
+        ) as consumer:
             task_status.started()
             while True:
-                for message in await consumer.fetch(batch=256, timeout=1.0):
+                for message in await consumer.fetch(batch=intake.batch, timeout=1.0):
                     await self.take(message)
 
     async def take(self, message: TaskMessage) -> None:
-        """Admit one message, then acknowledge it (after the commit, never before)."""
+        """Admit one message: commit its run, then acknowledge it, then start the run.
+
+        A message delivered more than ``intake.max_deliveries`` times, or that cannot be
+        admitted on its last delivery, is kept as a dead letter (``warden dlq``).
+        """
+        limit = self.settings.intake.max_deliveries
+        if message.num_delivered > limit:
+            await self._dead_letter(message, f"delivered {message.num_delivered} times "
+                                             f"(more than intake.max_deliveries={limit})")
+            return
         fallback = message.msg_id if message.msg_id and subjects.is_valid_id(message.msg_id) \
             else f"t-{message.stream_seq}"
-        run_id, task, rejection, created = await admit(
-            self.journal, message.data, max_bytes=self.settings.limits.max_task_bytes,
-            fallback_id=fallback,
-        )
-        if created:
-            status = "rejected" if rejection is not None else "queued"
-            note = rejection.error if rejection is not None else "queued"
-            event = RunEvent(run_id=run_id, seq=0, kind="status", status=status, message=note)
-            try:
-                await self.bus.publish(subjects.run_events(run_id), encoder.encode(event))
-            except BusError as exc:
-                log.warning("event_publish_failed", run_id=run_id, error=str(exc))
-        if rejection is not None:
-            self.rejected += int(created)
-        elif created and task is not None:
-            self.admitted += 1
-            await self.start_run(run_id, task)
+        try:
+            run_id, task, rejection, created = await admit(
+                self.journal, message.data, max_bytes=self.settings.limits.max_task_bytes,
+                fallback_id=fallback,
+            )
+        except Exception as exc:
+            log.error("intake_failed", stream_seq=message.stream_seq, error=repr(exc))
+            if message.num_delivered >= limit:
+                await self._dead_letter(message, f"could not be taken in: {exc!r}")
+            else:
+                await message.nak(delay=1.0)
+            return
+        crash_point("intake_committed")
         await message.ack()
+        crash_point("intake_acked")
+        if not created:
+            return  # a redelivery or a duplicate: its run exists (and was resumed at start)
+        status = "rejected" if rejection is not None else "queued"
+        note = rejection.error if rejection is not None else "queued"
+        event = RunEvent(run_id=run_id, seq=0, kind="status", status=status, message=note)
+        try:
+            await self.bus.publish(subjects.run_events(run_id), encoder.encode(event))
+        except BusError as exc:
+            log.warning("event_publish_failed", run_id=run_id, error=str(exc))
+        if rejection is not None:
+            self.rejected += 1
+        elif task is not None:
+            self.admitted += 1
+            await self.start_run(
+                state_of_new_run(run_id, task.text, task.scenario, task.budget_usd)
+            )
+
+    async def _dead_letter(self, message: TaskMessage, reason: str) -> None:
+        await self.journal.record_dead_letter(
+            stream_seq=message.stream_seq, msg_id=message.msg_id, data=message.data,
+            reason=reason, deliveries=message.num_delivered,
+        )
+        await message.term()
+        self.dead += 1
+        log.error("task_dead_lettered", stream_seq=message.stream_seq, reason=reason)

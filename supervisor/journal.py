@@ -6,16 +6,23 @@ concurrent runs share one fsync (group commit). Callers await their write's comm
 transition is durable before its effect happens. Reads use a second connection (WAL lets
 them run beside the writer).
 
-Schema (``SCHEMA_VERSION`` 1)::
+Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
 
-    runs         id, status, text, scenario, budget_usd, created_at, updated_at,
-                 tokens, cost_usd, error, result, plan
-    steps        run_id, idx, role, instruction, status, turns, output, tokens, cost_usd
-    model_calls  run_id, step, turn, purpose, model, request, response, input_tokens,
-                 output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd,
-                 latency_ms, created_at
-    tool_calls   run_id, step, turn, name, arguments, ok, output, duration_ms, created_at
-    events       seq, run_id, kind, status, message, data, created_at   (append-only)
+    runs          id, status, text, scenario, budget_usd, created_at, updated_at,
+                  tokens, cost_usd, error, result, plan, epoch
+    steps         run_id, idx, role, instruction, status, turns, output, tokens, cost_usd
+    model_calls   key (unique), run_id, step, turn, purpose, model, request, response,
+                  input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens,
+                  cost_usd, latency_ms, created_at
+    tool_calls    run_id, step, turn, name, arguments, ok, output, duration_ms, created_at
+    effects       key (primary), run_id, step, tool, arguments, state (intent | done),
+                  ok, output, duration_ms, created_at, updated_at
+    dead_letters  id, stream_seq, msg_id, data, reason, deliveries, created_at, retried_at
+    events        seq, run_id, kind, status, message, data, created_at   (append-only)
+
+``model_calls.key`` and ``effects.key`` are the idempotency keys the run supervisor
+derives from (run, epoch, step, attempt, turn, call): a replay finds its recorded model
+replies and tool outcomes under the same keys and does not call again.
 
 Secrets never reach it: requests are stored as the model saw them (prompt and messages),
 never headers, keys or the environment.
@@ -29,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import aiosqlite
 import anyio
@@ -40,7 +48,7 @@ from supervisor.errors import SupervisorError
 
 log = structlog.get_logger("warden.journal")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,7 +63,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cost_usd REAL NOT NULL DEFAULT 0,
     error TEXT,
     result TEXT,
-    plan TEXT
+    plan TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
@@ -73,6 +82,7 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE TABLE IF NOT EXISTS model_calls (
     id INTEGER PRIMARY KEY,
+    key TEXT,
     run_id TEXT NOT NULL,
     step INTEGER,
     turn INTEGER,
@@ -112,6 +122,39 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id);
+CREATE TABLE IF NOT EXISTS effects (
+    key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    state TEXT NOT NULL,
+    ok INTEGER,
+    output TEXT,
+    duration_ms REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS effects_by_run ON effects(run_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    stream_seq INTEGER NOT NULL,
+    msg_id TEXT,
+    data BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    retried_at REAL
+);
+"""
+
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS model_calls_by_key ON model_calls(key);
+"""
+
+_MIGRATE_FROM_1 = """
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE model_calls ADD COLUMN key TEXT;
 """
 
 Statement = tuple[str, tuple[object, ...]]
@@ -293,6 +336,7 @@ class Journal:
         self,
         run_id: str,
         *,
+        key: str | None = None,
         step: int | None,
         turn: int | None,
         purpose: str,
@@ -304,16 +348,16 @@ class Journal:
         latency_ms: float,
         tool_calls: Sequence[ToolCallRecord] = (),
     ) -> None:
-        """Record one model call and the tool calls it led to, in one commit."""
+        """Record one model call (under its idempotency ``key``) and any tool calls."""
         now = time.time()
         statements: list[Statement] = [
             (
-                "INSERT INTO model_calls (run_id, step, turn, purpose, model, request, response, "
-                "input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, "
-                "cost_usd, latency_ms, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO model_calls (key, run_id, step, turn, purpose, model, "
+                "request, response, input_tokens, output_tokens, cache_creation_tokens, "
+                "cache_read_tokens, cost_usd, latency_ms, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run_id, step, turn, purpose, model,
+                    key, run_id, step, turn, purpose, model,
                     _json.encode(request).decode(), _json.encode(response).decode(),
                     usage.input_tokens, usage.output_tokens,
                     usage.cache_creation_input_tokens, usage.cache_read_input_tokens,
@@ -322,18 +366,59 @@ class Journal:
             )
         ]
         for record in tool_calls:
-            statements.append(
-                (
-                    "INSERT INTO tool_calls (run_id, step, turn, name, arguments, ok, output, "
-                    "duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id, step if step is not None else -1, turn if turn is not None else -1,
-                        record.name, _json.encode(record.arguments).decode(), int(record.ok),
-                        record.output, record.duration_ms, now,
-                    ),
-                )
-            )
+            statements.append(_tool_call(run_id, step, turn, record, now))
         await self._write(statements)
+
+    async def record_intent(
+        self, key: str, *, run_id: str, step: int, tool: str, arguments: dict[str, object]
+    ) -> None:
+        """Commit that the side-effecting call ``key`` is about to act (before it does)."""
+        now = time.time()
+        await self._write([(
+            "INSERT OR IGNORE INTO effects (key, run_id, step, tool, arguments, state, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'intent', ?, ?)",
+            (key, run_id, step, tool, _json.encode(arguments).decode(), now, now),
+        )])
+
+    async def record_outcome(
+        self, key: str, *, run_id: str, step: int, turn: int, record: ToolCallRecord
+    ) -> None:
+        """Commit the outcome of call ``key`` (and its tool_calls row), after it acted."""
+        now = time.time()
+        await self._write([
+            (
+                "INSERT INTO effects (key, run_id, step, tool, arguments, state, ok, output, "
+                "duration_ms, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET state = 'done', ok = excluded.ok, "
+                "output = excluded.output, duration_ms = excluded.duration_ms, "
+                "updated_at = excluded.updated_at",
+                (key, run_id, step, record.name, _json.encode(record.arguments).decode(),
+                 int(record.ok), record.output, record.duration_ms, now, now),
+            ),
+            _tool_call(run_id, step, turn, record, now),
+        ])
+
+    async def bump_epoch(self, run_id: str) -> int:
+        """Start a new epoch of the run (``warden resume``); returns it."""
+        await self._write([("UPDATE runs SET epoch = epoch + 1 WHERE id = ?", (run_id,))])
+        state = await self.run_state(run_id)
+        return 0 if state is None else state.epoch
+
+    async def record_dead_letter(
+        self, *, stream_seq: int, msg_id: str | None, data: bytes, reason: str, deliveries: int
+    ) -> None:
+        """Keep a task message that could not be taken in, with why."""
+        await self._write([(
+            "INSERT INTO dead_letters (stream_seq, msg_id, data, reason, deliveries, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (stream_seq, msg_id, data, reason, deliveries, time.time()),
+        )])
+
+    async def mark_retried(self, letter_id: int) -> None:
+        await self._write([(
+            "UPDATE dead_letters SET retried_at = ? WHERE id = ?", (time.time(), letter_id)
+        )])
 
     # -- reads --------------------------------------------------------------------------
 
@@ -370,6 +455,79 @@ class Journal:
             rows = await cur.fetchall()
         return [_summary(r, []) for r in reversed(list(rows))]
 
+    async def run_state(self, run_id: str) -> RunState | None:
+        """What a resuming run supervisor needs of its run, or ``None``."""
+        async with self._reader.execute(
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs WHERE id = ?",
+            (run_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else RunState(*row)
+
+    async def unfinished_runs(self) -> list[RunState]:
+        """Runs a daemon must resume at start: queued, planning or running."""
+        async with self._reader.execute(
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs "
+            "WHERE status IN ('queued', 'planning', 'running') ORDER BY created_at, rowid"
+        ) as cur:
+            return [RunState(*row) for row in await cur.fetchall()]
+
+    async def recorded_calls(self, run_id: str) -> dict[str, RecordedCall]:
+        """Every model call of the run that has a key, by key."""
+        async with self._reader.execute(
+            "SELECT key, model, response, input_tokens, output_tokens, cache_creation_tokens, "
+            "cache_read_tokens, cost_usd, latency_ms FROM model_calls "
+            "WHERE run_id = ? AND key IS NOT NULL",
+            (run_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return {
+            r[0]: RecordedCall(
+                model=r[1], response=r[2],
+                usage=Usage(input_tokens=r[3], output_tokens=r[4],
+                            cache_creation_input_tokens=r[5], cache_read_input_tokens=r[6]),
+                cost_usd=r[7], latency_ms=r[8],
+            )
+            for r in rows
+        }
+
+    async def spent(self, run_id: str) -> tuple[int, float]:
+        """Tokens and dollars of every recorded model call of the run."""
+        async with self._reader.execute(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + "
+            "cache_read_tokens), 0), COALESCE(SUM(cost_usd), 0) FROM model_calls "
+            "WHERE run_id = ?",
+            (run_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+    async def effects(self, run_id: str) -> dict[str, Effect]:
+        """Every recorded tool call of the run (intent or done), by key."""
+        async with self._reader.execute(
+            "SELECT key, tool, arguments, state, ok, output, duration_ms FROM effects "
+            "WHERE run_id = ?",
+            (run_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        found: dict[str, Effect] = {}
+        for key, tool, arguments, state, ok, output, duration_ms in rows:
+            record = None
+            if state == "done":
+                record = ToolCallRecord(
+                    name=tool, arguments=msgspec.json.decode(arguments), ok=bool(ok),
+                    output=output or "", duration_ms=duration_ms or 0.0,
+                )
+            found[key] = Effect(key=key, tool=tool, state=state, record=record)
+        return found
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        async with self._reader.execute(
+            "SELECT id, stream_seq, msg_id, data, reason, deliveries, created_at, retried_at "
+            "FROM dead_letters ORDER BY id"
+        ) as cur:
+            return [DeadLetter(*row) for row in await cur.fetchall()]
+
     async def count_model_calls(self, run_id: str) -> int:
         async with self._reader.execute(
             "SELECT COUNT(*) FROM model_calls WHERE run_id = ?", (run_id,)
@@ -382,6 +540,57 @@ class Journal:
             "SELECT name FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,)
         ) as cur:
             return [str(r[0]) for r in await cur.fetchall()]
+
+
+class RunState(NamedTuple):
+    id: str
+    status: str
+    text: str
+    scenario: str | None
+    budget_usd: float | None
+    plan: str | None
+    epoch: int
+
+
+class RecordedCall(NamedTuple):
+    model: str
+    response: str
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+
+
+class Effect(NamedTuple):
+    key: str
+    tool: str
+    state: str
+    """``intent`` (about to act, outcome unknown) or ``done``."""
+    record: ToolCallRecord | None
+
+
+class DeadLetter(NamedTuple):
+    id: int
+    stream_seq: int
+    msg_id: str | None
+    data: bytes
+    reason: str
+    deliveries: int
+    created_at: float
+    retried_at: float | None
+
+
+def _tool_call(
+    run_id: str, step: int | None, turn: int | None, record: ToolCallRecord, now: float
+) -> Statement:
+    return (
+        "INSERT INTO tool_calls (run_id, step, turn, name, arguments, ok, output, "
+        "duration_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id, -1 if step is None else step, -1 if turn is None else turn, record.name,
+            _json.encode(record.arguments).decode(), int(record.ok), record.output,
+            record.duration_ms, now,
+        ),
+    )
 
 
 _RUN_COLUMNS = (
@@ -430,7 +639,13 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
         writer = await _connect(path)
         mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
         await writer.execute("PRAGMA synchronous = FULL")
-        await writer.executescript(_SCHEMA)
+        version = (await (await writer.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(str(path), f"has schema version {version}, newer than this "
+                               f"warden's {SCHEMA_VERSION}")
+        if version == 1:
+            await writer.executescript(_MIGRATE_FROM_1)
+        await writer.executescript(_SCHEMA + _INDEXES)
         await writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         reader = await _connect(path)
     except (sqlite3.Error, OSError) as exc:

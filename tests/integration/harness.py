@@ -52,6 +52,7 @@ text = "FAIL: the tests do not pass"
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings for a daemon in ``tmp_path``: embedded NATS, scripted model, test scripts."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "test_scripts.toml"
     script.write_text(LOOP_SCRIPT, encoding="utf-8")
     values: dict[tuple[str, ...], object] = {

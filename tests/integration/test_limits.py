@@ -65,7 +65,7 @@ async def test_budget_exhausted_stops_before_the_call_with_partial_results(
     async with running_daemon(settings) as (daemon, client):
         full = await run_task(client, "fizzbuzz")
         # Enough for the plan and some steps, not for the whole run.
-        budget = full.cost_usd * 0.5
+        budget = full.cost_usd * 0.8
         run = await run_task(client, "fizzbuzz", budget_usd=budget)
         calls = await daemon.journal.count_model_calls(run.id)
     assert full.status == "succeeded"
@@ -79,7 +79,8 @@ async def test_budget_exhausted_stops_before_the_call_with_partial_results(
 
 async def test_breaker_opens_fails_fast_and_recovers_through_half_open(tmp_path: Path) -> None:
     settings = make_settings(
-        tmp_path, breaker__failure_threshold=2, breaker__cooldown_s=0.3
+        tmp_path, breaker__failure_threshold=2, breaker__cooldown_s=2.0,
+        limits__transport_patience_s=0.5, limits__step_retries=1, limits__retry_base_s=0.01,
     )
     async with running_daemon(settings) as (daemon, client):
         breaker = daemon.breakers["review"]

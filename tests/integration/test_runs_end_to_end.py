@@ -61,12 +61,14 @@ async def test_invalid_plan_is_retried_with_the_error_then_fails_clearly(tmp_pat
     assert fixed.status == "succeeded", fixed.error
 
 
-async def test_step_that_keeps_failing_is_retried_once_with_feedback_then_fails(
-    tmp_path: Path,
+@pytest.mark.parametrize("retries", [0, 1, 3])
+async def test_step_that_keeps_failing_is_retried_with_feedback_then_fails(
+    tmp_path: Path, retries: int
 ) -> None:
-    async with running_daemon(make_settings(tmp_path)) as (daemon, client):
+    settings = make_settings(tmp_path, limits__step_retries=retries, limits__retry_base_s=0.01)
+    async with running_daemon(settings) as (daemon, client):
         run = await run_task(client, "judge it", scenario="failing_review")
         calls = await daemon.journal.count_model_calls(run.id)
     assert run.status == "failed"
-    assert "failed twice" in (run.error or "")
-    assert calls == 1 + 2  # the plan, the step, its one retry: no synthesis
+    assert f"failed {1 + retries} times" in (run.error or "")
+    assert calls == 1 + 1 + retries  # the plan, the step and its retries: no synthesis
