@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint bench chaos clean
+.PHONY: demo test check bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/concurrent_runs.py --runs 1 100 1000
+
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --kills 200
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -634,9 +634,11 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
     Raises ``JournalError`` with the reason when the file is not usable (not a database,
     read-only, corrupt). On exit, waits for queued writes to commit, then closes.
     """
+    opened: list[aiosqlite.Connection] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
+        opened.append(writer)
         mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
         await writer.execute("PRAGMA synchronous = FULL")
         version = (await (await writer.execute("PRAGMA user_version")).fetchone() or (0,))[0]
@@ -648,8 +650,15 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
         await writer.executescript(_SCHEMA + _INDEXES)
         await writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         reader = await _connect(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise JournalError(str(path), f"cannot be used: {exc}") from exc
+    except BaseException as exc:
+        # Every connection owns a (non-daemon) thread: close what was opened, or the
+        # process could not exit. Pinned by test_a_file_that_is_not_a_database_...
+        with anyio.CancelScope(shield=True):
+            for conn in opened:
+                await conn.close()
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise JournalError(str(path), f"cannot be used: {exc}") from exc
+        raise
     if mode is None or str(mode[0]).lower() != "wal":
         log.warning("journal_not_wal", mode=mode and mode[0])
     journal = Journal(path, writer, reader)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
@@ -68,6 +69,12 @@ async def test_list_runs_filters_by_status_oldest_first(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_refused_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     path.write_bytes(b"this is not a database, just some text" * 100)
+    before = {t.ident for t in threading.enumerate()}
     with pytest.raises(JournalError, match="cannot be used"):
         async with open_journal(path):
             pass
+    # The connection opened before the failure is closed: its thread would keep the
+    # process from exiting.
+    with anyio.fail_after(5):
+        while [t for t in threading.enumerate() if t.ident not in before]:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
