@@ -223,7 +223,10 @@ class TaskConsumer:
         """
         try:
             msgs = await self._psub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:  # also nats.js.errors.FetchTimeoutError
+        except (nats.errors.TimeoutError, TimeoutError):
+            # nats.js.errors.FetchTimeoutError is a nats TimeoutError; nats-py also lets a
+            # bare asyncio.TimeoutError out of its pull loop when the server is slow to
+            # answer (seen right after a restart with many redeliveries): none came in time.
             return []
         except _FAILURES as exc:
             raise translate(exc, operation="fetch tasks", subject=TASKS, timeout=timeout) from exc
