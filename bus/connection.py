@@ -263,12 +263,19 @@ class _EventFeed:
 class Bus:
     """A connection to NATS. Create it with ``open_bus``; not meant to be constructed."""
 
-    __slots__ = ("_js", "_nc", "url")
+    __slots__ = ("_in_flight", "_js", "_nc", "url")
 
     def __init__(self, url: str, nc: Client) -> None:
         self.url = url
         self._nc = nc
         self._js = nc.jetstream()
+        self._in_flight: set[anyio.CancelScope] = set()
+
+    def _fail_in_flight(self) -> None:
+        # A reply to a request sent before a disconnect can never arrive (the reply inbox
+        # is per connection): fail those requests now rather than at their deadline.
+        for scope in self._in_flight:
+            scope.cancel()
 
     @property
     def is_connected(self) -> bool:
@@ -306,13 +313,23 @@ class Bus:
         """Send a request and return the first reply's payload.
 
         A cancellation point. Raises ``BusTimeoutError`` after ``timeout`` seconds without
-        a reply, ``NoRespondersError`` at once if nobody subscribes to ``subject``.
+        a reply, ``NoRespondersError`` at once if nobody subscribes to ``subject``, and
+        ``BusConnectionError`` (retryable) as soon as the connection drops meanwhile.
         """
+        scope = anyio.CancelScope()
+        self._in_flight.add(scope)
         try:
-            msg = await self._nc.request(subject, data, timeout=timeout)
+            with scope:
+                msg = await self._nc.request(subject, data, timeout=timeout)
+                return msg.data
         except _FAILURES as exc:
             raise translate(exc, operation="request", subject=subject, timeout=timeout) from exc
-        return msg.data
+        finally:
+            self._in_flight.discard(scope)
+        raise BusConnectionError(
+            "the connection dropped before the reply came", operation="request",
+            subject=subject, retryable=True,
+        )
 
     async def respond(self, envelope: Envelope, data: bytes) -> None:
         """Reply to ``envelope``; a no-op if its sender asked for no reply."""
@@ -500,8 +517,12 @@ async def _on_error(exc: Exception) -> None:
     log.warning("bus_error", error=str(exc), error_type=type(exc).__name__)
 
 
-def _disconnect_logger(nc: nats.NATS) -> Callable[[], Awaitable[None]]:
+def _disconnect_logger(
+    nc: nats.NATS, buses: list[Bus]
+) -> Callable[[], Awaitable[None]]:
     async def on_disconnected() -> None:
+        for bus in buses:
+            bus._fail_in_flight()
         # A drain or close on our way out also disconnects: only a loss is a warning.
         if nc.is_closed or nc.is_draining:
             log.debug("bus_disconnected", closing=True)
@@ -532,6 +553,7 @@ async def open_bus(
     ``_CLEANUP_TIMEOUT``), then close.
     """
     nc = nats.NATS()
+    buses: list[Bus] = []  # the one Bus of this connection, once made
     try:
         with anyio.fail_after(connect_timeout):
             # nats-py annotates these durations as int, but uses them as float seconds
@@ -547,7 +569,7 @@ async def open_bus(
                 ping_interval=30,
                 drain_timeout=_CLEANUP_TIMEOUT,  # type: ignore[arg-type]
                 error_cb=_on_error,
-                disconnected_cb=_disconnect_logger(nc),
+                disconnected_cb=_disconnect_logger(nc, buses),
                 reconnected_cb=_on_reconnected,
                 closed_cb=_on_closed,
             )
@@ -566,7 +588,9 @@ async def open_bus(
         raise
     log.info("bus_connected", url=url, name=name)
     try:
-        yield Bus(url, nc)
+        bus = Bus(url, nc)
+        buses.append(bus)
+        yield bus
     finally:
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(_CLEANUP_TIMEOUT + 1.0):

@@ -127,6 +127,11 @@ class CircuitBreaker:
         """Report that a call let through failed."""
         self._settle(self._epoch, ok=False)
 
+    def release(self) -> None:
+        """Report that a call let through ended with no verdict on the dependency (it was
+        cancelled, or the connection to it dropped): frees its probe slot, counts nothing."""
+        self._settle(self._epoch, ok=None)
+
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Run the block as one call through the breaker.

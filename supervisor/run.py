@@ -51,7 +51,7 @@ from actors.pricing import PriceTable
 from actors.tools import ToolRegistry
 from bus import subjects
 from bus.connection import Bus
-from bus.errors import BusError, NoRespondersError
+from bus.errors import BusConnectionError, BusError, NoRespondersError
 from bus.wire import (
     Block,
     Message,
@@ -559,7 +559,10 @@ class RunSupervisor:
                                             timeout=limits.step_timeout_s)
                 reply = decoder.decode(raw)
             except (BusError, msgspec.DecodeError) as exc:
-                breaker.record_failure()
+                if isinstance(exc, BusConnectionError):
+                    breaker.release()  # a lost connection is not the worker's fault
+                else:
+                    breaker.record_failure()
                 if not certain and not isinstance(exc, NoRespondersError):
                     raise _Uncertain(str(exc)) from exc
                 wait = self._backoff(failures)

@@ -209,3 +209,20 @@ def test_invalid_thresholds_are_rejected(threshold: int, cooldown: float, probes
         CircuitBreaker(
             "model", failure_threshold=threshold, cooldown=cooldown, half_open_probes=probes
         )
+
+
+def test_release_frees_a_half_open_probe_slot_without_a_verdict() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("b", failure_threshold=1, cooldown=1.0, half_open_probes=1,
+                             clock=lambda: now[0])
+    breaker.acquire()
+    breaker.record_failure()
+    now[0] = 2.0
+    breaker.acquire()  # the one probe
+    with pytest.raises(BreakerOpenError):
+        breaker.acquire()  # its slot is taken
+    breaker.release()
+    assert breaker.state == "half_open"
+    breaker.acquire()  # the slot is free again
+    breaker.record_success()
+    assert breaker.state == "closed"
