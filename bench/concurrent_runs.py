@@ -3,8 +3,9 @@ supervisor → workers over NATS → result.
 
 Measures, for N runs of the scripted ``triad`` scenario (8 model calls and 3 tool calls
 per run) submitted at once: wall time, runs per second, CPU per run (this process, which
-hosts the daemon and the driver, plus the embedded nats-server) and peak RSS. Prints one
-JSON object per configuration. It reports figures; it passes or fails on nothing but
+hosts the daemon and the driver, plus the embedded nats-server), peak RSS, and the
+journal's group commit (writes, commits, writes per commit). Prints one JSON object per
+configuration. It reports figures; it passes or fails on nothing but
 every run succeeding with exactly 8 model calls.
 
     .venv/bin/python bench/concurrent_runs.py --runs 100 --latency-ms 0
@@ -50,6 +51,7 @@ async def measure(runs: int, latency_ms: float, data_dir: Path) -> dict[str, obj
     async with open_daemon(settings) as daemon, open_bus(daemon.bus.url, name="bench") as bus:
         server_pid = int((daemon.data_dir / "nats-server.pid").read_text())
         cpu0, server0 = _self_cpu(), _cpu_seconds_of(server_pid)
+        writes0, commits0 = daemon.journal.writes, daemon.journal.commits
         started = time.perf_counter()
         for i in range(runs):
             task = TaskSubmission(id=f"b-{i}", text="x" * 100, scenario="triad")
@@ -65,12 +67,16 @@ async def measure(runs: int, latency_ms: float, data_dir: Path) -> dict[str, obj
             await anyio.sleep(0.05)
         wall = time.perf_counter() - started
         cpu = (_self_cpu() - cpu0) + (_cpu_seconds_of(server_pid) - server0)
+        writes = daemon.journal.writes - writes0
+        commits = daemon.journal.commits - commits0
         calls = [await daemon.journal.count_model_calls(r.id) for r in done]
     ok = all(r.status == "succeeded" for r in done) and all(c == 8 for c in calls)
     return {
         "impl": "warden", "N": runs, "L": latency_ms, "wall_s": round(wall, 3),
         "tasks_per_s": round(runs / wall, 1), "cpu_us_per_task": round(cpu / runs * 1e6),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "journal_writes": writes, "journal_commits": commits,
+        "commits_per_s": round(commits / wall, 1), "writes_per_commit": round(writes / commits, 1),
         "ok": ok,
     }
 
