@@ -45,117 +45,9 @@ import structlog
 
 from bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
 from supervisor.errors import SupervisorError
+from supervisor.journal_schema import INDEXES, MIGRATE_FROM_1, SCHEMA, SCHEMA_VERSION
 
 log = structlog.get_logger("warden.journal")
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    text TEXT NOT NULL,
-    scenario TEXT,
-    budget_usd REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    error TEXT,
-    result TEXT,
-    plan TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
-CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    instruction TEXT NOT NULL,
-    status TEXT NOT NULL,
-    turns INTEGER NOT NULL DEFAULT 0,
-    output TEXT NOT NULL DEFAULT '',
-    tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, idx)
-);
-CREATE TABLE IF NOT EXISTS model_calls (
-    id INTEGER PRIMARY KEY,
-    key TEXT,
-    run_id TEXT NOT NULL,
-    step INTEGER,
-    turn INTEGER,
-    purpose TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    response TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    latency_ms REAL NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS model_calls_by_run ON model_calls(run_id);
-CREATE TABLE IF NOT EXISTS tool_calls (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    turn INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    arguments TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    output TEXT NOT NULL,
-    duration_ms REAL NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tool_calls_by_run ON tool_calls(run_id);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id);
-CREATE TABLE IF NOT EXISTS effects (
-    key TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    tool TEXT NOT NULL,
-    arguments TEXT NOT NULL,
-    state TEXT NOT NULL,
-    ok INTEGER,
-    output TEXT,
-    duration_ms REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS effects_by_run ON effects(run_id);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    stream_seq INTEGER NOT NULL,
-    msg_id TEXT,
-    data BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    deliveries INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    retried_at REAL
-);
-"""
-
-_INDEXES = """
-CREATE UNIQUE INDEX IF NOT EXISTS model_calls_by_key ON model_calls(key);
-"""
-
-_MIGRATE_FROM_1 = """
-ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE model_calls ADD COLUMN key TEXT;
-"""
 
 Statement = tuple[str, tuple[object, ...]]
 _json = msgspec.json.Encoder()
@@ -646,8 +538,8 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
             raise JournalError(str(path), f"has schema version {version}, newer than this "
                                f"warden's {SCHEMA_VERSION}")
         if version == 1:
-            await writer.executescript(_MIGRATE_FROM_1)
-        await writer.executescript(_SCHEMA + _INDEXES)
+            await writer.executescript(MIGRATE_FROM_1)
+        await writer.executescript(SCHEMA + INDEXES)
         await writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         reader = await _connect(path)
     except BaseException as exc:

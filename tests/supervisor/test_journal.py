@@ -78,3 +78,29 @@ async def test_a_file_that_is_not_a_database_is_refused_with_the_reason(tmp_path
     with anyio.fail_after(5):
         while [t for t in threading.enumerate() if t.ident not in before]:  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with sqlite3.connect(path) as db:  # the tables of version 1 that changed
+        db.executescript(
+            "CREATE TABLE runs (id TEXT PRIMARY KEY, status TEXT NOT NULL, text TEXT NOT NULL,"
+            " scenario TEXT, budget_usd REAL, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+            " tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0, error TEXT,"
+            " result TEXT, plan TEXT);"
+            "CREATE TABLE model_calls (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step INTEGER,"
+            " turn INTEGER, purpose TEXT NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL,"
+            " response TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+            " output_tokens INTEGER NOT NULL,"
+            " cache_creation_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,"
+            " cost_usd REAL NOT NULL, latency_ms REAL NOT NULL, created_at REAL NOT NULL);"
+            "INSERT INTO runs VALUES ('old', 'succeeded', 't', NULL, NULL, 1, 2, 0, 0, NULL, 'R',"
+            " NULL);"
+            "PRAGMA user_version = 1;"
+        )
+    async with open_journal(path) as journal:
+        state = await journal.run_state("old")
+        assert state is not None and state.epoch == 0
+        assert await journal.recorded_calls("old") == {}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
