@@ -238,9 +238,8 @@ class Journal:
         usage: Usage,
         cost_usd: float,
         latency_ms: float,
-        tool_calls: Sequence[ToolCallRecord] = (),
     ) -> None:
-        """Record one model call (under its idempotency ``key``) and any tool calls."""
+        """Record one model call, under its idempotency ``key``."""
         now = time.time()
         statements: list[Statement] = [
             (
@@ -257,8 +256,6 @@ class Journal:
                 ),
             )
         ]
-        for record in tool_calls:
-            statements.append(_tool_call(run_id, step, turn, record, now))
         await self._write(statements)
 
     async def record_intent(

@@ -158,6 +158,7 @@ class RunSupervisor:
         self.budget = Budget(state.id, state.budget_usd or ctx.settings.limits.run_budget_usd)
         self.tokens = 0
         self.workspace = ctx.workspaces / state.id
+        self._workspace_path = ""
         self._prefix = f"{state.id}/e{state.epoch}"
         self._seq = 0
         self._outputs: list[str] = []
@@ -200,7 +201,12 @@ class RunSupervisor:
                 if step.status in ("succeeded", "skipped"):
                     self._done_steps[step.index] = (step.status, step.output)
         log.info("run_started", run_id=self.run_id, replay=not fresh, epoch=self.state.epoch)
-        await anyio.to_thread.run_sync(lambda: self.workspace.mkdir(parents=True, exist_ok=True))
+        def make_workspace() -> str:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            return str(self.workspace.resolve())
+
+        # Resolved once, off the event loop; every ToolRequest of the run carries it.
+        self._workspace_path = await anyio.to_thread.run_sync(make_workspace)
         try:
             if self.state.plan:
                 plan = _plan_decoder.decode(self.state.plan)
@@ -494,7 +500,7 @@ class RunSupervisor:
             return ToolRequest(
                 run_id=self.run_id, step=index, role=role, call_index=turn, name=use.name,
                 arguments=use.input, idempotency_key=key, mode=mode,  # type: ignore[arg-type]
-                workspace=str(self.workspace.resolve()),
+                workspace=self._workspace_path,
             )
 
         uncertain = effect is not None  # an intent with no outcome: did it act?

@@ -27,8 +27,11 @@ async def test_run_lifecycle_is_committed_and_readable_after_reopening(tmp_path:
             "r-1", step=0, turn=0, purpose="step", model="m", request={"q": 1},
             response={"a": 2}, usage=Usage(input_tokens=3, output_tokens=4), cost_usd=0.01,
             latency_ms=1.0,
-            tool_calls=[ToolCallRecord(name="write_file", arguments={"path": "a"}, ok=True,
-                                       output="ok", duration_ms=1.0)],
+        )
+        await journal.record_outcome(
+            "r-1/e0/s0/a0/t0/c0", run_id="r-1", step=0, turn=0,
+            record=ToolCallRecord(name="write_file", arguments={"path": "a"}, ok=True,
+                                  output="ok", duration_ms=1.0),
         )
         await journal.transition("r-1", "succeeded", result="R", tokens=7, cost_usd=0.01)
     async with open_journal(path) as journal:
