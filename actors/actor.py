@@ -50,16 +50,27 @@ class Actor(ABC):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until cancelled. Blocks; raises what a handler raised."""
         limiter = anyio.Semaphore(self.concurrency)
-        async with self.bus.subscribe(self.subject, queue=self.queue) as mailbox:
-            await self.on_start()
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+
+            async def deliver(envelope: Envelope) -> None:
+                # In the subscription's delivery task: take a slot, then start the
+                # handler. acquire_nowait first (acquire() yields to the loop twice even
+                # when a slot is free); a full actor waits here, so later messages wait in
+                # the mailbox (the client's pending queue) instead of piling up as tasks.
+                try:
+                    limiter.acquire_nowait()
+                except anyio.WouldBlock:
+                    await limiter.acquire()
+                try:
+                    tg.start_soon(self._dispatch, envelope, limiter)
+                except RuntimeError:  # the actor crashed meanwhile: its sender will retry
+                    limiter.release()
+
+            async with self.bus.serve(self.subject, deliver, queue=self.queue):
+                await self.on_start()
                 task_status.started()
                 log.debug("actor_started", actor=self.name)
-                async for envelope in mailbox:
-                    # Acquire before taking the task, so a full actor leaves messages in
-                    # the mailbox instead of piling up handler tasks.
-                    await limiter.acquire()
-                    tg.start_soon(self._dispatch, envelope, limiter)
+                await anyio.sleep_forever()
 
     async def _dispatch(self, envelope: Envelope, limiter: anyio.Semaphore) -> None:
         try:

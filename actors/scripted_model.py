@@ -68,6 +68,8 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     plan_texts: list[str] = []
     turns: dict[str, list[ScriptedTurn]] = {}
     synthesis: str = "Done."
+    completion_tokens: int | None = None
+    """Output tokens every reply reports; ``None``: characters of the reply // 4."""
 
 
 class Script(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -144,7 +146,8 @@ class ScriptedModel:
     """A ``Model`` that answers from scripts; deterministic for a given request.
 
     Tokens: prompt = characters of the prompt // 4, completion = characters of the reply
-    // 4 (at least 1, at most the request's ``max_tokens``). ``complete`` sleeps
+    // 4 or the scenario's ``completion_tokens`` (at least 1, at most the request's
+    ``max_tokens``). ``complete`` sleeps
     ``latency_ms`` (or just yields at 0) and is a
     cancellation point; it raises nothing but ``ScriptError`` for a broken script.
     """
@@ -192,7 +195,8 @@ class ScriptedModel:
             for b in content
         )
         # Like a real model, it never reports more output than the request allowed.
-        output_tokens = min(request.max_tokens, max(1, out_chars // 4))
+        wanted = scenario.completion_tokens or max(1, out_chars // 4)
+        output_tokens = min(request.max_tokens, wanted)
         usage = Usage(input_tokens=_prompt_chars(request) // 4, output_tokens=output_tokens)
         return ModelReply(
             content=content,

@@ -22,7 +22,9 @@ running it once, so a replay may repeat it rather than need its journaled result
 
 The tools: ``list_files``, ``read_file``, ``grep`` (read only); ``write_file``;
 ``run_python`` and ``run_tests`` (run model-written code in ``actors/sandbox.py``);
-``ledger_append`` (an externally checkable side effect, for proving exactly-once).
+``ledger_append`` (an externally checkable side effect, for proving exactly-once);
+``echo`` (returns its text: a no-op for wiring checks and the benchmarks, in no role's
+allowlist by default).
 """
 
 from __future__ import annotations
@@ -269,6 +271,21 @@ def truncate(text: str, max_bytes: int) -> str:
 # -- the tools ------------------------------------------------------------------------
 
 _Path = Annotated[str, msgspec.Meta(description="A path relative to the workspace root.")]
+
+
+class EchoArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Arguments of echo."""
+
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TOOL_OUTPUT_BYTES)]
+
+
+class Echo(ToolBase[EchoArgs]):
+    name = "echo"
+    description = "Return the given text unchanged."
+    Arguments = EchoArgs
+
+    async def run(self, args: EchoArgs, ctx: ToolContext) -> str:
+        return args.text
 
 
 class ListFilesArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -589,5 +606,6 @@ def default_registry(*, max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRe
     """The registry of the tools warden ships."""
     tools: list[Tool] = [
         ListFiles(), ReadFile(), Grep(), WriteFile(), RunPython(), RunTests(), LedgerAppend(),
+        Echo(),
     ]
     return ToolRegistry(tools, max_output_bytes=max_output_bytes)

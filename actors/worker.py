@@ -19,6 +19,7 @@ out its deadline) and lets it escape, and its supervisor restarts it.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import msgspec
@@ -44,6 +45,13 @@ from config import RoleSettings, SandboxSettings
 from config.crashpoints import crash_point
 
 log = structlog.get_logger("warden.worker")
+
+
+@functools.lru_cache(maxsize=4096)
+def _workspace(path: str) -> Workspace:
+    """The workspace at ``path``, resolved once per run rather than per tool call (it
+    walks the path with lstat, on the event loop)."""
+    return Workspace(Path(path))
 
 
 class Worker(Actor):
@@ -136,7 +144,7 @@ class Worker(Actor):
     async def call_tool(self, request: ToolRequest) -> ToolReply:
         """One tool call (or its reconciliation). Raises only on a crash."""
         ctx = ToolContext(
-            workspace=Workspace(Path(request.workspace)), sandbox=self.sandbox, role=self.role,
+            workspace=_workspace(request.workspace), sandbox=self.sandbox, role=self.role,
             run_id=request.run_id, step=request.step, call_index=request.call_index,
             idempotency_key=request.idempotency_key, data_dir=self.data_dir,
         )

@@ -385,6 +385,37 @@ class Bus:
                 await _unsubscribe_quietly(sub)
             send.close()
 
+    @contextlib.asynccontextmanager
+    async def serve(
+        self, subject: str, handler: Callable[[Envelope], Awaitable[None]], *,
+        queue: str | None = None, pending_limit: int = 65536,
+    ) -> AsyncIterator[None]:
+        """Call ``handler`` with each message on ``subject`` (in queue group ``queue``)
+        for the context's duration, in nats-py's delivery task for the subscription.
+
+        The lean path for actors: no hand-off through a mailbox stream. ``handler`` should
+        return quickly (start a task for the work); while it awaits, later messages wait in
+        the client's pending queue, at most ``pending_limit`` of them (past that they are
+        dropped and a slow-consumer ``bus_error`` is logged). Unsubscribes on exit,
+        shielded from cancellation.
+        """
+
+        async def deliver(msg: Msg) -> None:
+            await handler(Envelope(subject=msg.subject, data=msg.data,
+                                   headers=msg.headers or _NO_HEADERS, reply=msg.reply))
+
+        try:
+            sub = await self._nc.subscribe(
+                subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_limit
+            )
+        except _FAILURES as exc:
+            raise translate(exc, operation="subscribe", subject=subject) from exc
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+                await _unsubscribe_quietly(sub)
+
     # -- JetStream ----------------------------------------------------------------------
 
     async def ensure_streams(self, *, duplicate_window: float = 120.0) -> None:

@@ -3,6 +3,9 @@
 - ``warden.tasks``: JetStream stream ``WARDEN_TASKS`` (work queue, ``Nats-Msg-Id`` dedupe),
   task submissions, consumed by the durable consumer ``intake``;
 - ``warden.runs.<run>.events``: JetStream stream ``WARDEN_EVENTS`` (limits), every change;
+- ``warden.done.<run>``: core NATS, the run's last event when its run supervisor ends it,
+  for clients that wait on many runs and need no other event (not stored: a client that
+  subscribes late asks ``warden.api.show``);
 - ``warden.work.<role>``: core request/reply, queue group ``workers``, turns for workers;
 - ``warden.api.<verb>``: core request/reply: submit, runs, show, cancel, resume, dlq,
   dlq_retry, ping.
@@ -20,6 +23,7 @@ TASKS_CONSUMER = "intake"
 
 EVENTS_STREAM = "WARDEN_EVENTS"
 EVENTS_WILDCARD = "warden.runs.*.events"
+DONE_WILDCARD = "warden.done.*"
 
 WORK_QUEUE_GROUP = "workers"
 
@@ -47,6 +51,11 @@ def _token(value: str, what: str) -> str:
 def run_events(run_id: str) -> str:
     """The subject of one run's events."""
     return f"warden.runs.{_token(run_id, 'run id')}.events"
+
+
+def run_done(run_id: str) -> str:
+    """The subject of one run's ending (its last event, not stored)."""
+    return f"warden.done.{_token(run_id, 'run id')}"
 
 
 def work(role: str) -> str:

@@ -138,6 +138,9 @@ class SandboxSettings(_Config, frozen=True, kw_only=True):
 class Settings(_Config, frozen=True, kw_only=True):
     data_dir: str = ".warden"
     """Journal, workspaces, the embedded server's store and its URL file live here."""
+    local_workers: bool = True
+    """Run every role's workers inside the daemon. ``false`` when ``warden worker``
+    processes (on this machine or others) serve the roles instead."""
     nats: NatsSettings = NatsSettings()
     models: ModelSettings = ModelSettings()
     pricing: PricingSettings

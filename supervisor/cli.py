@@ -5,7 +5,7 @@
     warden runs                    list runs
     warden show RUN_ID             one run with its steps
     warden demo                    start a daemon in-process, run the demo tasks, print a table
-    warden worker --role ROLE      serve one role's steps from another process or machine
+    warden worker --role ROLE      serve roles' steps from another process or machine
     warden cancel RUN_ID           cancel a run that has not ended
     warden resume RUN_ID           resume a run stopped in needs_human or failed
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
@@ -297,20 +297,25 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     from supervisor.supervision import ChildSpec, open_supervisor
 
     settings = _settings(args)
-    if args.role not in settings.roles:
-        raise UsageError(f"--role {args.role!r} is not one of {sorted(settings.roles)}")
+    roles = list(dict.fromkeys(args.role))
+    unknown = [role for role in roles if role not in settings.roles]
+    if unknown:
+        raise UsageError(f"--role {unknown[0]!r} is not one of {sorted(settings.roles)}")
     model = build_model(settings, api_key=os.environ.get("ANTHROPIC_API_KEY"))
     data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
-    async with open_bus(_client_url(settings), name=f"warden-worker-{args.role}") as bus:
-        worker = Worker(bus, args.role, settings.roles[args.role], model, default_registry(),
-                        settings.sandbox, data_dir=data_dir)
-        spec = ChildSpec(name=worker.name, start=worker.run)
+    tools = default_registry()
+    name = "-".join(roles)
+    async with open_bus(_client_url(settings), name=f"warden-worker-{name}") as bus:
+        workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
+                          data_dir=data_dir) for role in roles]
+        specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
         async with open_supervisor(
-            [spec], name=f"worker-{args.role}", max_restarts=settings.supervision.max_restarts,
+            specs, name=f"worker-{name}", max_restarts=settings.supervision.max_restarts,
             period=settings.supervision.period_s,
         ):
-            print(f"warden worker {args.role}: serving {subjects.work(args.role)} on {bus.url}",
-                  file=sys.stderr)
+            served = ", ".join(subjects.work(role) for role in roles)
+            print(f"warden worker {name}: serving {served} on {bus.url}", file=sys.stderr,
+                  flush=True)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break
@@ -423,9 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--json", action="store_true", help="a JSON list")
     dlq.set_defaults(func=cmd_dlq, default_level="warning")
 
-    worker = sub.add_parser("worker", parents=[common], help="serve one role's steps",
-                            description="Join the role's queue group from this process.")
-    worker.add_argument("--role", required=True, help="research, code or review")
+    worker = sub.add_parser("worker", parents=[common], help="serve roles' steps",
+                            description="Join the roles' queue groups from this process "
+                            "(with local_workers = false, the daemon runs none itself).")
+    worker.add_argument("--role", required=True, action="append",
+                        help="research, code or review; repeat to serve several")
     worker.set_defaults(func=cmd_worker, default_level="info")
     return parser
 

@@ -234,7 +234,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
             )
         )
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools)
-        for role, role_settings in settings.roles.items():
+        for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir)
             await root.start_child(ChildSpec(

@@ -1,10 +1,12 @@
-"""The run journal: SQLite through aiosqlite, one writer with group commit.
+"""The run journal: SQLite, one writer with group commit.
 
-The only module that imports aiosqlite. One writer connection takes every write; writes
-queued while a transaction is in flight are committed together in the next one, so many
-concurrent runs share one fsync (group commit). Callers await their write's commit, so a
-transition is durable before its effect happens. Reads use a second connection (WAL lets
-them run beside the writer).
+One writer connection takes every write; writes queued while a transaction is in flight
+are committed together in the next one, so many concurrent runs share one fsync (group
+commit). A whole transaction (BEGIN, every statement, COMMIT) is one hop to a worker
+thread: per-statement hops through aiosqlite cost more CPU than the inserts themselves
+(bench/README.md). Callers await their write's commit, so a transition is durable before
+its effect happens. Reads use a second connection, through aiosqlite (WAL lets them run
+beside the writer). The only module that imports aiosqlite or sqlite3.
 
 Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
 
@@ -36,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiosqlite
 import anyio
@@ -50,6 +52,8 @@ from supervisor.journal_schema import INDEXES, MIGRATE_FROM_1, SCHEMA, SCHEMA_VE
 log = structlog.get_logger("warden.journal")
 
 Statement = tuple[str, tuple[object, ...]]
+Row = tuple[Any, ...]
+"""A row as read: SQLite's types, checked by the schema, not by mypy."""
 _json = msgspec.json.Encoder()
 
 
@@ -74,9 +78,10 @@ class _Write:
 class Journal:
     """The journal of runs. Every write method blocks until its write is committed."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
         self.path = path
         self._writer = writer
+        self._lane = anyio.CapacityLimiter(1)  # one transaction at a time on the writer
         self._reader = reader
         self._pending: list[_Write] = []
         self._wake = anyio.Event()
@@ -126,17 +131,19 @@ class Journal:
             write.done.set()
 
     async def _execute(self, statements: list[Statement]) -> None:
+        await anyio.to_thread.run_sync(self._execute_now, statements, limiter=self._lane)
+
+    def _execute_now(self, statements: list[Statement]) -> None:
+        """One transaction of ``statements``; runs in a worker thread."""
+        conn = self._writer
         try:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
-                rows = [params for _, params in group]
-                if len(rows) == 1:
-                    await self._writer.execute(sql, rows[0])
-                else:
-                    await self._writer.executemany(sql, rows)
-            await self._writer.commit()
+                conn.executemany(sql, [params for _, params in group])
+            conn.execute("COMMIT")
         except BaseException:
-            await self._writer.rollback()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # -- writes -------------------------------------------------------------------------
@@ -310,68 +317,73 @@ class Journal:
         )])
 
     # -- reads --------------------------------------------------------------------------
+    # Each read is one hop that runs its statement to the end: a statement left open
+    # between hops would pin the reader's snapshot, and a read just after a commit could
+    # miss it (seen under load: a finished run read back without its result).
+
+    async def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
+        return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
+
+    async def _one(self, sql: str, params: tuple[object, ...] = ()) -> Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
 
     async def run_status(self, run_id: str) -> str | None:
-        async with self._reader.execute("SELECT status FROM runs WHERE id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT status FROM runs WHERE id = ?", (run_id,))
         return None if row is None else str(row[0])
 
     async def get_run(self, run_id: str) -> RunSummary | None:
         """The run with its steps, or ``None``."""
-        async with self._reader.execute(_RUN_COLUMNS + " WHERE id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one(_RUN_COLUMNS + " WHERE id = ?", (run_id,))
         if row is None:
             return None
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT idx, role, instruction, status, turns, output, tokens, cost_usd "
             "FROM steps WHERE run_id = ? ORDER BY idx",
             (run_id,),
-        ) as cur:
-            steps = [
-                StepSummary(
-                    index=r[0], role=r[1], instruction=r[2], status=r[3], turns=r[4],
-                    output=r[5], tokens=r[6], cost_usd=r[7],
-                )
-                for r in await cur.fetchall()
-            ]
+        )
+        steps = [
+            StepSummary(
+                index=r[0], role=r[1], instruction=r[2], status=r[3], turns=r[4],
+                output=r[5], tokens=r[6], cost_usd=r[7],
+            )
+            for r in rows
+        ]
         return _summary(row, steps)
 
     async def list_runs(self, *, limit: int = 100, status: str | None = None) -> list[RunSummary]:
         """The newest ``limit`` runs, newest last, optionally of one status."""
         where, params = (" WHERE status = ?", (status,)) if status else ("", ())
         sql = f"{_RUN_COLUMNS}{where} ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        async with self._reader.execute(sql, (*params, limit)) as cur:
-            rows = await cur.fetchall()
-        return [_summary(r, []) for r in reversed(list(rows))]
+        rows = await self._rows(sql, (*params, limit))
+        return [_summary(r, []) for r in reversed(rows)]
 
     async def run_state(self, run_id: str) -> RunState | None:
         """What a resuming run supervisor needs of its run, or ``None``."""
-        async with self._reader.execute(
+        row = await self._one(
             "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs WHERE id = ?",
             (run_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else RunState(*row)
 
     async def unfinished_runs(self) -> list[RunState]:
         """Runs a daemon must resume at start: queued, planning or running."""
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs "
             "WHERE status IN ('queued', 'planning', 'running') ORDER BY created_at, rowid"
-        ) as cur:
-            return [RunState(*row) for row in await cur.fetchall()]
+        )
+        return [RunState(*row) for row in rows]
 
     async def recorded_calls(self, run_id: str) -> dict[str, RecordedCall]:
         """Every model call of the run that has a key, by key."""
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT key, model, response, input_tokens, output_tokens, cache_creation_tokens, "
             "cache_read_tokens, cost_usd, latency_ms FROM model_calls "
             "WHERE run_id = ? AND key IS NOT NULL",
             (run_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return {
-            r[0]: RecordedCall(
+            str(r[0]): RecordedCall(
                 model=r[1], response=r[2],
                 usage=Usage(input_tokens=r[3], output_tokens=r[4],
                             cache_creation_input_tokens=r[5], cache_read_input_tokens=r[6]),
@@ -382,53 +394,65 @@ class Journal:
 
     async def spent(self, run_id: str) -> tuple[int, float]:
         """Tokens and dollars of every recorded model call of the run."""
-        async with self._reader.execute(
+        row = await self._one(
             "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + "
             "cache_read_tokens), 0), COALESCE(SUM(cost_usd), 0) FROM model_calls "
             "WHERE run_id = ?",
             (run_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
 
     async def effects(self, run_id: str) -> dict[str, Effect]:
         """Every recorded tool call of the run (intent or done), by key."""
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT key, tool, arguments, state, ok, output, duration_ms FROM effects "
             "WHERE run_id = ?",
             (run_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         found: dict[str, Effect] = {}
         for key, tool, arguments, state, ok, output, duration_ms in rows:
             record = None
             if state == "done":
                 record = ToolCallRecord(
-                    name=tool, arguments=msgspec.json.decode(arguments), ok=bool(ok),
-                    output=output or "", duration_ms=duration_ms or 0.0,
+                    name=str(tool), arguments=msgspec.json.decode(arguments),
+                    ok=bool(ok), output=str(output or ""),
+                    duration_ms=float(duration_ms or 0.0),
                 )
-            found[key] = Effect(key=key, tool=tool, state=state, record=record)
+            found[str(key)] = Effect(key=str(key), tool=str(tool), state=str(state),
+                                     record=record)
         return found
 
     async def dead_letters(self) -> list[DeadLetter]:
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT id, stream_seq, msg_id, data, reason, deliveries, created_at, retried_at "
             "FROM dead_letters ORDER BY id"
-        ) as cur:
-            return [DeadLetter(*row) for row in await cur.fetchall()]
+        )
+        return [DeadLetter(*row) for row in rows]
 
     async def count_model_calls(self, run_id: str) -> int:
-        async with self._reader.execute(
-            "SELECT COUNT(*) FROM model_calls WHERE run_id = ?", (run_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT COUNT(*) FROM model_calls WHERE run_id = ?", (run_id,))
         return int(row[0]) if row else 0
 
+    async def call_tally(self) -> dict[str, tuple[int, int, int]]:
+        """Every run's ``(model calls, tool calls, tokens of its model calls)``."""
+        tally: dict[str, tuple[int, int, int]] = {}
+        for run_id, calls, tokens in await self._rows(
+            "SELECT run_id, COUNT(*), SUM(input_tokens + output_tokens + cache_creation_tokens "
+            "+ cache_read_tokens) FROM model_calls GROUP BY run_id"
+        ):
+            tally[str(run_id)] = (int(calls), 0, int(tokens))
+        for run_id, calls in await self._rows(
+            "SELECT run_id, COUNT(*) FROM tool_calls GROUP BY run_id"
+        ):
+            model_calls, _, tokens = tally.get(str(run_id), (0, 0, 0))
+            tally[str(run_id)] = (model_calls, int(calls), tokens)
+        return tally
+
     async def tool_call_names(self, run_id: str) -> list[str]:
-        async with self._reader.execute(
+        rows = await self._rows(
             "SELECT name FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,)
-        ) as cur:
-            return [str(r[0]) for r in await cur.fetchall()]
+        )
+        return [str(r[0]) for r in rows]
 
 
 class RunState(NamedTuple):
@@ -516,6 +540,30 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _open_writer(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """The writer connection, schema created or migrated; and the journal mode it got.
+    Blocking: runs in a worker thread. Closes the connection if anything fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Used from one worker thread at a time (the lane), never concurrently.
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        writer.execute("PRAGMA busy_timeout = 5000")
+        mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()
+        writer.execute("PRAGMA synchronous = FULL")
+        version = (writer.execute("PRAGMA user_version").fetchone() or (0,))[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(str(path), f"has schema version {version}, newer than this "
+                               f"warden's {SCHEMA_VERSION}")
+        if version == 1:
+            writer.executescript(MIGRATE_FROM_1)
+        writer.executescript(SCHEMA + INDEXES)
+        writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        writer.close()
+        raise
+    return writer, None if mode is None else str(mode[0])
+
+
 @asynccontextmanager
 async def open_journal(path: Path) -> AsyncIterator[Journal]:
     """Open (creating if needed) the journal at ``path`` and run its writer.
@@ -523,33 +571,21 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
     Raises ``JournalError`` with the reason when the file is not usable (not a database,
     read-only, corrupt). On exit, waits for queued writes to commit, then closes.
     """
-    opened: list[aiosqlite.Connection] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path)
-        opened.append(writer)
-        mode = await (await writer.execute("PRAGMA journal_mode = WAL")).fetchone()
-        await writer.execute("PRAGMA synchronous = FULL")
-        version = (await (await writer.execute("PRAGMA user_version")).fetchone() or (0,))[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(str(path), f"has schema version {version}, newer than this "
-                               f"warden's {SCHEMA_VERSION}")
-        if version == 1:
-            await writer.executescript(MIGRATE_FROM_1)
-        await writer.executescript(SCHEMA + INDEXES)
-        await writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        writer, mode = await anyio.to_thread.run_sync(_open_writer, path)
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalError(str(path), f"cannot be used: {exc}") from exc
+    try:
         reader = await _connect(path)
     except BaseException as exc:
-        # Every connection owns a (non-daemon) thread: close what was opened, or the
-        # process could not exit. Pinned by test_a_file_that_is_not_a_database_...
-        with anyio.CancelScope(shield=True):
-            for conn in opened:
-                await conn.close()
+        # The reader owns a (non-daemon) thread once connected; the writer is closed here.
+        # Pinned by test_a_file_that_is_not_a_database_...
+        writer.close()
         if isinstance(exc, sqlite3.Error | OSError):
             raise JournalError(str(path), f"cannot be used: {exc}") from exc
         raise
-    if mode is None or str(mode[0]).lower() != "wal":
-        log.warning("journal_not_wal", mode=mode and mode[0])
+    if mode is None or mode.lower() != "wal":
+        log.warning("journal_not_wal", mode=mode)
     journal = Journal(path, writer, reader)
     try:
         async with anyio.create_task_group() as tg:
@@ -562,4 +598,4 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
     finally:
         with anyio.CancelScope(shield=True):
             await reader.close()
-            await writer.close()
+            await anyio.to_thread.run_sync(writer.close, limiter=journal._lane)

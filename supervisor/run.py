@@ -174,8 +174,11 @@ class RunSupervisor:
             run_id=self.run_id, seq=self._seq, kind=kind, status=status, message=message,
             tokens=self.tokens, cost_usd=round(self.budget.spent_usd, 6), **fields,  # type: ignore[arg-type]
         )
+        data = encoder.encode(event)
         try:
-            await self.ctx.bus.publish(subjects.run_events(self.run_id), encoder.encode(event))
+            await self.ctx.bus.publish(subjects.run_events(self.run_id), data)
+            if status in TERMINAL:
+                await self.ctx.bus.publish(subjects.run_done(self.run_id), data)
         except BusError as exc:  # events are for watchers; the journal is the record
             log.warning("event_publish_failed", run_id=self.run_id, error=str(exc))
 

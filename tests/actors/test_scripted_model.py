@@ -93,3 +93,18 @@ def test_extra_script_files_come_first_and_bad_ones_name_the_file(tmp_path: Path
     bad.write_text('[scenario.x]\nunknown_field = 1\n')
     with pytest.raises(ScriptError, match=r"bad\.toml"):
         load_scripts([str(bad)])
+
+
+async def test_a_scenario_can_fix_the_completion_tokens_of_every_reply(tmp_path: Path) -> None:
+    script = tmp_path / "fixed.toml"
+    script.write_text(
+        '[scenario.fixed]\nsynthesis = "short"\ncompletion_tokens = 125\n'
+        '[[scenario.fixed.plan]]\nrole = "code"\ninstruction = "x"\n'
+        '[[scenario.fixed.turns.code]]\ntool = "echo"\ninput = { text = "t" }\n',
+        encoding="utf-8")
+    model = ScriptedModel(scenarios=load_scripts([str(script)]))
+    replies = [await model.complete(_request(purpose, "task", role="code", scenario="fixed"))
+               for purpose in ("plan", "step", "synthesize")]
+    assert [r.usage.output_tokens for r in replies] == [125, 125, 125]
+    capped = await model.complete(_request("synthesize", "t", scenario="fixed", max_tokens=50))
+    assert capped.usage.output_tokens == 50  # never more than the request allowed

@@ -381,3 +381,11 @@ async def test_run_tests_reports_fail_for_failing_tests(ws: Workspace) -> None:
     first, second, *_ = record.output.splitlines()
     assert (first, second) == ("FAIL", "exit code: 1")
     assert "1 failed" in record.output
+
+
+@pytest.mark.anyio
+async def test_echo_returns_its_text_and_refuses_other_arguments(ws: Workspace) -> None:
+    record = await call(ws, "echo", {"text": "same 200 bytes"})
+    assert (record.ok, record.output) == (True, "same 200 bytes")
+    refused = await call(ws, "echo", {"text": "x", "extra": 1})
+    assert not refused.ok and "extra" in refused.output

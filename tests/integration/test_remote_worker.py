@@ -13,7 +13,7 @@ import pytest
 
 from bus import subjects
 from bus.errors import NoRespondersError
-from bus.wire import turn_reply_decoder
+from bus.wire import event_decoder, turn_reply_decoder
 from tests.integration.harness import make_settings, run_task, running_daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -46,4 +46,38 @@ async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path
             code = await anyio.to_thread.run_sync(proc.wait, 10)
     assert run.status == "succeeded", run.error
     assert [s.status for s in run.steps] == ["succeeded"] * 3
+    assert code == 0
+
+
+async def test_with_local_workers_off_one_worker_process_serves_every_role(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, local_workers=False)
+    async with running_daemon(settings) as (daemon, client):
+        assert not [c for c in daemon.root.which_children() if c.name.startswith("worker.")]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
+        env["WARDEN_MODELS__PROVIDER"] = "scripted"
+        roles = [arg for role in ("research", "code", "review") for arg in ("--role", role)]
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
+            [sys.executable, "-m", "supervisor.cli", "worker", *roles, "--log-level", "error",
+             "--nats", daemon.bus.url, "--data-dir", str(tmp_path / "worker")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stderr is not None
+            with anyio.fail_after(30):
+                line = (await anyio.to_thread.run_sync(proc.stderr.readline,
+                                                        abandon_on_cancel=True)).decode()
+            assert "warden.work.research, warden.work.code, warden.work.review" in line
+            async with client.subscribe(subjects.DONE_WILDCARD) as endings:
+                run = await run_task(client, "fizzbuzz")
+                with anyio.fail_after(10):
+                    ending = event_decoder.decode((await endings.__anext__()).data)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(proc.wait, 10)
+    assert run.status == "succeeded", run.error
+    assert [s.status for s in run.steps] == ["succeeded"] * 3
+    assert (ending.run_id, ending.status) == (run.id, "succeeded")
     assert code == 0

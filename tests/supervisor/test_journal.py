@@ -60,6 +60,42 @@ async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
         assert journal.commits < 200
 
 
+async def test_a_committed_write_is_read_back_at_once_under_concurrent_reads(
+    tmp_path: Path,
+) -> None:
+    # Regression: a read statement left open between hops pinned the reader's snapshot,
+    # so a run read back just after its final commit could lack its result.
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+
+        async def one(i: int) -> None:
+            run_id = f"r-{i}"
+            await journal.create_run(run_id, text="t", status="queued")
+            for status in ("planning", "running"):
+                await journal.transition(run_id, status)
+                assert await journal.run_status(run_id) == status
+            await journal.transition(run_id, "succeeded", result=f"result {i}")
+            run = await journal.get_run(run_id)
+            assert run is not None and (run.status, run.result) == ("succeeded", f"result {i}")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(300):
+                tg.start_soon(one, i)
+
+
+async def test_call_tally_counts_each_runs_model_calls_tool_calls_and_tokens(
+    tmp_path: Path,
+) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        for turn in range(2):
+            await journal.record_turn(
+                "r-1", key=f"r-1/t{turn}", step=0, turn=turn, purpose="step", model="m",
+                request={}, response=[], usage=Usage(input_tokens=10, output_tokens=5),
+                cost_usd=0.0, latency_ms=0.0)
+        record = ToolCallRecord(name="echo", arguments={}, ok=True, output="o", duration_ms=0.1)
+        await journal.record_outcome("r-1/t0/c0", run_id="r-1", step=0, turn=0, record=record)
+        assert await journal.call_tally() == {"r-1": (2, 1, 30)}
+
+
 async def test_list_runs_filters_by_status_oldest_first(tmp_path: Path) -> None:
     async with open_journal(tmp_path / "j.sqlite") as journal:
         for i, status in enumerate(["queued", "rejected", "queued"]):
@@ -76,10 +112,14 @@ async def test_a_file_that_is_not_a_database_is_refused_with_the_reason(tmp_path
     with pytest.raises(JournalError, match="cannot be used"):
         async with open_journal(path):
             pass
-    # The connection opened before the failure is closed: its thread would keep the
-    # process from exiting.
+    # No connection is left open: an aiosqlite connection's thread would keep the process
+    # from exiting. (anyio's pool threads, where the writer opens, end with the loop.)
+    def left() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t.ident not in before and t.name != "AnyIO worker thread"]
+
     with anyio.fail_after(5):
-        while [t for t in threading.enumerate() if t.ident not in before]:  # noqa: ASYNC110
+        while left():  # noqa: ASYNC110
             await anyio.sleep(0.01)
 
 
