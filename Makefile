@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test check bench chaos clean
+.PHONY: demo test check bench bench-quick chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +14,11 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
+
+# The benchmark's peers and tools (langgraph, autogen-core, matplotlib, ...): the bench extra.
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/warden demo
@@ -24,8 +30,15 @@ check: $(STAMP)
 	$(BIN)/ruff check supervisor actors bus config tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	$(BIN)/python bench/concurrent_runs.py --runs 1 100 1000
+# The full matrix (every runtime, N = 1..10000, L = 0 and 50 ms, 3 reps), then recovery and
+# memory: takes hours. Writes bench/results/<date>.{json,md,png} and the README's section.
+bench: $(BENCH_STAMP)
+	@echo "make bench: the full matrix takes hours; make bench-quick takes minutes"
+	$(BIN)/python -m bench.matrix
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.matrix --sizes 1 100 1000 --reps 1 --skip-memory \
+		--out-dir bench/results/quick --no-readme
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --kills 200

@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level or args.default_level, json=args.log_json)
     try:
-        code: int = anyio.run(args.func, args)
+        code: int = anyio.run(args.func, args, backend_options={"use_uvloop": True})
     except (UsageError, ConfigError, DaemonError) as exc:
         print(f"warden: {exc}", file=sys.stderr)
         return 2

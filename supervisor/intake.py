@@ -137,8 +137,12 @@ class Intake:
         ) as consumer:
             task_status.started()
             while True:
-                for message in await consumer.fetch(batch=intake.batch, timeout=1.0):
-                    await self.take(message)
+                batch = await consumer.fetch(batch=intake.batch, timeout=1.0)
+                # The batch is taken in concurrently, so its runs share the journal's
+                # commits and their acks overlap (one at a time: ~200 runs/s at most).
+                async with anyio.create_task_group() as tg:
+                    for message in batch:
+                        tg.start_soon(self.take, message)
 
     async def take(self, message: TaskMessage) -> None:
         """Admit one message: commit its run, then acknowledge it, then start the run.

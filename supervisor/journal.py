@@ -69,9 +69,9 @@ class JournalError(SupervisorError):
 class _Write:
     __slots__ = ("done", "error", "statements")
 
-    def __init__(self, statements: Sequence[Statement]) -> None:
+    def __init__(self, statements: Sequence[Statement], *, awaited: bool) -> None:
         self.statements = statements
-        self.done = anyio.Event()
+        self.done = anyio.Event() if awaited else None
         self.error: BaseException | None = None
 
 
@@ -91,12 +91,21 @@ class Journal:
 
     # -- the writer ---------------------------------------------------------------------
 
-    async def _write(self, statements: Sequence[Statement]) -> None:
+    async def _write(self, statements: Sequence[Statement], *, wait: bool = True) -> None:
+        """Queue ``statements`` as one write; with ``wait``, return once it is committed.
+
+        Writes commit in the order they were queued, so a committed write means every
+        write queued before it is committed too. That makes ``wait=False`` safe for what
+        a replay can rebuild (progress rows, tool calls without side effects): the next
+        awaited write (a model reply, an intent, the run's end) makes it durable.
+        """
         if self._closing:
             raise JournalError(str(self.path), "is closed")
-        write = _Write(statements)
+        write = _Write(statements, awaited=wait)
         self._pending.append(write)
         self._wake.set()
+        if write.done is None:
+            return
         await write.done.wait()
         if write.error is not None:
             raise JournalError(str(self.path), f"write failed: {write.error}") from write.error
@@ -128,7 +137,11 @@ class Journal:
         self.commits += 1
         self.writes += len(batch)
         for write in batch:
-            write.done.set()
+            if write.done is not None:
+                write.done.set()
+            elif write.error is not None:  # nobody waits for it: say so here
+                log.error("journal_write_failed", error=str(write.error),
+                          statement=write.statements[0][0][:60])
 
     async def _execute(self, statements: list[Statement]) -> None:
         await anyio.to_thread.run_sync(self._execute_now, statements, limiter=self._lane)
@@ -186,6 +199,7 @@ class Journal:
         plan: str | None = None,
         tokens: int | None = None,
         cost_usd: float | None = None,
+        wait: bool = True,
     ) -> None:
         """Set the run's status (and what came with it) and append the event."""
         now = time.time()
@@ -199,7 +213,8 @@ class Journal:
                     (status, now, error, result, plan, tokens, cost_usd, run_id),
                 ),
                 _event(run_id, kind, status, message or error or "", None, now),
-            ]
+            ],
+            wait=wait,
         )
 
     async def record_step(
@@ -214,6 +229,7 @@ class Journal:
         output: str = "",
         tokens: int = 0,
         cost_usd: float = 0.0,
+        wait: bool = True,
     ) -> None:
         """Insert or update one step of a run."""
         now = time.time()
@@ -228,7 +244,8 @@ class Journal:
                     (run_id, index, role, instruction, status, turns, output, tokens, cost_usd),
                 ),
                 _event(run_id, "step", status, f"step {index} ({role}): {status}", None, now),
-            ]
+            ],
+            wait=wait,
         )
 
     async def record_turn(
@@ -277,7 +294,8 @@ class Journal:
         )])
 
     async def record_outcome(
-        self, key: str, *, run_id: str, step: int, turn: int, record: ToolCallRecord
+        self, key: str, *, run_id: str, step: int, turn: int, record: ToolCallRecord,
+        wait: bool = True,
     ) -> None:
         """Commit the outcome of call ``key`` (and its tool_calls row), after it acted."""
         now = time.time()
@@ -293,7 +311,7 @@ class Journal:
                  int(record.ok), record.output, record.duration_ms, now, now),
             ),
             _tool_call(run_id, step, turn, record, now),
-        ])
+        ], wait=wait)
 
     async def bump_epoch(self, run_id: str) -> int:
         """Start a new epoch of the run (``warden resume``); returns it."""

@@ -183,9 +183,12 @@ class RunSupervisor:
             log.warning("event_publish_failed", run_id=self.run_id, error=str(exc))
 
     async def _transition(self, status: str, message: str = "", **fields: object) -> None:
+        # Only the run's end waits for its commit (its event says the result is readable);
+        # a replay rebuilds the statuses before it from the recorded calls.
         await self.ctx.journal.transition(
             self.run_id, status, message=message, tokens=self.tokens,
-            cost_usd=self.budget.spent_usd, **fields,  # type: ignore[arg-type]
+            cost_usd=self.budget.spent_usd, wait=status in TERMINAL,
+            **fields,  # type: ignore[arg-type]
         )
         await self._emit("status", status, message)
 
@@ -413,10 +416,12 @@ class RunSupervisor:
         messages = [Message(role="user", content=[TextBlock(text=text)])]
 
         async def record(status: str, turns: int, output: str) -> None:
+            # Not waited for: a replay rebuilds the step from its recorded calls, and the
+            # next awaited write (a model reply, an intent, the run's end) commits it.
             await ctx.journal.record_step(
                 self.run_id, index, role=step.role, instruction=step.instruction,
                 status=status, turns=turns, output=output, tokens=self.tokens - before_tokens,
-                cost_usd=self.budget.spent_usd - before_cost,
+                cost_usd=self.budget.spent_usd - before_cost, wait=False,
             )
 
         await record("running", 0, "")
@@ -534,8 +539,9 @@ class RunSupervisor:
                 continue
             if answer.error is not None or answer.record is None:
                 raise _StepFailed(f"step {index} ({role}): {answer.error or 'no answer'}")
+            # A call without side effects may simply run again on a replay: not waited for.
             await journal.record_outcome(key, run_id=self.run_id, step=index, turn=turn,
-                                         record=answer.record)
+                                         record=answer.record, wait=side_effects)
             return answer.record
 
     async def _request(
