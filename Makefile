@@ -31,10 +31,10 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 # The full matrix (every runtime, N = 1..10000, L = 0 and 50 ms, 3 reps), then recovery and
-# memory: takes hours. Writes bench/results/<date>.{json,md,png} and the README's section.
+# memory: over an hour (BENCH_ARGS="--large-reps 1": about 35 minutes). Writes bench/results/<date>.{json,md,png} and the README's section.
 bench: $(BENCH_STAMP)
-	@echo "make bench: the full matrix takes hours; make bench-quick takes minutes"
-	$(BIN)/python -m bench.matrix
+	@echo "make bench: the full matrix takes over an hour (progress below); make bench-quick takes minutes"
+	$(BIN)/python -m bench.matrix $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench.matrix --sizes 1 100 1000 --reps 1 --skip-memory \

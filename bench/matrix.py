@@ -67,14 +67,21 @@ class Config:
         return (self.impl, self.n, self.latency)
 
 
-def plan(impls: Sequence[str], sizes: Sequence[int], latencies: Sequence[int], reps: int
-         ) -> list[Config]:
-    """Every run in order: rep, then L, then N, the impls rotated by (rep + position)."""
+LARGE_N = 10_000
+
+
+def plan(impls: Sequence[str], sizes: Sequence[int], latencies: Sequence[int], reps: int,
+         large_reps: int | None = None) -> list[Config]:
+    """Every run in order: rep, then L, then N, the impls rotated by (rep + position).
+    N of 10,000 and more get ``large_reps`` reps (default ``reps``)."""
     configs: list[Config] = []
     position = 0
+    large = reps if large_reps is None else large_reps
     for rep in range(reps):
         for latency in latencies:
             for n in sizes:
+                if n >= LARGE_N and rep >= large:
+                    continue
                 shift = (rep + position) % len(impls)
                 rotated = [*impls[shift:], *impls[:shift]]
                 configs += [Config(rep + 1, latency, n, impl) for impl in rotated]
@@ -275,7 +282,7 @@ def skipped_row(config: Config, smaller: int) -> Row:
 
 def run_matrix(args: argparse.Namespace, results: Row, json_path: Path) -> None:
     """Run every config, adding each run to ``results`` and rewriting ``json_path``."""
-    configs = plan(args.impls, args.sizes, args.latencies, args.reps)
+    configs = plan(args.impls, args.sizes, args.latencies, args.reps, args.large_reps)
     runs: list[Row] = results["runs"]
     timed_out: dict[tuple[int, str, int], int] = {}  # (rep, impl, L) -> smallest N
     for index, config in enumerate(configs, start=1):
@@ -352,6 +359,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latencies", nargs="+", type=int, default=[0, 50], metavar="L",
                         help="model latency per call, ms (default 0 50)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--large-reps", type=int, metavar="R",
+                        help=f"repetitions of N >= {LARGE_N:,} (default: --reps); each such "
+                        "run takes minutes (LangGraph with SQLite: about 5)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "bench" / "results",
                         help="where <date>.json/.md/.png go (default bench/results)")
     parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md",
@@ -369,8 +379,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true", help="no memory measure")
     parser.add_argument("--memory-runs", type=int, default=10000, metavar="N",
                         help="runs held in flight for the memory measure (default 10000)")
-    parser.add_argument("--memory-latency-ms", type=float, default=5000.0, metavar="L",
-                        help="model latency of the memory measure (default 5000)")
+    parser.add_argument("--memory-latency-ms", type=float, default=20000.0, metavar="L",
+                        help="model latency of the memory measure (default 20000: see "
+                        "bench/memory.py)")
     parser.add_argument("--memory-impls", nargs="+", choices=list(IMPLS), default=["warden"],
                         metavar="IMPL", help="implementations whose memory to measure "
                         "(default warden)")
@@ -389,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": date, "machine": machine(),
         "versions": {"nats-server": nats_server_version()},
         "matrix": {"impls": args.impls, "L": args.latencies, "N": args.sizes,
-                   "reps": args.reps},
+                   "reps": args.reps, "large_reps": args.large_reps or args.reps},
         "runs": [], "medians": [],
     }
     say(f"bench.matrix: {len(args.impls)} impls x {len(args.sizes)} N x "

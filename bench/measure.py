@@ -31,10 +31,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import psutil
 import uvloop
@@ -60,6 +60,7 @@ class Runtime(Protocol):
     async def tallies(self) -> dict[int, Tally]: ...
 
 
+T = TypeVar("T")
 Opener = Callable[[float, Path], AbstractAsyncContextManager[Runtime]]
 
 
@@ -201,6 +202,16 @@ async def measure(impl: str, n: int, latency_ms: float, workdir: Path,
     return record
 
 
+def run_on_loop(impl: str, main: Coroutine[Any, Any, T], loop: str | None = None
+                ) -> tuple[T, str]:
+    """Run ``main`` on ``loop`` (default: ``impl``'s own, see ``UVLOOP_BY_DEFAULT``);
+    returns its result and the loop's name."""
+    loop = loop or ("uvloop" if impl in UVLOOP_BY_DEFAULT else "asyncio")
+    factory = uvloop.new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main), loop
+
+
 def _by_label(by_process: dict[str, float], n: int) -> dict[str, int]:
     """CPU µs per task by process label (processes of the same name summed)."""
     labels: dict[str, float] = {}
@@ -230,11 +241,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
-    loop = args.loop or ("uvloop" if args.impl in UVLOOP_BY_DEFAULT else "asyncio")
-    factory = uvloop.new_event_loop if loop == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        record = runner.run(_main(args))
-    record["loop"] = loop
+    record, record["loop"] = run_on_loop(args.impl, _main(args), args.loop)
     print(json.dumps(record), flush=True)
     return 0 if record["ok"] else 1
 

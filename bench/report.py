@@ -217,10 +217,14 @@ def failures_section(results: dict[str, Any]) -> list[str]:
 
 
 RECOVERY_LABELS = {
+    "runs": ("runs submitted", ""),
+    "L_ms": ("model latency", " ms"),
     "in_flight": ("runs in flight at the kill", ""),
-    "kill_to_restart_s": ("kill → restarted", " s"),
+    "kill_to_ready_s": ("restart → daemon answering (every run resumed)", " s"),
     "restart_to_all_stepped_s": ("restart → every run stepped again", " s"),
-    "all_completed": ("every run completed", ""),
+    "restart_to_all_completed_s": ("restart → every run completed", " s"),
+    "all_completed": ("every run completed, 8 model and 3 tool calls each", ""),
+    "processes_left": ("processes left behind", ""),
     "ok": ("ok", ""),
 }
 

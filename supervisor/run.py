@@ -160,6 +160,7 @@ class RunSupervisor:
         self.workspace = ctx.workspaces / state.id
         self._workspace_path = ""
         self._prefix = f"{state.id}/e{state.epoch}"
+        self._events_subject = subjects.run_events(state.id)
         self._seq = 0
         self._outputs: list[str] = []
         self._calls: dict[str, RecordedCall] = {}
@@ -176,7 +177,7 @@ class RunSupervisor:
         )
         data = encoder.encode(event)
         try:
-            await self.ctx.bus.publish(subjects.run_events(self.run_id), data)
+            await self.ctx.bus.publish(self._events_subject, data)
             if status in TERMINAL:
                 await self.ctx.bus.publish(subjects.run_done(self.run_id), data)
         except BusError as exc:  # events are for watchers; the journal is the record
