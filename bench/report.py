@@ -330,10 +330,18 @@ def goals_section(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def reps_line(results: dict[str, Any]) -> str:
+    matrix = results.get("matrix") or {}
+    reps, large = matrix.get("reps", "?"), matrix.get("large_reps")
+    if large is None or large == reps:
+        return f"Medians of {reps} reps."
+    return f"Medians of {reps} reps (N = 10,000: {large})."
+
+
 def markdown(results: dict[str, Any], png_name: str) -> str:
     """The whole Markdown report."""
     lines = [f"# Benchmark results, {results.get('date', '?')}", "", machine_line(results), "",
-             f"Medians of {(results.get('matrix') or {}).get('reps', '?')} reps.", ""]
+             reps_line(results), ""]
     lines += tables_section(results, "## L = {L} ms per model call")
     lines += failures_section(results)
     lines += [f"![tasks/s and CPU per task against N]({png_name})", ""]
