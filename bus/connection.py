@@ -26,7 +26,9 @@ Only asyncio is supported as the anyio backend: nats-py is written against async
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +74,9 @@ _FAILURES = (nats.errors.Error, OSError, TimeoutError)
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _HANDOFF_BUFFER = 128  # envelopes between nats-py's delivery task and the mailbox reader
 _CLEANUP_TIMEOUT = 5.0
+_STATUS_HEADER = "Status"  # how nats-py hands over a status line, e.g. 503: no responders
+_NO_RESPONDERS = "503"
+_REPLY_PENDING_LIMIT = 1_000_000  # replies waiting for the delivery task: one per request
 _STREAM_CONFIG_CONFLICT = 10058  # JetStream err_code: stream exists with other config
 
 _BACKOFF_FIRST = 0.1
@@ -263,19 +268,39 @@ class _EventFeed:
 class Bus:
     """A connection to NATS. Create it with ``open_bus``; not meant to be constructed."""
 
-    __slots__ = ("_in_flight", "_js", "_nc", "url")
+    __slots__ = ("_js", "_nc", "_next_token", "_replies", "_reply_prefix", "_reply_sub", "url")
 
     def __init__(self, url: str, nc: Client) -> None:
         self.url = url
         self._nc = nc
         self._js = nc.jetstream()
-        self._in_flight: set[anyio.CancelScope] = set()
+        # Requests: one wildcard subscription for every reply, a future per request.
+        self._reply_prefix = nc.new_inbox() + "."
+        self._reply_sub: NatsSubscription | None = None
+        self._replies: dict[str, asyncio.Future[bytes]] = {}
+        self._next_token = itertools.count()
+
+    async def _start_replies(self) -> None:
+        async def on_reply(msg: Msg) -> None:
+            waiter = self._replies.get(msg.subject[len(self._reply_prefix):])
+            if waiter is None or waiter.done():
+                return  # its request gave up (timeout, cancellation) meanwhile
+            if msg.headers and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+                waiter.set_exception(nats.errors.NoRespondersError())
+            else:
+                waiter.set_result(msg.data)
+
+        self._reply_sub = await self._nc.subscribe(
+            self._reply_prefix + "*", cb=on_reply, pending_msgs_limit=_REPLY_PENDING_LIMIT
+        )
 
     def _fail_in_flight(self) -> None:
-        # A reply to a request sent before a disconnect can never arrive (the reply inbox
-        # is per connection): fail those requests now rather than at their deadline.
-        for scope in self._in_flight:
-            scope.cancel()
+        # A reply to a request sent before a disconnect can never arrive (the reply
+        # subscription's interest is re-sent on reconnect, but the responders' replies
+        # went to the old connection): fail those requests now, not at their deadline.
+        for waiter in self._replies.values():
+            if not waiter.done():
+                waiter.set_exception(_ConnectionLost())
 
     @property
     def is_connected(self) -> bool:
@@ -315,21 +340,29 @@ class Bus:
         A cancellation point. Raises ``BusTimeoutError`` after ``timeout`` seconds without
         a reply, ``NoRespondersError`` at once if nobody subscribes to ``subject``, and
         ``BusConnectionError`` (retryable) as soon as the connection drops meanwhile.
+
+        The lean path of every hand-off to a worker: a future in a dict and a timer,
+        where nats-py's ``request`` adds a NUID, ``wait_for`` and a done callback, and a
+        cancel scope per request would be needed to fail it on a disconnect.
         """
-        scope = anyio.CancelScope()
-        self._in_flight.add(scope)
+        token = str(next(self._next_token))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._replies[token] = waiter
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            with scope:
-                msg = await self._nc.request(subject, data, timeout=timeout)
-                return msg.data
+            await self._nc.publish(subject, data, reply=self._reply_prefix + token)
+            return await waiter
+        except _ConnectionLost:
+            raise BusConnectionError(
+                "the connection dropped before the reply came", operation="request",
+                subject=subject, retryable=True,
+            ) from None
         except _FAILURES as exc:
             raise translate(exc, operation="request", subject=subject, timeout=timeout) from exc
         finally:
-            self._in_flight.discard(scope)
-        raise BusConnectionError(
-            "the connection dropped before the reply came", operation="request",
-            subject=subject, retryable=True,
-        )
+            timer.cancel()
+            del self._replies[token]
 
     async def respond(self, envelope: Envelope, data: bytes) -> None:
         """Reply to ``envelope``; a no-op if its sender asked for no reply."""
@@ -620,6 +653,10 @@ async def open_bus(
     log.info("bus_connected", url=url, name=name)
     try:
         bus = Bus(url, nc)
+        try:
+            await bus._start_replies()
+        except _FAILURES as exc:
+            raise translate(exc, operation="subscribe", subject=bus._reply_prefix) from exc
         buses.append(bus)
         yield bus
     finally:
@@ -628,6 +665,15 @@ async def open_bus(
                 with contextlib.suppress(*_FAILURES):
                     await nc.drain()
             await _close_quietly(nc)
+
+
+class _ConnectionLost(Exception):
+    """Set on a request's future when the connection drops; becomes BusConnectionError."""
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(nats.errors.TimeoutError())
 
 
 async def _close_quietly(nc: Client) -> None:
