@@ -32,6 +32,7 @@ never headers, keys or the environment.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import time
@@ -71,7 +72,8 @@ class _Write:
 
     def __init__(self, statements: Sequence[Statement], *, awaited: bool) -> None:
         self.statements = statements
-        self.done = anyio.Event() if awaited else None
+        # A bare future: an anyio.Event per write cost a backend lookup and a deque.
+        self.done = asyncio.get_running_loop().create_future() if awaited else None
         self.error: BaseException | None = None
 
 
@@ -106,7 +108,7 @@ class Journal:
         self._wake.set()
         if write.done is None:
             return
-        await write.done.wait()
+        await write.done
         if write.error is not None:
             raise JournalError(str(self.path), f"write failed: {write.error}") from write.error
 
@@ -138,7 +140,8 @@ class Journal:
         self.writes += len(batch)
         for write in batch:
             if write.done is not None:
-                write.done.set()
+                if not write.done.done():  # its writer may have been cancelled: no one waits
+                    write.done.set_result(None)
             elif write.error is not None:  # nobody waits for it: say so here
                 log.error("journal_write_failed", error=str(write.error),
                           statement=write.statements[0][0][:60])
