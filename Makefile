@@ -31,9 +31,10 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 # The full matrix (every runtime, N = 1..10000, L = 0 and 50 ms, 3 reps), then recovery and
-# memory: over an hour (BENCH_ARGS="--large-reps 1": about 35 minutes). Writes bench/results/<date>.{json,md,png} and the README's section.
+# memory: 58 min on 2 cores (BENCH_ARGS="--large-reps 1": 37 min).
+# Writes bench/results/<date>.{json,md,png} and the README section.
 bench: $(BENCH_STAMP)
-	@echo "make bench: the full matrix takes over an hour (progress below); make bench-quick takes minutes"
+	@echo "make bench: the full matrix takes about an hour (progress below); make bench-quick takes minutes"
 	$(BIN)/python -m bench.matrix $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP)
