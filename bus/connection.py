@@ -268,7 +268,7 @@ class _EventFeed:
 class Bus:
     """A connection to NATS. Create it with ``open_bus``; not meant to be constructed."""
 
-    __slots__ = ("_js", "_nc", "_next_token", "_replies", "_reply_prefix", "_reply_sub", "url")
+    __slots__ = ("_js", "_nc", "_next_token", "_replies", "_reply_prefix", "url")
 
     def __init__(self, url: str, nc: Client) -> None:
         self.url = url
@@ -276,7 +276,6 @@ class Bus:
         self._js = nc.jetstream()
         # Requests: one wildcard subscription for every reply, a future per request.
         self._reply_prefix = nc.new_inbox() + "."
-        self._reply_sub: NatsSubscription | None = None
         self._replies: dict[str, asyncio.Future[bytes]] = {}
         self._next_token = itertools.count()
 
@@ -290,7 +289,7 @@ class Bus:
             else:
                 waiter.set_result(msg.data)
 
-        self._reply_sub = await self._nc.subscribe(
+        await self._nc.subscribe(
             self._reply_prefix + "*", cb=on_reply, pending_msgs_limit=_REPLY_PENDING_LIMIT
         )
 
@@ -384,16 +383,10 @@ class Bus:
         """
         send, receive = anyio.create_memory_object_stream[Envelope](_HANDOFF_BUFFER)
 
-        async def deliver(msg: Msg) -> None:
+        async def put(envelope: Envelope) -> None:
             # Runs in nats-py's per-subscription task. send_nowait first: send() would
             # checkpoint on every message. Awaiting only when the buffer is full is the
             # backpressure that lets the client-side pending limit do its job.
-            envelope = Envelope(
-                subject=msg.subject,
-                data=msg.data,
-                headers=msg.headers or _NO_HEADERS,
-                reply=msg.reply,
-            )
             try:
                 try:
                     send.send_nowait(envelope)
@@ -403,20 +396,12 @@ class Bus:
                 pass  # the mailbox was closed while this message was in flight
 
         try:
-            sub = await self._nc.subscribe(
-                subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_limit
-            )
-        except _FAILURES as exc:
-            send.close()
-            receive.close()
-            raise translate(exc, operation="subscribe", subject=subject) from exc
-        try:
-            with receive:
-                yield Subscription(subject, queue, receive)
+            async with self.serve(subject, put, queue=queue, pending_limit=pending_limit):
+                with receive:
+                    yield Subscription(subject, queue, receive)
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-                await _unsubscribe_quietly(sub)
             send.close()
+            receive.close()  # when subscribing failed; a no-op otherwise
 
     @contextlib.asynccontextmanager
     async def serve(

@@ -78,7 +78,8 @@ class _Write:
 
 
 class Journal:
-    """The journal of runs. Every write method blocks until its write is committed."""
+    """The journal of runs. A write method returns once its write is committed, unless
+    called with ``wait=False`` (see ``_write``)."""
 
     def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
         self.path = path
