@@ -1,23 +1,33 @@
-# The two commands of the README: `make demo` and `make test`. Each creates .venv when missing.
+# The two commands of the README: `make demo` and `make test`. Each creates .venv when missing
+# and installs exactly the locked versions (requirements.lock, hashes checked; `make lock`
+# refreshes it). tests/test_locked_install.py checks that what is installed is what is locked.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+LOCK := requirements.lock
+BENCH_LOCK := requirements-bench.lock
+# The locking tool, used by `make lock` only (installs never need it).
+UV_VERSION := 0.13.9
+LATEST := .venv-latest
 
-.PHONY: demo test check bench bench-quick chaos clean
+.PHONY: demo test test-latest check lock bench bench-quick chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# --no-deps: the lock is the whole closure; a package it lacks fails the import, never
+# pulls an unlocked version. The project itself goes in last, built by the locked setuptools.
+$(STAMP): $(BIN)/python $(LOCK) pyproject.toml
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# The benchmark's peers and tools (langgraph, autogen-core, matplotlib, ...): the bench extra.
-$(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+# The benchmark's peers and tools (langgraph, autogen-core, matplotlib, ...): the bench extra,
+# locked with the test lock as its constraint, so it changes no version the tests ran on.
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
 	@touch $(BENCH_STAMP)
 
 demo: $(STAMP)
@@ -27,8 +37,27 @@ test: $(STAMP) check
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
-	$(BIN)/ruff check supervisor actors bus config tests bench
-	$(BIN)/mypy
+	$(BIN)/ruff check supervisor actors bus config src tests bench
+	$(BIN)/python tests/typecheck.py
+
+# Not part of `make test` or CI: the suite on the newest releases of every dependency, in a
+# venv of its own, so that drift shows here before a `make lock` brings it to anyone.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	WARDEN_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q
+
+# Refresh both locks from pyproject.toml (newest versions that satisfy it, every platform).
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	printf 'setuptools>=77\n' | UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --quiet \
+		pyproject.toml - --extra test --generate-hashes --universal --python-version 3.11 \
+		-o $(LOCK)
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --quiet pyproject.toml --extra test \
+		--extra bench -c $(LOCK) --generate-hashes --universal --python-version 3.11 \
+		-o $(BENCH_LOCK)
 
 # The full matrix (every runtime, N = 1..10000, L = 0 and 50 ms, 3 reps), then recovery and
 # memory: 58 min on 2 cores (BENCH_ARGS="--large-reps 1": 37 min).
@@ -45,4 +74,4 @@ chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --kills 200
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache

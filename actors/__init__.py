@@ -6,8 +6,8 @@ path never loads the SDK.
 
 from __future__ import annotations
 
-from actors.actor import Actor
-from actors.errors import (
+from warden.actors.actor import Actor
+from warden.actors.errors import (
     ActorError,
     ModelError,
     ModelRateLimitedError,
@@ -19,13 +19,13 @@ from actors.errors import (
     ToolNotAllowedError,
     WorkspaceEscapeError,
 )
-from actors.model import Model, ModelReply, ModelRequest, build_model
-from actors.pricing import PriceTable, UnknownModelPriceError
-from actors.sandbox import SandboxResult, run_sandboxed
-from actors.scripted_model import ScriptedModel, ScriptError, load_scripts
-from actors.tools import Tool, ToolBase, ToolContext, ToolRegistry, default_registry
-from actors.worker import Worker
-from actors.workspace import Workspace
+from warden.actors.model import Model, ModelReply, ModelRequest, build_model
+from warden.actors.pricing import PriceTable, UnknownModelPriceError
+from warden.actors.sandbox import SandboxResult, run_sandboxed
+from warden.actors.scripted_model import ScriptedModel, ScriptError, load_scripts
+from warden.actors.tools import Tool, ToolBase, ToolContext, ToolRegistry, default_registry
+from warden.actors.worker import Worker
+from warden.actors.workspace import Workspace
 
 __all__ = [
     "Actor",

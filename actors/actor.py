@@ -19,8 +19,7 @@ from abc import ABC, abstractmethod
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-
-from bus.connection import Bus, Envelope
+from warden.bus.connection import Bus, Envelope
 
 log = structlog.get_logger("warden.actor")
 

@@ -41,16 +41,23 @@ import anthropic
 import anyio
 import structlog
 from anthropic import types as api
-
-from actors.errors import (
+from warden.actors.errors import (
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
     ModelUnavailableError,
 )
-from actors.model import ModelReply, ModelRequest
-from bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Usage
-from config.settings import ModelSettings
+from warden.actors.model import ModelReply, ModelRequest
+from warden.bus.wire import (
+    Block,
+    Message,
+    TextBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+    Usage,
+)
+from warden.config.settings import ModelSettings
 
 __all__ = ["AnthropicModel", "translate_sdk_error"]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 import msgspec
-
-from bus.wire import Block, Message, TextBlock, ToolSpec, Usage
-from config import ConfigError, Settings
+from warden.bus.wire import Block, Message, TextBlock, ToolSpec, Usage
+from warden.config import ConfigError, Settings
 
 Purpose = Literal["plan", "step", "synthesize"]
 
@@ -75,7 +74,7 @@ def build_model(settings: Settings, *, api_key: str | None) -> Model:
     if provider == "anthropic":
         if not api_key:
             raise ConfigError("models.provider", "anthropic", "needs ANTHROPIC_API_KEY to be set")
-        from actors.anthropic_model import AnthropicModel
+        from warden.actors.anthropic_model import AnthropicModel
 
         return AnthropicModel(
             api_key=api_key,
@@ -83,7 +82,7 @@ def build_model(settings: Settings, *, api_key: str | None) -> Model:
             timeout=settings.models.timeout_s,
             max_retries=settings.models.max_retries,
         )
-    from actors.scripted_model import ScriptedModel, load_scripts
+    from warden.actors.scripted_model import ScriptedModel, load_scripts
 
     return ScriptedModel(
         latency_ms=settings.models.scripted_latency_ms,

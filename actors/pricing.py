@@ -20,10 +20,9 @@ import re
 from collections.abc import Sequence
 
 import msgspec
-
-from actors.errors import ActorError
-from bus.wire import Message, ToolSpec, Usage
-from config.settings import PriceEntry, PricingSettings
+from warden.actors.errors import ActorError
+from warden.bus.wire import Message, ToolSpec, Usage
+from warden.config.settings import PriceEntry, PricingSettings
 
 __all__ = ["PriceTable", "UnknownModelPriceError"]
 

@@ -37,9 +37,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import msgspec
-
-from actors.errors import SandboxError
-from config.settings import SandboxSettings
+from warden.actors.errors import SandboxError
+from warden.config.settings import SandboxSettings
 
 _MIB = 1024 * 1024
 

@@ -36,9 +36,8 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import msgspec
-
-from actors.model import ModelReply, ModelRequest
-from bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
+from warden.actors.model import ModelReply, ModelRequest
+from warden.bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 
 
 class ScriptedToolCall(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -97,7 +96,7 @@ def load_scripts(extra_files: Sequence[str] = ()) -> dict[str, Scenario]:
             sources.append((name, Path(name).read_text(encoding="utf-8")))
         except OSError as exc:
             raise ScriptError(name, f"cannot be read: {exc.strerror}") from exc
-    bundled = resources.files("actors").joinpath("scripts")
+    bundled = resources.files("warden.actors").joinpath("scripts")
     for entry in sorted(bundled.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             sources.append((f"actors/scripts/{entry.name}", entry.read_text(encoding="utf-8")))

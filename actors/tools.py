@@ -42,12 +42,11 @@ from typing import Annotated, ClassVar, Generic, Protocol, TypeVar
 import anyio
 import msgspec
 import structlog
-
-from actors.errors import SandboxError, ToolArgumentsError, ToolError, ToolNotAllowedError
-from actors.sandbox import SandboxResult, run_sandboxed
-from actors.workspace import MAX_READ_BYTES, MAX_WRITE_BYTES, Workspace
-from bus.wire import ToolCallRecord, ToolSpec
-from config.settings import SandboxSettings
+from warden.actors.errors import SandboxError, ToolArgumentsError, ToolError, ToolNotAllowedError
+from warden.actors.sandbox import SandboxResult, run_sandboxed
+from warden.actors.workspace import MAX_READ_BYTES, MAX_WRITE_BYTES, Workspace
+from warden.bus.wire import ToolCallRecord, ToolSpec
+from warden.config.settings import SandboxSettings
 
 log = structlog.get_logger("warden.tools")
 

@@ -24,15 +24,14 @@ from pathlib import Path
 
 import msgspec
 import structlog
-
-from actors.actor import Actor
-from actors.errors import ModelError, ToolError
-from actors.model import Model, ModelRequest
-from actors.tools import ToolContext, ToolRegistry
-from actors.workspace import Workspace
-from bus import subjects
-from bus.connection import Bus, Envelope
-from bus.wire import (
+from warden.actors.actor import Actor
+from warden.actors.errors import ModelError, ToolError
+from warden.actors.model import Model, ModelRequest
+from warden.actors.tools import ToolContext, ToolRegistry
+from warden.actors.workspace import Workspace
+from warden.bus import subjects
+from warden.bus.connection import Bus, Envelope
+from warden.bus.wire import (
     Message,
     ToolReply,
     ToolRequest,
@@ -41,8 +40,8 @@ from bus.wire import (
     encoder,
     work_request_decoder,
 )
-from config import RoleSettings, SandboxSettings
-from config.crashpoints import crash_point
+from warden.config import RoleSettings, SandboxSettings
+from warden.config.crashpoints import crash_point
 
 log = structlog.get_logger("warden.worker")
 

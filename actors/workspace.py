@@ -27,8 +27,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 import msgspec
-
-from actors.errors import ToolArgumentsError, ToolError, WorkspaceEscapeError
+from warden.actors.errors import ToolArgumentsError, ToolError, WorkspaceEscapeError
 
 MAX_READ_BYTES = 256 * 1024
 """Ceiling of one read, whatever a caller asks for."""

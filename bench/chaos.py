@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
 # After the line above: the harness lives with the chaos tests, not in an installed package.
-from supervisor.logs import configure_logging
+from warden.supervisor.logs import configure_logging
+
 from tests.chaos.harness import (
     ChaosError,
     ChaosPlan,

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from warden.bus.embedded import nats_server_binary
 
 from bench.measure import IMPLS
 from bench.report import METRICS, ReportError, update_readme, write_report
-from bus.embedded import nats_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TIMEOUT_S = 1200.0

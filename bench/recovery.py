@@ -42,17 +42,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 import psutil
+from warden.bus import subjects
+from warden.bus.connection import open_bus
+from warden.bus.embedded import PID_FILE, is_alive
+from warden.bus.errors import BusError
+from warden.bus.wire import TaskSubmission, encoder
+from warden.supervisor.daemon import JOURNAL_FILE, read_daemon_file
+from warden.supervisor.logs import configure_logging
+from warden.supervisor.run import TERMINAL
 
 from bench.warden_triad import SCENARIO, write_config
 from bench.workload import GOAL, MODEL_CALLS_PER_TASK, TOOL_CALLS_PER_TASK
-from bus import subjects
-from bus.connection import open_bus
-from bus.embedded import PID_FILE, is_alive
-from bus.errors import BusError
-from bus.wire import TaskSubmission, encoder
-from supervisor.daemon import JOURNAL_FILE, read_daemon_file
-from supervisor.logs import configure_logging
-from supervisor.run import TERMINAL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.2
@@ -114,7 +114,7 @@ class DaemonProcess:
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor.cli", "up", "--config", str(config),
+                [sys.executable, "-m", "warden", "up", "--config", str(config),
                  "--log-level", "error"],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.url: str | None = None

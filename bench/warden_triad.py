@@ -31,13 +31,14 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from warden.bus import subjects
+from warden.bus.connection import Bus, open_bus
+from warden.bus.wire import RunEvent, TaskSubmission, encoder, event_decoder
+from warden.config import load_settings
+from warden.supervisor.daemon import Daemon, open_daemon
+from warden.supervisor.logs import configure_logging
+
 from bench.workload import COMPLETION_TOKENS, REPLY_TEXT, ROLES, TOOL_OUTPUT, Tally, TaskResult
-from bus import subjects
-from bus.connection import Bus, open_bus
-from bus.wire import RunEvent, TaskSubmission, encoder, event_decoder
-from config import load_settings
-from supervisor.daemon import Daemon, open_daemon
-from supervisor.logs import configure_logging
 
 SCENARIO = "bench_triad"
 WORKER_READY_TIMEOUT_S = 30.0
@@ -117,7 +118,7 @@ async def _worker_process(config: Path, url: str) -> AsyncIterator[int]:
     """``warden worker`` serving every role, in a second process; stopped by pid."""
     roles = [arg for role in ROLES for arg in ("--role", role)]
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits go to a thread
-        [sys.executable, "-m", "supervisor.cli", "worker", *roles, "--config", str(config),
+        [sys.executable, "-m", "warden", "worker", *roles, "--config", str(config),
          "--nats", url, "--log-level", "error"],
         stderr=subprocess.PIPE, text=True,
     )

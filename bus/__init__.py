@@ -5,8 +5,8 @@ The only package that imports ``nats``. It knows nothing of agents.
 
 from __future__ import annotations
 
-from bus import subjects, wire
-from bus.connection import (
+from warden.bus import subjects, wire
+from warden.bus.connection import (
     Bus,
     BusStatistics,
     Envelope,
@@ -16,8 +16,8 @@ from bus.connection import (
     TaskMessage,
     open_bus,
 )
-from bus.embedded import EmbeddedServer, nats_server_binary, open_embedded_server
-from bus.errors import (
+from warden.bus.embedded import EmbeddedServer, nats_server_binary, open_embedded_server
+from warden.bus.errors import (
     BusConnectionError,
     BusError,
     BusTimeoutError,

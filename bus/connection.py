@@ -43,9 +43,8 @@ import nats.js.api as jsapi
 import nats.js.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
-
-from bus.errors import BusConnectionError, translate
-from bus.subjects import EVENTS_STREAM, EVENTS_WILDCARD, TASKS, TASKS_CONSUMER, TASKS_STREAM
+from warden.bus.errors import BusConnectionError, translate
+from warden.bus.subjects import EVENTS_STREAM, EVENTS_WILDCARD, TASKS, TASKS_CONSUMER, TASKS_STREAM
 
 if TYPE_CHECKING:
     from nats.aio.client import Client, Server

@@ -37,8 +37,7 @@ from pathlib import Path
 
 import anyio
 import structlog
-
-from bus.errors import EmbeddedServerError
+from warden.bus.errors import EmbeddedServerError
 
 __all__ = ["EmbeddedServer", "is_alive", "nats_server_binary", "open_embedded_server"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from config.errors import ConfigError, ConfigFileError
-from config.loading import load_settings, validate
-from config.settings import (
+from warden.config.errors import ConfigError, ConfigFileError
+from warden.config.loading import load_settings, validate
+from warden.config.settings import (
     ROLES,
     BreakerSettings,
     IntakeSettings,

@@ -17,9 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 import msgspec
-
-from config.errors import ConfigError, ConfigFileError
-from config.settings import Settings
+from warden.config.errors import ConfigError, ConfigFileError
+from warden.config.settings import Settings
 
 _SHORT_FORMS: dict[str, tuple[str, ...]] = {
     "WARDEN_DATA_DIR": ("data_dir",),
@@ -33,7 +32,7 @@ Overrides = Mapping[tuple[str, ...], object]
 
 
 def _defaults() -> dict[str, object]:
-    text = resources.files("config").joinpath("defaults.toml").read_text(encoding="utf-8")
+    text = resources.files("warden.config").joinpath("defaults.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 

@@ -3,10 +3,10 @@ the daemon and the CLI. Only this package decides."""
 
 from __future__ import annotations
 
-from supervisor.breaker import BreakerState, BreakerStatistics, CircuitBreaker
-from supervisor.budget import Budget
-from supervisor.daemon import Daemon, open_daemon, read_daemon_file
-from supervisor.errors import (
+from warden.supervisor.breaker import BreakerState, BreakerStatistics, CircuitBreaker
+from warden.supervisor.budget import Budget
+from warden.supervisor.daemon import Daemon, open_daemon, read_daemon_file
+from warden.supervisor.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
     DaemonError,
@@ -17,10 +17,10 @@ from supervisor.errors import (
     StepCapReachedError,
     SupervisorError,
 )
-from supervisor.journal import Journal, JournalError, open_journal
-from supervisor.restart_intensity import RestartVerdict, add_restart
-from supervisor.run import RunContext, RunSupervisor
-from supervisor.supervision import (
+from warden.supervisor.journal import Journal, JournalError, open_journal
+from warden.supervisor.restart_intensity import RestartVerdict, add_restart
+from warden.supervisor.run import RunContext, RunSupervisor
+from warden.supervisor.supervision import (
     ChildInfo,
     ChildSpec,
     ExitKind,

@@ -13,12 +13,11 @@ from typing import Protocol
 
 import msgspec
 import structlog
-
-from actors.actor import Actor
-from bus import subjects
-from bus.connection import Bus, Envelope
-from bus.errors import BusError
-from bus.wire import (
+from warden.actors.actor import Actor
+from warden.bus import subjects
+from warden.bus.connection import Bus, Envelope
+from warden.bus.errors import BusError
+from warden.bus.wire import (
     DeadLetterInfo,
     DeadLetterList,
     ErrorReply,
@@ -30,10 +29,10 @@ from bus.wire import (
     run_query_decoder,
     runs_query_decoder,
 )
-from config import Settings
-from supervisor.errors import DaemonError, RunNotFoundError
-from supervisor.intake import Rejection, check_submission
-from supervisor.journal import Journal
+from warden.config import Settings
+from warden.supervisor.errors import DaemonError, RunNotFoundError
+from warden.supervisor.intake import Rejection, check_submission
+from warden.supervisor.journal import Journal
 
 log = structlog.get_logger("warden.api")
 

@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
-
-from supervisor.errors import BreakerOpenError
+from warden.supervisor.errors import BreakerOpenError
 
 if TYPE_CHECKING:
-    from config import BreakerSettings
+    from warden.config import BreakerSettings
 
 BreakerState = Literal["closed", "open", "half_open"]
 

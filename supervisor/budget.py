@@ -9,8 +9,7 @@ partial results. After the call the reservation is settled at the actual cost.
 from __future__ import annotations
 
 import msgspec
-
-from supervisor.errors import BudgetExhaustedError
+from warden.supervisor.errors import BudgetExhaustedError
 
 
 class BudgetStatistics(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,11 +29,10 @@ from pathlib import Path
 
 import anyio
 import msgspec
-
-from bus import subjects
-from bus.connection import Bus, open_bus
-from bus.errors import BusError
-from bus.wire import (
+from warden.bus import subjects
+from warden.bus.connection import Bus, open_bus
+from warden.bus.errors import BusError
+from warden.bus.wire import (
     DeadLetterList,
     DeadLetterRetry,
     ErrorReply,
@@ -46,11 +45,11 @@ from bus.wire import (
     event_decoder,
     reply_decoder,
 )
-from config import ConfigError, Settings, load_settings
-from supervisor.daemon import open_daemon, read_daemon_file
-from supervisor.errors import DaemonError
-from supervisor.logs import configure_logging
-from supervisor.run import TERMINAL
+from warden.config import ConfigError, Settings, load_settings
+from warden.supervisor.daemon import open_daemon, read_daemon_file
+from warden.supervisor.errors import DaemonError
+from warden.supervisor.logs import configure_logging
+from warden.supervisor.run import TERMINAL
 
 DEMO_TASKS: tuple[str, ...] = (
     "Write fizzbuzz(n) in Python, with pytest tests.",
@@ -291,10 +290,10 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from actors.model import build_model
-    from actors.tools import default_registry
-    from actors.worker import Worker
-    from supervisor.supervision import ChildSpec, open_supervisor
+    from warden.actors.model import build_model
+    from warden.actors.tools import default_registry
+    from warden.actors.worker import Worker
+    from warden.supervisor.supervision import ChildSpec, open_supervisor
 
     settings = _settings(args)
     roles = list(dict.fromkeys(args.role))

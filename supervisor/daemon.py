@@ -27,22 +27,21 @@ from pathlib import Path
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-
-from actors.model import Model, build_model
-from actors.pricing import PriceTable
-from actors.tools import ToolRegistry, default_registry
-from actors.worker import Worker
-from bus.connection import Bus, open_bus
-from bus.embedded import is_alive, open_embedded_server
-from config import Settings
-from supervisor.api import Api
-from supervisor.breaker import CircuitBreaker
-from supervisor.errors import DaemonError, RunNotFoundError
-from supervisor.intake import Intake
-from supervisor.journal import Journal, RunState, open_journal
-from supervisor.restart_intensity import add_restart
-from supervisor.run import TERMINAL, RunContext, RunSupervisor
-from supervisor.supervision import ChildSpec, Supervisor, open_supervisor
+from warden.actors.model import Model, build_model
+from warden.actors.pricing import PriceTable
+from warden.actors.tools import ToolRegistry, default_registry
+from warden.actors.worker import Worker
+from warden.bus.connection import Bus, open_bus
+from warden.bus.embedded import is_alive, open_embedded_server
+from warden.config import Settings
+from warden.supervisor.api import Api
+from warden.supervisor.breaker import CircuitBreaker
+from warden.supervisor.errors import DaemonError, RunNotFoundError
+from warden.supervisor.intake import Intake
+from warden.supervisor.journal import Journal, RunState, open_journal
+from warden.supervisor.restart_intensity import add_restart
+from warden.supervisor.run import TERMINAL, RunContext, RunSupervisor
+from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor
 
 log = structlog.get_logger("warden.daemon")
 

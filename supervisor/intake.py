@@ -18,15 +18,14 @@ import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
-
-from bus import subjects
-from bus.connection import Bus, TaskMessage
-from bus.errors import BusError
-from bus.wire import RunEvent, TaskSubmission, encoder, task_decoder
-from config import Settings
-from config.crashpoints import crash_point
-from supervisor.journal import Journal, RunState
-from supervisor.run import state_of_new_run
+from warden.bus import subjects
+from warden.bus.connection import Bus, TaskMessage
+from warden.bus.errors import BusError
+from warden.bus.wire import RunEvent, TaskSubmission, encoder, task_decoder
+from warden.config import Settings
+from warden.config.crashpoints import crash_point
+from warden.supervisor.journal import Journal, RunState
+from warden.supervisor.run import state_of_new_run
 
 log = structlog.get_logger("warden.intake")
 

@@ -45,10 +45,9 @@ import aiosqlite
 import anyio
 import msgspec
 import structlog
-
-from bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
-from supervisor.errors import SupervisorError
-from supervisor.journal_schema import INDEXES, MIGRATE_FROM_1, SCHEMA, SCHEMA_VERSION
+from warden.bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
+from warden.supervisor.errors import SupervisorError
+from warden.supervisor.journal_schema import INDEXES, MIGRATE_FROM_1, SCHEMA, SCHEMA_VERSION
 
 log = structlog.get_logger("warden.journal")
 

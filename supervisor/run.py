@@ -45,14 +45,13 @@ from typing import TypeVar
 import anyio
 import msgspec
 import structlog
-
-from actors.model import Model, ModelRequest, Purpose
-from actors.pricing import PriceTable
-from actors.tools import ToolRegistry
-from bus import subjects
-from bus.connection import Bus
-from bus.errors import BusConnectionError, BusError, NoRespondersError
-from bus.wire import (
+from warden.actors.model import Model, ModelRequest, Purpose
+from warden.actors.pricing import PriceTable
+from warden.actors.tools import ToolRegistry
+from warden.bus import subjects
+from warden.bus.connection import Bus
+from warden.bus.errors import BusConnectionError, BusError, NoRespondersError
+from warden.bus.wire import (
     Block,
     Message,
     RunEvent,
@@ -70,17 +69,17 @@ from bus.wire import (
     tool_reply_decoder,
     turn_reply_decoder,
 )
-from config import Settings
-from config.crashpoints import crash_point
-from supervisor.breaker import CircuitBreaker
-from supervisor.budget import Budget
-from supervisor.errors import (
+from warden.config import Settings
+from warden.config.crashpoints import crash_point
+from warden.supervisor.breaker import CircuitBreaker
+from warden.supervisor.budget import Budget
+from warden.supervisor.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
     PlanInvalidError,
     StepCapReachedError,
 )
-from supervisor.journal import Effect, Journal, RecordedCall, RunState
+from warden.supervisor.journal import Effect, Journal, RecordedCall, RunState
 
 log = structlog.get_logger("warden.run")
 

@@ -47,9 +47,8 @@ from typing import Literal, get_args
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-
-from supervisor.errors import RestartIntensityExceededError
-from supervisor.restart_intensity import add_restart
+from warden.supervisor.errors import RestartIntensityExceededError
+from warden.supervisor.restart_intensity import add_restart
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 RestartType = Literal["permanent", "transient", "temporary"]

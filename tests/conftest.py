@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from bus.embedded import EmbeddedServer, is_alive, open_embedded_server
-from supervisor.logs import configure_logging
+from warden.bus.embedded import EmbeddedServer, is_alive, open_embedded_server
+from warden.supervisor.logs import configure_logging
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,17 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import structlog
-
-from actors import anthropic_model
-from actors.anthropic_model import AnthropicModel
-from actors.errors import (
+from warden.actors import anthropic_model
+from warden.actors.anthropic_model import AnthropicModel
+from warden.actors.errors import (
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
     ModelUnavailableError,
 )
-from actors.model import ModelRequest
-from bus.wire import Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Usage
+from warden.actors.model import ModelRequest
+from warden.bus.wire import Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock, Usage
 
 API_KEY = "sk-ant-test-0123456789abcdef-SECRET"
 # Not a real model id: the SDK warns about deprecated ones, and any real one may become so.

@@ -7,11 +7,10 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from actors.errors import ActorError
-from actors.pricing import PriceTable, UnknownModelPriceError
-from bus.wire import Message, TextBlock, ToolSpec, Usage
-from config.settings import PriceEntry, PricingSettings
+from warden.actors.errors import ActorError
+from warden.actors.pricing import PriceTable, UnknownModelPriceError
+from warden.bus.wire import Message, TextBlock, ToolSpec, Usage
+from warden.config.settings import PriceEntry, PricingSettings
 
 SONNET = PriceEntry(
     input_per_mtok=3.0,

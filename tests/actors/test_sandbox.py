@@ -11,10 +11,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-
-from actors.errors import SandboxError
-from actors.sandbox import run_sandboxed, sandbox_environment
-from config.settings import SandboxSettings
+from warden.actors.errors import SandboxError
+from warden.actors.sandbox import run_sandboxed, sandbox_environment
+from warden.config.settings import SandboxSettings
 
 
 @pytest.fixture

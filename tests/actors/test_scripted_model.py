@@ -7,10 +7,9 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-
-from actors.model import ModelRequest
-from actors.scripted_model import ScriptedModel, ScriptError, load_scripts
-from bus.wire import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from warden.actors.model import ModelRequest
+from warden.actors.scripted_model import ScriptedModel, ScriptError, load_scripts
+from warden.bus.wire import Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 pytestmark = pytest.mark.anyio
 

@@ -1,14 +1,20 @@
-"""Every exception class of the installed ``anthropic`` SDK maps to our ``ModelError`` tree.
+"""The rules by which every exception of the ``anthropic`` SDK becomes a ``ModelError``.
 
-The classes are found by introspection: every submodule of the SDK is imported, then
-``AnthropicError``'s subclasses are walked. Each must be listed in ``EXPECTED`` below, a
-reviewed inventory of what it becomes; a class the SDK adds in an upgrade fails
-``test_every_sdk_error_class_is_in_the_inventory`` until someone decides its mapping
-(and, if the rules in ``actors/anthropic_model.py`` do not already give it, changes them).
-An entry for a class the SDK no longer has fails ``test_inventory_has_no_stale_entries``.
+Pinned here (see ``actors/anthropic_model.py`` for the rules themselves):
 
-Instances are built the way the SDK builds them: status errors around an ``httpx2``
-response (the HTTP library SDK 2.x uses; 1.x used ``httpx``).
+- one case per HTTP status family (408, 429, 499, 5xx, 501, 529, the other 4xx) and per
+  SDK base class without a status (connection, timeout, validation, bare ``APIError``,
+  ``RetryableError``, the SDK's own misuse errors): which error and whether retryable;
+- a short list of departures from the status rule: the spend-limit 429s, which no retry
+  window lifts, are not retryable;
+- every ``AnthropicError`` class of the installed SDK, found by introspection, maps
+  without raising to a ``ModelError`` whose ``retryable`` follows the status rule unless
+  it is a listed departure. Nothing here names a class the SDK may add or drop, so a new
+  SDK release cannot fail this module by adding error classes (it was a hand-kept
+  inventory of 141 names until anthropic 2.16 added 38 more).
+
+Instances are built the way the SDK builds them: status errors through the SDK's own
+``make_status_error`` around an ``httpx2`` response (the HTTP library of SDK 2.x).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ import warnings
 import anthropic
 import httpx2
 import pytest
-
-from actors.anthropic_model import translate_sdk_error
-from actors.errors import (
+from anthropic._error_classes import make_status_error
+from warden.actors.anthropic_model import translate_sdk_error
+from warden.actors.errors import (
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
@@ -33,181 +39,117 @@ from actors.errors import (
 
 MODEL = "claude-test-model"
 SECRET = "sk-ant-test-SECRET-in-the-body"
+URL = "https://api.anthropic.com/v1/messages"
 
-RATE_LIMITED: frozenset[str] = frozenset(
-    {
-        "RateLimitError",  # 429
-        "RampLimitExceededError",  # 429: usage grew faster than the org's ramp allows
-        "OverloadedError",  # 529
-        "CompactionUnavailableError",  # 529
-    }
-)
-
-UNAVAILABLE: frozenset[str] = frozenset(
-    {
-        "APIError",  # no status: an error the provider reported outside an HTTP status
-        "APIConnectionError",
-        "APITimeoutError",
-        "APIResponseValidationError",  # the provider sent a reply of the wrong shape
-        "RetryableError",  # a retryable failure left after the SDK's own retries
-        "RequestTimeoutError",  # 408
-        "ClientClosedRequestError",  # 499
-        "InternalServerError",  # 5xx without a class of its own (built as 502)
-        "ServiceUnavailableError",  # 503
-        "CMEKContextUnavailableError",  # 503
-        "CMEKKeyUnreachableError",  # 503
-        "BetaRegistrationPendingError",  # 503
-        "GatewayTimeoutError",  # 504
-    }
-)
-
-REQUEST: frozenset[str] = frozenset(
-    {
-        # the SDK used wrongly or configured wrongly: retrying does not repair it
-        "AnthropicError",
-        "APIWebhookValidationError",
-        "CredentialsError",
-        "IdentityTokenFileError",
-        "WorkloadIdentityError",
-        "MissingDependencyError",
-        "MutuallyExclusiveAuthError",
-        "StreamAlreadyConsumed",
-        "ToolsetUsageError",
-        "ToolsetClosedError",
-        "ToolsetConfigError",
-        "ToolsetContractError",
-        "ToolsetsFixedError",
-        "AsyncOnSyncToolsetError",
-        "SyncOnAsyncToolsetError",
-        "NestedCallError",
-        "BrowserStateError",
-        # 4xx without a class of its own (built as 418)
-        "APIStatusError",
-        # 400
-        "BadRequestError",
-        "AlreadyMemberError",
-        "AvailableToolsLimitExceededError",
-        "BetaBundleAttachmentNotSupportedError",
-        "BetaBundleOnCallError",
-        "BetaCMEKFeatureUnsupportedError",
-        "BetaCannotSignOutPrimaryOwnerError",
-        "BetaCannotSignOutSelfError",
-        "BetaEnvironmentArchivedError",
-        "BetaInvalidConfigTypeChangeError",
-        "BetaInvalidMetadataError",
-        "BetaOrganizationNotEnrolledInBetaError",
-        "BetaRBACGroupOrderLimitExceededError",
-        "BetaRequestBodyTimeoutError",
-        "BetaScanFailedError",
-        "BetaSettingsDocumentLimitExceededError",
-        "BetaSettingsHistoryLimitExceededError",
-        "BetaSlackChannelSetUpSettingsRefusedError",
-        "BetaUnsupportedCharsetError",
-        "CMEKKeyDisabledError",
-        "CMEKKeyNetworkBlockedError",
-        "CannotInviteEmailsWithUnverifiedDomainsError",
-        "CannotRemoveLastMemberError",
-        "ClaudeCodeKeyCreatorNotMemberError",
-        "ClaudeCodeVersionTooOldError",
-        "CompactionBlockAmbiguousError",
-        "CompactionBlockMisplacedError",
-        "CompactionContentMismatchError",
-        "CompactionIncompleteTurnError",
-        "CompactionNothingToSummarizeError",
-        "CompactionSignatureInvalidError",
-        "CompactionTooManyToolReferencesError",
-        "CompactionToolChangesMismatchError",
-        "EmailDomainNotAllowedError",
-        "ExternalKeyInWorkspacePolicyError",
-        "ExternalKeyValidationFailedError",
-        "ExternalKeyValidationTimedOutError",
-        "FileNotDownloadableError",
-        "ImageDimensionsTooLargeError",
-        "InviteAlreadyExistsError",
-        "KeyProfileMismatchError",
-        "OrgAPIKeyLimitExceededError",
-        "OrgMemberLimitExceededError",
-        "OrganizationOnHoldError",
-        "OrganizationTypeNotSupportedError",
-        "ParentOrganizationRequiredError",
-        "RBACGroupGrantsOwnerAccessError",
-        "RBACGroupOwnerAccessUnconfirmedError",
-        "RequestBodyEncodingInvalidError",
-        "RequestBodyEncodingUnsupportedError",
-        "StorageQuotaExceededError",
-        "ThreadAlreadyContinuedError",
-        "ThreadContinueInFlightError",
-        "ThreadFingerprintMismatchError",
-        "ThreadUnsupportedRequestError",
-        "ToolNameConflictError",
-        "ToolReferenceUnresolvedError",
-        "UserProfileNotFoundError",
-        "UserProfileRequiredError",
-        "WorkspaceAPIKeyLimitExceededError",
-        "WorkspaceMemberLimitExceededError",
-        "WorkspacePolicyViolationError",
-        # 401
-        "AuthenticationError",
-        # 402
-        "PaymentRequiredError",
-        "LinkedOrganizationBillingUnavailableError",
-        "LinkedOrganizationSpendLimitReachedError",
-        # 403
-        "PermissionDeniedError",
-        "BetaAPIKeyScopeMissingError",
-        "BetaCannotSignOutManagedMemberError",
-        "BetaCannotSignOutMembershipAdminError",
-        "BetaCannotSignOutOwnerError",
-        "BetaCannotSignOutPrivilegedMemberError",
-        "BetaClaudeTagWritesNotEnabledError",
-        "BetaComplianceConfigurationRestrictedError",
-        "BetaEnvironmentCreateDisabledError",
-        "BetaEnvironmentUpdateDisabledError",
-        "BetaOrganizationLevelScopedAPIKeyRequiredError",
-        "BetaSpendLimitsAdminAPIWritesNotEnabledError",
-        "SandboxEgressRestrictedError",
-        "UserProfileBillingNotAuthorizedError",
-        "UserProfileNotBillableError",
-        # 404
-        "NotFoundError",
-        "BetaEnvironmentNotFoundError",
-        "BetaRBACGroupManagedSettingsNotFoundError",
-        "BetaRBACGroupNotFoundError",
-        "BetaSlackChannelSetUpEnvironmentNotFoundError",
-        "FileExpiredError",
-        "RBACRoleNotFoundError",
-        "ThreadNotFoundError",
-        # 409 (the SDK itself retries 409 before giving up)
-        "ConflictError",
-        "BetaPluginNameTakenError",
-        "BetaScanPendingError",
-        "BetaSkillNameTakenError",
-        "BetaSlackChannelSetUpSettingsConflictError",
-        "ConcurrentMembershipChangeError",
-        "ExternalKeyChangedError",
-        "SkillReadBlockedUndecryptableError",
-        # 412, 413, 422, 431
-        "PreconditionFailedError",
-        "BetaHeartbeatPreconditionFailedError",
-        "ContentTooLargeError",
-        "RequestBodyTooLargeAfterDecodingError",
-        "UnprocessableEntityError",
-        "RequestHeaderFieldsTooLargeError",
-        # 429 spend caps: they do not lift within any retry window
-        "ContractSpendLimitReachedError",
-        "EnforcedSpendLimitReachedError",
-        # 501: the endpoint lacks the feature
-        "HTTPNotImplementedError",
-    }
-)
-
-EXPECTED: dict[str, type[ModelError]] = {
-    **dict.fromkeys(RATE_LIMITED, ModelRateLimitedError),
-    **dict.fromkeys(UNAVAILABLE, ModelUnavailableError),
-    **dict.fromkeys(REQUEST, ModelRequestError),
+DEPARTURES: dict[str, type[ModelError]] = {
+    # 429s whose cause is a billing cap: no retry window lifts them.
+    "ContractSpendLimitReachedError": ModelRequestError,
+    "EnforcedSpendLimitReachedError": ModelRequestError,
 }
 
-STATUS_OF_CLASSES_WITHOUT_ONE = {"APIStatusError": 418, "InternalServerError": 502}
+
+def retryable_status(status: int) -> bool:
+    """The status rule: throttling, timeouts, dropped connections and server faults are
+    worth another attempt; 501 (the endpoint lacks the feature) and other 4xx are not."""
+    return status in (408, 429, 499, 529) or (status >= 500 and status != 501)
+
+
+def status_error(status: int, *, error_code: str | None = None) -> anthropic.APIStatusError:
+    """What the SDK raises for ``status`` (and the body's ``error_code``)."""
+    error: dict[str, object] = {"type": "api_error", "message": "the SDK says no"}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    body = {"type": "error", "error": error}
+    response = httpx2.Response(
+        status, request=httpx2.Request("POST", URL), json=body, headers={"request-id": "req_42"}
+    )
+    return make_status_error(f"Error code: {status} - {body}", body=body, response=response)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, ModelRequestError),
+        (401, ModelRequestError),
+        (402, ModelRequestError),
+        (403, ModelRequestError),
+        (404, ModelRequestError),
+        (408, ModelUnavailableError),
+        (409, ModelRequestError),
+        (413, ModelRequestError),
+        (418, ModelRequestError),
+        (422, ModelRequestError),
+        (429, ModelRateLimitedError),
+        (499, ModelUnavailableError),
+        (500, ModelUnavailableError),
+        (501, ModelRequestError),
+        (502, ModelUnavailableError),
+        (503, ModelUnavailableError),
+        (504, ModelUnavailableError),
+        (529, ModelRateLimitedError),
+        (599, ModelUnavailableError),
+    ],
+)
+def test_status_family_maps_to_its_error(status: int, expected: type[ModelError]) -> None:
+    error = translate_sdk_error(status_error(status), model=MODEL)
+
+    assert type(error) is expected
+    assert error.retryable is retryable_status(status)
+    assert error.status == status
+    assert error.model == MODEL
+    assert "the SDK says no" in error.problem
+    assert "req_42" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("error_code", "status"),
+    [("enforced_spend_limit_reached", 429), ("contract_spend_limit_reached", 429)],
+)
+def test_spend_limit_refusals_are_not_retryable(error_code: str, status: int) -> None:
+    exc = status_error(status, error_code=error_code)
+    assert type(exc).__name__ in DEPARTURES  # the SDK still tells them apart by error_code
+
+    error = translate_sdk_error(exc, model=MODEL)
+
+    assert type(error) is ModelRequestError
+    assert error.retryable is False
+    assert error.status == 429
+
+
+def test_a_plain_rate_limit_is_retryable() -> None:
+    error = translate_sdk_error(status_error(429, error_code=None), model=MODEL)
+
+    assert type(error) is ModelRateLimitedError
+    assert error.retryable is True
+
+
+def _request() -> httpx2.Request:
+    return httpx2.Request("POST", URL)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (anthropic.APIConnectionError(message="refused", request=_request()),
+         ModelUnavailableError),
+        (anthropic.APITimeoutError(_request()), ModelUnavailableError),
+        (anthropic.APIResponseValidationError(
+            httpx2.Response(200, request=_request(), json={}), body={}, message="bad shape"),
+         ModelUnavailableError),
+        (anthropic.APIError("reported without a status", _request(), body=None),
+         ModelUnavailableError),
+        (anthropic.AnthropicError("the SDK used wrongly"), ModelRequestError),
+        (anthropic.CredentialsError("no credentials"), ModelRequestError),
+    ],
+    ids=["connection", "timeout", "validation", "bare-api-error", "sdk-misuse", "credentials"],
+)
+def test_error_without_a_status_maps_by_its_base_class(
+    exc: anthropic.AnthropicError, expected: type[ModelError]
+) -> None:
+    error = translate_sdk_error(exc, model=MODEL)
+
+    assert type(error) is expected
+    assert error.retryable is (expected is not ModelRequestError)
 
 
 @functools.cache
@@ -228,22 +170,23 @@ def sdk_error_classes() -> dict[str, type[anthropic.AnthropicError]]:
     pending: list[type[anthropic.AnthropicError]] = [anthropic.AnthropicError]
     while pending:
         cls = pending.pop()
-        other = found.setdefault(cls.__name__, cls)
-        assert other is cls, f"two SDK error classes named {cls.__name__!r}: {other}, {cls}"
-        pending.extend(sub for sub in cls.__subclasses__() if sub.__name__ not in found)
+        found.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+        pending.extend(sub for sub in cls.__subclasses__() if sub not in found.values())
     return found
 
 
 def status_of(cls: type[anthropic.APIStatusError]) -> int:
-    status = getattr(cls, "status_code", None)
-    if isinstance(status, int):
-        return status
-    return STATUS_OF_CLASSES_WITHOUT_ONE[cls.__name__]
+    """The status the SDK raises ``cls`` for; 502 and 418 for the catch-alls that have none."""
+    for klass in cls.__mro__:
+        status = klass.__dict__.get("status_code")
+        if isinstance(status, int):
+            return status
+    return 502 if issubclass(cls, anthropic.InternalServerError) else 418
 
 
 def build(cls: type[anthropic.AnthropicError], message: str) -> anthropic.AnthropicError:
     """An instance of ``cls``, constructed as the SDK constructs it."""
-    request = httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
+    request = _request()
     if issubclass(cls, anthropic.APIStatusError):
         body = {"type": "error", "error": {"type": "api_error", "message": message}}
         response = httpx2.Response(
@@ -274,43 +217,35 @@ def build(cls: type[anthropic.AnthropicError], message: str) -> anthropic.Anthro
     return cls(*args, **kwargs)
 
 
-def test_every_sdk_error_class_is_in_the_inventory() -> None:
-    unknown = sorted(set(sdk_error_classes()) - set(EXPECTED))
-    assert not unknown, (
-        f"anthropic {anthropic.__version__} has error classes nobody has mapped: {unknown}; "
-        "decide what each becomes and add it to RATE_LIMITED, UNAVAILABLE or REQUEST"
-    )
-
-
-def test_inventory_has_no_stale_entries() -> None:
-    assert not RATE_LIMITED & UNAVAILABLE
-    assert not RATE_LIMITED & REQUEST
-    assert not UNAVAILABLE & REQUEST
-    stale = sorted(set(EXPECTED) - set(sdk_error_classes()))
-    assert not stale, f"the inventory lists classes the SDK no longer has: {stale}"
+def test_the_sdk_walk_finds_the_base_classes() -> None:
+    names = {cls.__name__ for cls in sdk_error_classes().values()}
+    assert {"AnthropicError", "APIStatusError", "RateLimitError", "APIConnectionError"} <= names
+    assert set(DEPARTURES) <= names, "a listed departure is gone from the SDK: drop it here"
 
 
 @pytest.mark.parametrize("name", sorted(sdk_error_classes()))
-def test_sdk_error_class_maps_to_its_model_error_with_the_right_retryable_flag(
-    name: str,
-) -> None:
+def test_every_sdk_error_class_maps_without_raising_and_follows_the_rules(name: str) -> None:
     cls = sdk_error_classes()[name]
-    expected = EXPECTED.get(name)
-    if expected is None:
-        pytest.fail(f"{name} is not in the inventory (see the module docstring)")
     exc = build(cls, "the SDK says no")
 
     error = translate_sdk_error(exc, model=MODEL)
 
-    assert type(error) is expected
-    assert error.retryable is (expected is not ModelRequestError)
+    assert isinstance(error, ModelError)
     assert error.model == MODEL
-    if isinstance(exc, anthropic.APIStatusError):
+    departure = DEPARTURES.get(cls.__name__)
+    if departure is not None:
+        assert type(error) is departure
+        assert error.retryable is False
+    elif isinstance(exc, anthropic.APIStatusError):
+        assert error.retryable is retryable_status(exc.status_code)
         assert error.status == exc.status_code
         assert "the SDK says no" in error.problem
-        assert "req_42" in error.problem
-    elif not isinstance(exc, anthropic.APIResponseValidationError):
-        assert error.status is None
+    elif isinstance(exc, anthropic.APIError) and not isinstance(
+        exc, anthropic.APIWebhookValidationError
+    ):
+        assert error.retryable is True  # transport, validation, a fault reported mid-stream
+    else:
+        assert error.retryable is isinstance(exc, anthropic.RetryableError)
 
 
 @pytest.mark.parametrize(

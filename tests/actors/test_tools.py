@@ -10,18 +10,17 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-
-from actors.errors import ToolError
-from actors.tools import (
+from warden.actors.errors import ToolError
+from warden.actors.tools import (
     ToolBase,
     ToolContext,
     ToolRegistry,
     default_registry,
     input_schema,
 )
-from actors.workspace import Workspace
-from bus.wire import ToolCallRecord
-from config.settings import SandboxSettings
+from warden.actors.workspace import Workspace
+from warden.bus.wire import ToolCallRecord
+from warden.config.settings import SandboxSettings
 
 ALL_TOOLS = ["list_files", "read_file", "grep", "write_file", "run_python", "run_tests"]
 DEFAULTS = Path(__file__).parents[2] / "config" / "defaults.toml"

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from actors.errors import ToolArgumentsError, ToolError, WorkspaceEscapeError
-from actors.workspace import MAX_WRITE_BYTES, Workspace
+from warden.actors.errors import ToolArgumentsError, ToolError, WorkspaceEscapeError
+from warden.actors.workspace import MAX_WRITE_BYTES, Workspace
 
 
 @pytest.fixture

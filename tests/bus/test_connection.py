@@ -10,11 +10,10 @@ import nats
 import pytest
 from anyio.abc import TaskStatus
 from structlog.testing import capture_logs
-
-from bus import subjects
-from bus.connection import Bus, Envelope, open_bus
-from bus.embedded import EmbeddedServer, open_embedded_server
-from bus.errors import BusConnectionError, BusTimeoutError, NoRespondersError
+from warden.bus import subjects
+from warden.bus.connection import Bus, Envelope, open_bus
+from warden.bus.embedded import EmbeddedServer, open_embedded_server
+from warden.bus.errors import BusConnectionError, BusTimeoutError, NoRespondersError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

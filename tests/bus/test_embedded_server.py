@@ -16,15 +16,14 @@ from pathlib import Path
 import anyio
 import pytest
 from structlog.testing import capture_logs
-
-from bus.embedded import (
+from warden.bus.embedded import (
     LOG_FILE,
     PID_FILE,
     is_alive,
     nats_server_binary,
     open_embedded_server,
 )
-from bus.errors import EmbeddedServerError
+from warden.bus.errors import EmbeddedServerError
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +209,7 @@ CHILD = textwrap.dedent(
 
     import anyio
 
-    from bus.embedded import open_embedded_server
+    from warden.bus.embedded import open_embedded_server
 
 
     async def main() -> None:

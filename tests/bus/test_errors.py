@@ -9,8 +9,7 @@ from types import ModuleType
 import nats.errors
 import nats.js.errors
 import pytest
-
-from bus.errors import (
+from warden.bus.errors import (
     TRANSLATIONS,
     BusConnectionError,
     BusError,

@@ -43,10 +43,9 @@ from pathlib import Path
 from types import TracebackType
 
 import anyio
-
-from bus.connection import open_bus
-from bus.embedded import is_alive, nats_server_binary
-from bus.errors import BusError
+from warden.bus.connection import open_bus
+from warden.bus.embedded import is_alive, nats_server_binary
+from warden.bus.errors import BusError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,7 +145,7 @@ class DaemonProcess:
         self.crash_at = crash_at
         self.url = ""
         self.server_pid: int | None = None
-        command = [sys.executable, "-m", "supervisor.cli", "up", "--data-dir", str(data_dir)]
+        command = [sys.executable, "-m", "warden", "up", "--data-dir", str(data_dir)]
         if nats_url:
             command += ["--nats", nats_url]
         log_path.parent.mkdir(parents=True, exist_ok=True)

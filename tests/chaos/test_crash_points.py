@@ -23,8 +23,8 @@ RUNS = 6
 
 
 def test_the_harness_knows_every_crash_point_and_terminal_status_of_the_core() -> None:
-    from config.crashpoints import POINTS
-    from supervisor.run import TERMINAL as CORE_TERMINAL
+    from warden.config.crashpoints import POINTS
+    from warden.supervisor.run import TERMINAL as CORE_TERMINAL
 
     assert set(CRASH_POINTS) == set(POINTS)
     assert TERMINAL == CORE_TERMINAL

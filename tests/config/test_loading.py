@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from config import ConfigError, ConfigFileError, load_settings
+from warden.config import ConfigError, ConfigFileError, load_settings
 
 
 def test_shipped_defaults_load_and_price_every_model() -> None:

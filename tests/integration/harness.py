@@ -7,13 +7,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-
-from bus import subjects
-from bus.connection import Bus, open_bus
-from bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
-from config import Settings, load_settings
-from supervisor.cli import new_run_id, submit_and_follow
-from supervisor.daemon import Daemon, open_daemon
+from warden.bus import subjects
+from warden.bus.connection import Bus, open_bus
+from warden.bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
+from warden.config import Settings, load_settings
+from warden.supervisor.cli import new_run_id, submit_and_follow
+from warden.supervisor.daemon import Daemon, open_daemon
 
 LOOP_SCRIPT = """
 # A worker whose model always asks for one more tool.

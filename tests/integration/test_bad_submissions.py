@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from warden.bus import subjects
+from warden.bus.wire import ErrorReply, RunList, RunsQuery, RunSummary, encoder, reply_decoder
+from warden.supervisor.run import TERMINAL
 
-from bus import subjects
-from bus.wire import ErrorReply, RunList, RunsQuery, RunSummary, encoder, reply_decoder
-from supervisor.run import TERMINAL
 from tests.integration.harness import make_settings, run_task, running_daemon, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -25,7 +25,7 @@ def _env() -> dict[str, str]:
 
 def warden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "warden", *args], capture_output=True, text=True,
         timeout=timeout, env=_env(), check=False,
     )
 
@@ -55,7 +55,7 @@ class Daemon:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "up", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "warden", "up", "--data-dir", str(data_dir)],
             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         _wait(lambda: self._ready() or self.proc.poll() is not None, 30)
@@ -144,9 +144,8 @@ def test_sigkill_leaves_no_nats_server_and_the_next_start_cleans_up(daemon: Daem
 
 def test_garbage_on_the_task_subject_shows_up_in_runs_as_rejected(daemon: Daemon) -> None:
     import anyio
-
-    from bus import subjects
-    from bus.connection import open_bus
+    from warden.bus import subjects
+    from warden.bus.connection import open_bus
 
     url = json.loads((daemon.data_dir / "daemon.json").read_text())["url"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from warden.bus import subjects
+from warden.bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
+from warden.supervisor.run import TERMINAL
 
-from bus import subjects
-from bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
-from supervisor.run import TERMINAL
 from tests.integration.harness import make_settings, run_task, running_daemon, show, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from warden.actors.tools import default_registry
+from warden.actors.worker import Worker
+from warden.supervisor.supervision import ChildSpec
 
-from actors.tools import default_registry
-from actors.worker import Worker
-from supervisor.supervision import ChildSpec
 from tests.integration.harness import make_settings, run_task, running_daemon, show
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from warden.bus import subjects
+from warden.bus.errors import NoRespondersError
+from warden.bus.wire import event_decoder, turn_reply_decoder
 
-from bus import subjects
-from bus.errors import NoRespondersError
-from bus.wire import event_decoder, turn_reply_decoder
 from tests.integration.harness import make_settings, run_task, running_daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -26,7 +26,7 @@ async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path
                if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
         env["WARDEN_MODELS__PROVIDER"] = "scripted"
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
-            [sys.executable, "-m", "supervisor.cli", "worker", "--role", "code",
+            [sys.executable, "-m", "warden", "worker", "--role", "code",
              "--nats", daemon.bus.url, "--data-dir", str(tmp_path / "worker")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -60,7 +60,7 @@ async def test_with_local_workers_off_one_worker_process_serves_every_role(
         env["WARDEN_MODELS__PROVIDER"] = "scripted"
         roles = [arg for role in ("research", "code", "review") for arg in ("--role", role)]
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
-            [sys.executable, "-m", "supervisor.cli", "worker", *roles, "--log-level", "error",
+            [sys.executable, "-m", "warden", "worker", *roles, "--log-level", "error",
              "--nats", daemon.bus.url, "--data-dir", str(tmp_path / "worker")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

@@ -5,10 +5,9 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 import pytest
-
-from config import BreakerSettings
-from supervisor.breaker import CircuitBreaker
-from supervisor.errors import BreakerOpenError
+from warden.config import BreakerSettings
+from warden.supervisor.breaker import CircuitBreaker
+from warden.supervisor.errors import BreakerOpenError
 
 
 class FakeClock:

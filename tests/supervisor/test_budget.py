@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from supervisor.budget import Budget
-from supervisor.errors import BudgetExhaustedError
+from warden.supervisor.budget import Budget
+from warden.supervisor.errors import BudgetExhaustedError
 
 
 def test_reserve_settle_and_refuse_past_the_limit() -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from bus.wire import TaskSubmission
-from supervisor.intake import Rejection, check_submission
+from warden.bus.wire import TaskSubmission
+from warden.supervisor.intake import Rejection, check_submission
 
 
 def test_a_plain_text_object_is_a_task_and_gets_the_fallback_id() -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
-from bus.wire import ToolCallRecord, Usage
-from supervisor.journal import JournalError, open_journal
+from warden.bus.wire import ToolCallRecord, Usage
+from warden.supervisor.journal import JournalError, open_journal
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from supervisor.restart_intensity import add_restart
+from warden.supervisor.restart_intensity import add_restart
 
 
 def test_restarts_up_to_max_restarts_within_period_are_allowed() -> None:

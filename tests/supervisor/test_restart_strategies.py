@@ -13,9 +13,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 from anyio.abc import TaskStatus
-
-from supervisor.errors import RestartIntensityExceededError
-from supervisor.supervision import (
+from warden.supervisor.errors import RestartIntensityExceededError
+from warden.supervisor.supervision import (
     ChildInfo,
     ChildSpec,
     RestartType,
