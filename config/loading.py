@@ -158,6 +158,15 @@ def validate(settings: Settings) -> None:
         value = getattr(limits, name)
         if value <= 0:
             raise ConfigError(f"limits.{name}", value, "must be greater than 0")
+    models = settings.models
+    if models.attempts < 1:
+        raise ConfigError("models.attempts", models.attempts, "must be at least 1")
+    if models.max_retries < 0:
+        raise ConfigError("models.max_retries", models.max_retries, "must be >= 0")
+    for name in ("timeout_s", "patience_s", "retry_after_cap_s"):
+        value = getattr(models, name)
+        if value <= 0:
+            raise ConfigError(f"models.{name}", value, "must be greater than 0")
     if settings.models.scripted_latency_ms < 0:
         raise ConfigError(
             "models.scripted_latency_ms", settings.models.scripted_latency_ms, "must be >= 0"

@@ -60,7 +60,20 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     anthropic_base_url: str | None = None
     """Messages API endpoint; ``None`` is the SDK's default."""
     timeout_s: float = 120.0
-    max_retries: int = 2
+    """Deadline of one attempt of a model call. The worker making the call cancels it there
+    (the HTTP request is cancelled, not left running) and answers before the parent stops
+    waiting, so a reply the provider billed is never lost."""
+    max_retries: int = 0
+    """The SDK's own retries inside one attempt. 0: warden's ``attempts`` are the retries,
+    so ``attempts`` bounds the requests one call can make."""
+    attempts: int = 4
+    """Requests one model call may make at most (the first and its retries)."""
+    patience_s: float = 60.0
+    """How long one model call may wait out a failing endpoint (backoff, ``retry-after``,
+    an open breaker) before it fails with its last error: an outage shorter than this is
+    waited out without failing runs."""
+    retry_after_cap_s: float = 30.0
+    """The longest ``retry-after`` honoured; a longer one waits this long."""
 
 
 class RoleSettings(_Config, frozen=True, kw_only=True):
