@@ -28,13 +28,18 @@ body in its message and the request (the key in its ``Authorization: Bearer`` he
 the former. What a reader needs of it (status, error type, message, request id) is in the
 problem text. Pinned by ``test_api_key_never_appears_in_error_text_or_logs``.
 
-The SDK retries 408, 409, 429 and 5xx itself, with exponential backoff and honouring
-``retry-after``, up to ``max_retries`` times; the error we raise is the last attempt's.
+The SDK can retry 408, 409, 429 and 5xx itself (``max_retries``); warden turns that off
+(``models.max_retries = 0``) and retries in the run supervisor's call gate instead, so that
+one bound (``models.attempts``) counts every request a call makes. The ``retry-after`` the
+provider sent (``retry-after-ms``, seconds or an HTTP date) travels on the error as
+``retry_after``, for the gate to honour.
 """
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
 from collections.abc import Iterable
 
 import anthropic
@@ -209,13 +214,17 @@ def translate_sdk_error(
         if isinstance(exc, _SPEND_LIMIT_ERRORS):
             return ModelRequestError(model, problem, status=status)
         if status == 429 or isinstance(exc, anthropic.OverloadedError) or status == 529:
-            return ModelRateLimitedError(model, problem, status=status)
+            return ModelRateLimitedError(
+                model, problem, status=status, retry_after=_retry_after(exc.response)
+            )
         if status == 501:
             # Not Implemented: the endpoint lacks the feature; asking again cannot help.
             return ModelRequestError(model, problem, status=status)
         if status >= 500 or status in (408, 499):
             # 408: the server timed out waiting for us; 499: a proxy saw the connection drop.
-            return ModelUnavailableError(model, problem, status=status)
+            return ModelUnavailableError(
+                model, problem, status=status, retry_after=_retry_after(exc.response)
+            )
         return ModelRequestError(model, problem, status=status)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return ModelUnavailableError(model, problem, status=exc.status_code)
@@ -228,6 +237,27 @@ def translate_sdk_error(
     if isinstance(exc, anthropic.APIError | anthropic.RetryableError):
         return ModelUnavailableError(model, problem)
     return ModelRequestError(model, problem)
+
+
+def _retry_after(response: object) -> float | None:
+    """The wait the provider asked for, in seconds: ``retry-after-ms``, else ``retry-after``
+    in seconds or as an HTTP date; ``None`` when absent or unreadable."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        if (millis := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(millis) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:

@@ -24,27 +24,36 @@ class ActorError(Exception):
 
 
 class ModelError(ActorError):
-    """A model call failed. ``model`` names it; ``status`` is the HTTP status if any."""
+    """Raised when a model call failed. ``model`` names it; ``status`` is the HTTP status
+    if any; ``retry_after`` the wait in seconds the provider asked for, if it did."""
 
     def __init__(
-        self, model: str, problem: str, *, retryable: bool, status: int | None = None
+        self, model: str, problem: str, *, retryable: bool, status: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.model = model
         self.problem = problem
         self.retryable = retryable
         self.status = status
+        self.retry_after = retry_after
         where = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"model {model!r} call failed{where}: {problem}")
 
 
 class ModelRateLimitedError(ModelError):
-    def __init__(self, model: str, problem: str, *, status: int | None = 429) -> None:
-        super().__init__(model, problem, retryable=True, status=status)
+    def __init__(
+        self, model: str, problem: str, *, status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(model, problem, retryable=True, status=status, retry_after=retry_after)
 
 
 class ModelUnavailableError(ModelError):
-    def __init__(self, model: str, problem: str, *, status: int | None = None) -> None:
-        super().__init__(model, problem, retryable=True, status=status)
+    def __init__(
+        self, model: str, problem: str, *, status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(model, problem, retryable=True, status=status, retry_after=retry_after)
 
 
 class ModelRequestError(ModelError):

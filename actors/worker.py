@@ -1,20 +1,24 @@
-"""The worker actors: research, code and review.
+"""The worker actors: research, code and review, and what any worker executes.
 
 A worker serves one role's subject (``warden.work.<role>``) in the queue group
 ``workers``, so workers in the daemon and in other processes (``warden worker --role``)
-share the load. It answers two requests, both sent by a run supervisor:
+share the load. It answers two requests, both sent by a run supervisor's call gate:
 
-- ``TurnRequest``: ONE model call with the role's prompt, model and tool specs (from the
-  worker's config), answered with a ``TurnReply`` (the model's message and its usage).
+- ``TurnRequest``: ONE model call, exactly as the parent built it (model, system prompt,
+  tool specs, messages), cancelled at the request's deadline; answered with a
+  ``TurnReply`` (the model's message and its usage, or the error with ``retryable`` and
+  the provider's ``retry-after``).
 - ``ToolRequest``: ONE tool call with the parent's idempotency key, refused unless the
-  tool is in the role's allowlist, answered with a ``ToolReply``; or, in ``reconcile``
-  mode, whether an interrupted call with that key already acted.
+  tool is in the role's allowlist, confined to the run's workspace under this worker's
+  own root; answered with a ``ToolReply``; or, in ``reconcile`` mode, whether an
+  interrupted call with that key already acted.
 
-It never loops on its own: the parent owns the step's loop, journals every call and
-decides whether another follows, so the step cap and exactly-once are the parent's.
-A model error is an answer (``TurnReply.error``, with ``retryable``); any other
-exception is a crash: the worker replies with the error (so the parent need not wait
-out its deadline) and lets it escape, and its supervisor restarts it.
+It never loops and never decides policy: the parent owns the step's loop, retries,
+budgets and journal. ``execute_turn`` and ``execute_tool`` are what a worker does with a
+request; the in-memory dispatcher of the run logic's tests calls the same two functions.
+A model error is an answer; any other exception is a crash: the worker replies with the
+error (so the parent need not wait out its deadline) and lets it escape, and its
+supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import anyio
 import msgspec
 import structlog
 from warden.actors.actor import Actor
@@ -45,12 +50,85 @@ from warden.config.crashpoints import crash_point
 
 log = structlog.get_logger("warden.worker")
 
+WORKSPACES = "workspaces"
+"""The folder of a worker's data directory that holds one workspace per run."""
+
 
 @functools.lru_cache(maxsize=4096)
-def _workspace(path: str) -> Workspace:
-    """The workspace at ``path``, resolved once per run rather than per tool call (it
-    walks the path with lstat, on the event loop)."""
-    return Workspace(Path(path))
+def _workspace(root: Path, run_id: str) -> Workspace:
+    """The workspace of ``run_id`` under ``root``, created and resolved once per run
+    rather than per tool call (it walks the path with lstat)."""
+    path = root / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return Workspace(path)
+
+
+async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) -> TurnReply:
+    """Make the one model call ``request`` describes; never raises a ``ModelError``.
+
+    A cancellation point. The call is cancelled at the request's ``deadline_s`` (or at
+    ``timeout_s`` when the request sets none): the HTTP request is abandoned, not left
+    running, and the reply says so (retryable). Raises only on a crash.
+    """
+    deadline = request.deadline_s or timeout_s
+    call = ModelRequest(
+        model=request.model, system=request.system, messages=request.messages,
+        max_tokens=request.max_tokens, tools=request.tools, purpose=request.purpose,
+        role=request.role if request.purpose == "step" else None, scenario=request.scenario,
+    )
+    with anyio.move_on_after(deadline) as scope:
+        try:
+            answer = await model.complete(call)
+        except ModelError as exc:
+            return TurnReply(
+                run_id=request.run_id, step=request.step, turn=request.turn,
+                error=str(exc), retryable=exc.retryable, model=request.model,
+                retry_after_s=exc.retry_after,
+            )
+    if scope.cancelled_caught:
+        log.warning("model_call_deadline", run_id=request.run_id, model=request.model,
+                    deadline_s=deadline)
+        return TurnReply(
+            run_id=request.run_id, step=request.step, turn=request.turn, model=request.model,
+            error=f"model {request.model!r} call passed its deadline of {deadline:g} s "
+                  "and was cancelled",
+            retryable=True,
+        )
+    return TurnReply(
+        run_id=request.run_id, step=request.step, turn=request.turn,
+        assistant=Message(role="assistant", content=answer.content),
+        stop_reason=answer.stop_reason, usage=answer.usage, model=answer.model,
+        latency_ms=answer.latency_ms,
+    )
+
+
+async def execute_tool(
+    tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
+    sandbox: SandboxSettings, data_dir: Path | None,
+) -> ToolReply:
+    """Run (or reconcile) the one tool call ``request`` describes, in the run's workspace
+    under ``workspaces``. A tool's own failure is a record with ``ok=False``; a request
+    the worker cannot serve (a bad run id) is a reply with ``error``. Raises only on a
+    crash."""
+    key = request.idempotency_key
+    if not subjects.is_valid_id(request.run_id):
+        return ToolReply(run_id=request.run_id, idempotency_key=key,
+                         error=f"run id {request.run_id!r} is not a valid id")
+    workspace = await anyio.to_thread.run_sync(_workspace, workspaces, request.run_id)
+    ctx = ToolContext(
+        workspace=workspace, sandbox=sandbox, role=request.role, run_id=request.run_id,
+        step=request.step, call_index=request.call_index, idempotency_key=key,
+        data_dir=data_dir,
+    )
+    if request.mode == "reconcile":
+        try:
+            record = await tools.reconcile(request.name, request.arguments, ctx)
+        except ToolError as exc:
+            return ToolReply(run_id=request.run_id, idempotency_key=key, error=str(exc))
+        return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)
+    record = await tools.call(request.name, request.arguments, ctx, allowlist=allowlist)
+    crash_point("tool_acted")
+    return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)
 
 
 class Worker(Actor):
@@ -65,7 +143,8 @@ class Worker(Actor):
         tools: ToolRegistry,
         sandbox: SandboxSettings,
         *,
-        data_dir: Path | None = None,
+        data_dir: Path,
+        timeout_s: float = 120.0,
     ) -> None:
         super().__init__(
             bus, subjects.work(role), queue=subjects.WORK_QUEUE_GROUP,
@@ -77,7 +156,8 @@ class Worker(Actor):
         self.tools = tools
         self.sandbox = sandbox
         self.data_dir = data_dir
-        self._specs = tools.specs(settings.tools)
+        self.workspaces = (data_dir / WORKSPACES).resolve()
+        self.timeout_s = timeout_s
 
     @property
     def name(self) -> str:
@@ -94,9 +174,15 @@ class Worker(Actor):
         try:
             match request:
                 case TurnRequest():
-                    answer: TurnReply | ToolReply = await self.take_turn(request)
+                    answer: TurnReply | ToolReply = await execute_turn(
+                        self.model, request, timeout_s=self.timeout_s
+                    )
                 case ToolRequest():
-                    answer = await self.call_tool(request)
+                    answer = await execute_tool(
+                        self.tools, request, allowlist=self.settings.tools,
+                        workspaces=self.workspaces, sandbox=self.sandbox,
+                        data_dir=self.data_dir,
+                    )
         except Exception as exc:
             error = f"worker {self.role!r} crashed: {exc!r}"
             crash: TurnReply | ToolReply = (
@@ -109,53 +195,3 @@ class Worker(Actor):
             await self.bus.respond(envelope, encoder.encode(crash))
             raise
         await self.bus.respond(envelope, encoder.encode(answer))
-
-    async def take_turn(self, request: TurnRequest) -> TurnReply:
-        """One model call. Raises only on a crash."""
-        call = ModelRequest(
-            model=self.settings.model,
-            system=self.settings.prompt,
-            messages=request.messages,
-            max_tokens=request.max_tokens,
-            tools=self._specs,
-            purpose="step",
-            role=self.role,
-            scenario=request.scenario,
-        )
-        try:
-            answer = await self.model.complete(call)
-        except ModelError as exc:
-            return TurnReply(
-                run_id=request.run_id, step=request.step, turn=request.turn,
-                error=str(exc), retryable=exc.retryable, model=self.settings.model,
-            )
-        return TurnReply(
-            run_id=request.run_id,
-            step=request.step,
-            turn=request.turn,
-            assistant=Message(role="assistant", content=answer.content),
-            stop_reason=answer.stop_reason,
-            usage=answer.usage,
-            model=answer.model,
-            latency_ms=answer.latency_ms,
-        )
-
-    async def call_tool(self, request: ToolRequest) -> ToolReply:
-        """One tool call (or its reconciliation). Raises only on a crash."""
-        ctx = ToolContext(
-            workspace=_workspace(request.workspace), sandbox=self.sandbox, role=self.role,
-            run_id=request.run_id, step=request.step, call_index=request.call_index,
-            idempotency_key=request.idempotency_key, data_dir=self.data_dir,
-        )
-        key = request.idempotency_key
-        if request.mode == "reconcile":
-            try:
-                record = await self.tools.reconcile(request.name, request.arguments, ctx)
-            except ToolError as exc:
-                return ToolReply(run_id=request.run_id, idempotency_key=key, error=str(exc))
-            return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)
-        record = await self.tools.call(
-            request.name, request.arguments, ctx, allowlist=self.settings.tools
-        )
-        crash_point("tool_acted")
-        return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)

@@ -104,13 +104,19 @@ class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
 
 
 class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
-    """One model call of one step, handed by a run supervisor to a worker.
+    """One model call, built whole by a run supervisor and executed by a worker.
 
     The parent owns the loop: it sends one turn, journals the reply, runs the tools the
     model asked for as ``ToolRequest``s, and decides whether another turn follows; so the
     step cap never depends on the worker counting, and every model call and tool call is
-    journalled by the parent. The worker adds its own role prompt, model and tool
-    allowlist (from its config).
+    journalled by the parent. The parent also builds the whole request — ``model``,
+    ``system``, ``tools`` — from its one config, so what it reserved of the budget is what
+    the worker sends (a worker whose own settings differ cannot break the bound).
+    ``deadline_s`` is the attempt's deadline: the worker cancels the call there and answers,
+    before the parent stops waiting.
+
+    The conversation is sent whole: workers are stateless and share a queue group, so the
+    next turn may reach another worker (the journal stores each turn's delta only).
     """
 
     v: int = 1
@@ -121,10 +127,20 @@ class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
     max_tokens: int
     messages: list[Message]
     scenario: str | None = None
+    model: str = ""
+    system: str = ""
+    tools: list[ToolSpec] = []
+    purpose: Literal["plan", "step", "synthesize"] = "step"
+    deadline_s: float = 0.0
+    """0: no deadline of the parent's (the worker's own ``models.timeout_s`` applies)."""
 
 
 class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
     """One tool call, handed by a run supervisor to a worker of the step's role.
+
+    No path travels: the worker confines the tool to the run's workspace under a root of
+    its own (``<its data dir>/workspaces/<run_id>``), so a worker on another machine works
+    and no sender can point a tool anywhere else.
 
     ``idempotency_key`` is derived from (run, step, attempt, turn, call) and is the same
     when a replay sends the call again. ``mode`` ``reconcile`` asks the tool whether an
@@ -139,8 +155,6 @@ class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
     name: str
     arguments: dict[str, object] = {}
     idempotency_key: str
-    workspace: str
-    """Absolute path of the run's workspace directory; tools are confined to it."""
     mode: Literal["run", "reconcile"] = "run"
 
 
@@ -166,6 +180,8 @@ class TurnReply(_Wire, frozen=True, kw_only=True, tag="turn.reply"):
     latency_ms: float = 0.0
     error: str | None = None
     retryable: bool = False
+    retry_after_s: float | None = None
+    """The provider's ``retry-after`` with a retryable ``error``, in seconds."""
 
 
 class ToolReply(_Wire, frozen=True, kw_only=True, tag="tool.reply"):

@@ -28,19 +28,19 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 from warden.actors.model import Model, build_model
-from warden.actors.pricing import PriceTable
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
 from warden.bus.connection import Bus, open_bus
 from warden.bus.embedded import is_alive, open_embedded_server
 from warden.config import Settings
 from warden.supervisor.api import Api
-from warden.supervisor.breaker import CircuitBreaker
+from warden.supervisor.context import RunContext
+from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import DaemonError, RunNotFoundError
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.restart_intensity import add_restart
-from warden.supervisor.run import TERMINAL, RunContext, RunSupervisor
+from warden.supervisor.run import TERMINAL, RunSupervisor
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor
 
 log = structlog.get_logger("warden.daemon")
@@ -96,16 +96,11 @@ class Daemon:
         self.journal = journal
         self.model = model
         self.root = root
-        self.breakers = {
-            role: CircuitBreaker.from_settings(f"worker.{role}", settings.breaker)
-            for role in settings.roles
-        }
-        self.context = RunContext(
-            settings=settings, journal=journal, bus=bus, model=model,
-            prices=PriceTable(settings.pricing), breakers=self.breakers,
-            workspaces=data_dir / "workspaces", tools=tools,
-            tool_specs={role: tools.specs(spec.tools) for role, spec in settings.roles.items()},
+        self.context = RunContext.build(
+            settings, journal, NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s),
+            tools, bus=bus,
         )
+        self.breakers = self.context.breakers
         self._active: dict[str, anyio.CancelScope] = {}
         self._cancelling: set[str] = set()
 

@@ -9,6 +9,12 @@ The tree::
     │   ├── StepCapReachedError          a step cap (per run, per step, per worker) was reached
     │   └── BudgetExhaustedError         the next call could exceed the run's budget
     ├── PlanInvalidError                 the model's plan failed validation on every attempt
+    ├── CallFailedError                  the call gate let a call through no more (see gate.py)
+    │   ├── CallDeniedError              an interceptor denied the call
+    │   ├── ModelCallFailedError         a model call failed for good (refused, or out of attempts)
+    │   ├── WorkerUnreachableError       no worker answered within the transport patience
+    │   └── ToolCallFailedError          the worker could not run the tool call at all
+    ├── EffectUncertainError             a side effect may have happened and cannot be settled
     ├── RunNotFoundError                 no run with that id in the journal
     └── DaemonError                      the daemon cannot start or be reached
 """
@@ -77,6 +83,74 @@ class PlanInvalidError(SupervisorError):
         self.attempts = attempts
         self.problem = problem
         super().__init__(f"plan of run {run_id!r} invalid after {attempts} attempts: {problem}")
+
+
+class CallFailedError(SupervisorError):
+    """Raised by the call gate when a call of run ``run_id`` did not go through and will not.
+
+    ``retryable`` says whether a fresh attempt of the step may do better; the gate has
+    already made every retry of the call itself that its policy allows.
+    """
+
+    def __init__(self, run_id: str, key: str, problem: str, *, retryable: bool) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.problem = problem
+        self.retryable = retryable
+        super().__init__(problem)
+
+
+class CallDeniedError(CallFailedError):
+    """Raised when an interceptor answered *deny* for a model call."""
+
+    def __init__(self, run_id: str, key: str, interceptor: str, reason: str) -> None:
+        self.interceptor = interceptor
+        self.reason = reason
+        super().__init__(run_id, key, f"call {key!r} denied by {interceptor}: {reason}",
+                         retryable=False)
+
+
+class ModelCallFailedError(CallFailedError):
+    """Raised when a model call was refused for good (spend limit, invalid request,
+    authentication) or ran out of attempts or patience; never retried at the step."""
+
+    def __init__(
+        self, run_id: str, key: str, model: str, attempts: int, problem: str
+    ) -> None:
+        self.model = model
+        self.attempts = attempts
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(run_id, key, f"model {model!r} failed after {tries}: {problem}",
+                         retryable=False)
+
+
+class WorkerUnreachableError(CallFailedError):
+    """Raised when no worker of ``role`` answered within the transport patience."""
+
+    def __init__(self, run_id: str, key: str, role: str, problem: str) -> None:
+        self.role = role
+        super().__init__(run_id, key, f"worker {role!r} did not answer: {problem}",
+                         retryable=True)
+
+
+class ToolCallFailedError(CallFailedError):
+    """Raised when a worker answered a tool call with an error instead of a record."""
+
+    def __init__(self, run_id: str, key: str, tool: str, problem: str) -> None:
+        self.tool = tool
+        super().__init__(run_id, key, f"tool call {key!r} ({tool}) failed: {problem}",
+                         retryable=True)
+
+
+class EffectUncertainError(SupervisorError):
+    """Raised when a side-effecting call may or may not have acted and the tool can
+    neither reconcile it nor repeat it safely: a person must look (``needs_human``)."""
+
+    def __init__(self, key: str, tool: str, problem: str) -> None:
+        self.key = key
+        self.tool = tool
+        self.problem = problem
+        super().__init__(f"tool call {key!r} ({tool}): {problem}")
 
 
 class RunNotFoundError(SupervisorError):

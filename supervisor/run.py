@@ -5,23 +5,27 @@ One ``RunSupervisor`` drives one run. It owns every loop, so every limit is enfo
 the parent, never trusted to a worker:
 
 - **plan**: a model call returning ``{"steps": [{"role", "instruction"}]}``, validated
-  (JSON, known roles, at least one step, at most ``max_steps_per_run``); an invalid plan
-  is retried with the validation error (``plan_attempts`` in all), then the run fails.
+  (``planning.py``); an invalid plan is retried with the validation error
+  (``plan_attempts`` in all), then the run fails.
 - **steps**: each step is driven turn by turn. A turn is one model call made by a worker
   of the step's role (``TurnRequest``), then each tool the model asked for, run by a
   worker (``ToolRequest``). The step ends when the model answers without asking for
   tools. At ``max_turns_per_step`` turns the step is stopped whatever the model asks
   (``StepCapReachedError``) and the run ends ``degraded`` with its partial results.
   Steps per run (retries included) and per worker are capped the same way.
-- **budget**: before every model call its worst-case cost is reserved from the run's
-  budget; a call that could exceed it is not made and the run ends ``budget_exhausted``.
-- **breakers and transport**: one breaker per worker role, shared by all runs. An open
-  breaker, an unreachable worker or a lost connection is waited out (with backoff) for
-  up to ``transport_patience_s``; past that the step has failed.
-- **evaluate**: a step failed if its worker failed or its answer starts with ``FAIL``;
-  it is retried up to ``step_retries`` times with the failure as feedback, after a
-  full-jitter exponential backoff; then its role's ``on_failure`` decides: ``fail`` the
-  run, ``skip`` the step, or ``escalate`` (``needs_human``).
+- **calls**: every model call (plan and synthesis too) and every tool call goes through
+  the run's ``CallGate`` (``gate.py``): replay, interceptors, budget, dispatch with
+  retries and breakers, journal, observers. The run supervisor decides *what* to call;
+  the gate decides *whether* and *how*. A call the gate fails for good
+  (``ModelCallFailedError``: refused, or out of attempts or patience) ends the step
+  without a retry; a run whose plan or synthesis call fails ends ``failed`` with the
+  reason — never through crash and restart.
+- **evaluate**: a step failed if a call of it failed, if its answer starts with ``FAIL``,
+  or if a tool declared as a *check* (``run_tests`` by default) last failed or timed out
+  in it — whatever the model's text says. A failed step is retried up to
+  ``step_retries`` times with the failure as feedback, after a full-jitter exponential
+  backoff (unless the failure is not retryable); then its role's ``on_failure`` decides:
+  ``fail`` the run, ``skip`` the step, or ``escalate`` (``needs_human``).
 - **synthesize**: a final model call over the step outputs gives the run's result.
 
 Durability. Every model call and tool call has an idempotency key derived from
@@ -31,55 +35,54 @@ Resuming a run (after a crash of the daemon or of this supervisor) replays this 
 a completed step is taken from the journal, a recorded reply or outcome is reused instead
 of calling again, and an intent with no outcome is resolved by the tool's ``reconcile``
 hook, re-run when the tool is idempotent by key, and otherwise escalated (``needs_human``)
-rather than guessed. ``warden resume`` starts a new *epoch*, so the failed step runs
+rather than guessed. A step retry first settles the intents its failed attempt left open
+(``CallGate.settle``), and never repeats an effect that attempt already made.
+``warden resume`` starts a new *epoch*, so the failed step runs
 afresh under new keys while completed steps stay done.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
 
 import anyio
-import msgspec
 import structlog
-from warden.actors.model import Model, ModelRequest, Purpose
-from warden.actors.pricing import PriceTable
-from warden.actors.tools import ToolRegistry
 from warden.bus import subjects
-from warden.bus.connection import Bus
-from warden.bus.errors import BusConnectionError, BusError, NoRespondersError
 from warden.bus.wire import (
     Block,
     Message,
     RunEvent,
     TextBlock,
     ToolCallRecord,
-    ToolReply,
-    ToolRequest,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
-    TurnReply,
-    TurnRequest,
-    Usage,
     encoder,
-    tool_reply_decoder,
-    turn_reply_decoder,
 )
-from warden.config import Settings
-from warden.config.crashpoints import crash_point
-from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.budget import Budget
+from warden.supervisor.context import RunContext
 from warden.supervisor.errors import (
-    BreakerOpenError,
     BudgetExhaustedError,
+    CallFailedError,
+    EffectUncertainError,
     PlanInvalidError,
     StepCapReachedError,
 )
-from warden.supervisor.journal import Effect, Journal, RecordedCall, RunState
+from warden.supervisor.gate import CallGate, ModelCall, ToolCall
+from warden.supervisor.journal import RunState
+from warden.supervisor.planning import (
+    SYNTH_SYSTEM,
+    Plan,
+    PlanStep,
+    plan_decoder,
+    plan_messages,
+    plan_system,
+    retry_plan_messages,
+    step_prompt,
+    synthesis_messages,
+    validate_plan,
+)
+
+__all__ = ("TERMINAL", "UNFINISHED", "RunContext", "RunSupervisor", "state_of_new_run")
 
 log = structlog.get_logger("warden.run")
 
@@ -88,52 +91,14 @@ TERMINAL = frozenset({
     "needs_human",
 })
 UNFINISHED = frozenset({"queued", "planning", "running"})
-
-PLAN_SYSTEM = (
-    "You are the planner of a small software team with these workers: {roles}. "
-    "Break the task into at most {max_steps} steps, each handed to one worker. Reply with "
-    'JSON only, exactly: {{"steps": [{{"role": "<worker>", "instruction": "<what to do>"}}]}}'
-)
-SYNTH_SYSTEM = (
-    "You are the lead of a small software team. Given the task and what each step "
-    "produced, write the final answer for the person who asked, briefly."
-)
-
-_blocks_decoder = msgspec.json.Decoder(list[Block])
-Reply = TypeVar("Reply", TurnReply, ToolReply)
-
-
-class PlanStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    role: str
-    instruction: str
-
-
-class Plan(msgspec.Struct, frozen=True):
-    steps: list[PlanStep]
-
-
-_plan_decoder = msgspec.json.Decoder(Plan)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every run supervisor of a daemon shares."""
-
-    settings: Settings
-    journal: Journal
-    bus: Bus
-    model: Model
-    prices: PriceTable
-    breakers: dict[str, CircuitBreaker]
-    workspaces: Path
-    tools: ToolRegistry
-    tool_specs: dict[str, list[ToolSpec]] = field(default_factory=dict)
-    """Each role's tool schemas, as its workers send them: part of a turn's prompt."""
+PLANNER = "planner"
+"""The role named on the plan and synthesis calls, which the run supervisor makes itself."""
 
 
 class _StepFailed(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
         self.reason = reason
+        self.retryable = retryable
         super().__init__(reason)
 
 
@@ -155,16 +120,18 @@ class RunSupervisor:
         self.state = state
         self.run_id = state.id
         self.budget = Budget(state.id, state.budget_usd or ctx.settings.limits.run_budget_usd)
-        self.tokens = 0
-        self.workspace = ctx.workspaces / state.id
-        self._workspace_path = ""
+        self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario)
+        self.gate.hooks.paused = self._paused
+        self.gate.hooks.resumed = self._resumed
         self._prefix = f"{state.id}/e{state.epoch}"
         self._events_subject = subjects.run_events(state.id)
         self._seq = 0
         self._outputs: list[str] = []
-        self._calls: dict[str, RecordedCall] = {}
-        self._effects: dict[str, Effect] = {}
         self._done_steps: dict[int, tuple[str, str]] = {}
+
+    @property
+    def tokens(self) -> int:
+        return self.gate.tokens
 
     # -- events -------------------------------------------------------------------------
 
@@ -175,11 +142,14 @@ class RunSupervisor:
             tokens=self.tokens, cost_usd=round(self.budget.spent_usd, 6), **fields,  # type: ignore[arg-type]
         )
         data = encoder.encode(event)
+        bus = self.ctx.bus
+        if bus is None:
+            return
         try:
-            await self.ctx.bus.publish(self._events_subject, data)
+            await bus.publish(self._events_subject, data)
             if status in TERMINAL:
-                await self.ctx.bus.publish(subjects.run_done(self.run_id), data)
-        except BusError as exc:  # events are for watchers; the journal is the record
+                await bus.publish(subjects.run_done(self.run_id), data)
+        except Exception as exc:  # events are for watchers; the journal is the record
             log.warning("event_publish_failed", run_id=self.run_id, error=str(exc))
 
     async def _transition(self, status: str, message: str = "", **fields: object) -> None:
@@ -192,6 +162,12 @@ class RunSupervisor:
         )
         await self._emit("status", status, message)
 
+    async def _paused(self, reason: str) -> None:
+        await self._transition("awaiting_approval", reason)
+
+    async def _resumed(self) -> None:
+        await self._transition("running", "decision taken")
+
     # -- the run ------------------------------------------------------------------------
 
     async def run(self) -> str:
@@ -199,23 +175,20 @@ class RunSupervisor:
         journal = self.ctx.journal
         fresh = self.state.status == "queued" and self.state.epoch == 0
         if not fresh:  # a replay: what is already recorded is not done again
-            self._calls = await journal.recorded_calls(self.run_id)
-            self._effects = await journal.effects(self.run_id)
-            self.tokens, self.budget.spent_usd = await journal.spent(self.run_id)
+            self.gate = CallGate(
+                self.ctx, self.run_id, self.budget, scenario=self.state.scenario,
+                calls=await journal.recorded_calls(self.run_id),
+                effects=await journal.effects(self.run_id), hooks=self.gate.hooks,
+            )
+            self.gate.tokens, self.budget.spent_usd = await journal.spent(self.run_id)
             run = await journal.get_run(self.run_id)
             for step in run.steps if run else []:
                 if step.status in ("succeeded", "skipped"):
                     self._done_steps[step.index] = (step.status, step.output)
         log.info("run_started", run_id=self.run_id, replay=not fresh, epoch=self.state.epoch)
-        def make_workspace() -> str:
-            self.workspace.mkdir(parents=True, exist_ok=True)
-            return str(self.workspace.resolve())
-
-        # Resolved once, off the event loop; every ToolRequest of the run carries it.
-        self._workspace_path = await anyio.to_thread.run_sync(make_workspace)
         try:
             if self.state.plan:
-                plan = _plan_decoder.decode(self.state.plan)
+                plan = plan_decoder.decode(self.state.plan)
                 if self.state.status != "running":
                     await self._transition("running", "resumed")
             else:
@@ -232,9 +205,9 @@ class RunSupervisor:
         except StepCapReachedError as exc:
             log.warning("step_cap_reached", run_id=self.run_id, cap=exc.cap_name, limit=exc.cap)
             return await self._finish("degraded", str(exc))
-        except (PlanInvalidError, _RunFailed) as exc:
+        except (PlanInvalidError, CallFailedError, _RunFailed) as exc:
             return await self._finish("failed", str(exc))
-        except _NeedsHuman as exc:
+        except (_NeedsHuman, EffectUncertainError) as exc:
             log.warning("run_escalated", run_id=self.run_id, reason=str(exc))
             return await self._finish("needs_human", str(exc))
         await self._transition("succeeded", "run succeeded", result=result)
@@ -247,97 +220,37 @@ class RunSupervisor:
         log.info("run_finished", run_id=self.run_id, status=status, reason=reason)
         return status
 
-    # -- model calls made by the parent itself (plan, synthesis) ------------------------
+    # -- plan and synthesis: model calls of the parent's own ---------------------------
 
-    async def _call(
-        self, key: str, purpose: Purpose, system: str, messages: list[Message]
-    ) -> list[Block]:
-        recorded = self._calls.get(key)
-        if recorded is not None:
-            return _blocks_decoder.decode(recorded.response)
-        settings = self.ctx.settings.models
-        request = ModelRequest(
-            model=settings.planner, system=system, messages=messages,
-            max_tokens=settings.max_tokens, purpose=purpose, scenario=self.state.scenario,
+    def _parent_call(self, key: str, purpose: str, system: str, messages: list[Message]
+                     ) -> ModelCall:
+        models = self.ctx.settings.models
+        return ModelCall(
+            key=key, purpose=purpose, role=PLANNER, model=models.planner,  # type: ignore[arg-type]
+            system=system, messages=messages, tools=[], max_tokens=models.max_tokens,
         )
-        held = self.budget.reserve(self._worst_case(settings.planner, system, messages, []))
-        try:
-            reply = await self.ctx.model.complete(request)
-        except BaseException:
-            self.budget.release(held)
-            raise
-        crash_point("model_replied")
-        await self._charge(key, held, purpose, reply.model, reply.usage, reply.latency_ms,
-                           request, reply.content, step=None, turn=None)
-        return reply.content
-
-    async def _charge(
-        self, key: str, held: float, purpose: str, model: str, usage: Usage, latency_ms: float,
-        request: object, content: list[Block], *, step: int | None, turn: int | None,
-    ) -> None:
-        cost = self.ctx.prices.cost(model, usage) if model else 0.0
-        self.budget.settle(held, cost)
-        self.tokens += usage.total_tokens
-        await self.ctx.journal.record_turn(
-            self.run_id, key=key, step=step, turn=turn, purpose=purpose, model=model,
-            request=request, response=content, usage=usage, cost_usd=cost,
-            latency_ms=latency_ms,
-        )
-
-    def _worst_case(
-        self, model: str, system: str, messages: list[Message], tools: list[ToolSpec]
-    ) -> float:
-        prompt = self.ctx.prices.estimate_prompt_tokens(system, messages, tools)
-        return self.ctx.prices.worst_case(model, prompt, self.ctx.settings.models.max_tokens)
 
     async def _plan(self) -> Plan:
         settings = self.ctx.settings
-        system = PLAN_SYSTEM.format(
-            roles=", ".join(sorted(settings.roles)), max_steps=settings.limits.max_steps_per_run
-        )
-        messages = [Message(role="user", content=[TextBlock(text=f"Task: {self.state.text}")])]
+        system = plan_system(settings)
+        messages = plan_messages(self.state.text)
         problem = "no attempt made"
         for attempt in range(settings.limits.plan_attempts):
-            content = await self._call(f"{self._prefix}/plan/a{attempt}", "plan", system,
-                                       messages)
+            content = await self.gate.model(self._parent_call(
+                f"{self._prefix}/plan/a{attempt}", "plan", system, messages))
             try:
-                return self._validate_plan(_text(content))
+                return validate_plan(_text(content), settings)
             except ValueError as exc:
                 problem = str(exc)
             log.warning("plan_invalid", run_id=self.run_id, problem=problem)
             await self._emit("plan_invalid", "planning", problem)
-            messages = [
-                *messages,
-                Message(role="assistant", content=content),
-                Message(role="user", content=[TextBlock(
-                    text=f"That plan is invalid: {problem}. Reply again with the JSON plan only."
-                )]),
-            ]
+            messages = retry_plan_messages(messages, content, problem)
         raise PlanInvalidError(self.run_id, settings.limits.plan_attempts, problem)
 
-    def _validate_plan(self, text: str) -> Plan:
-        """The plan in ``text``; raises ``ValueError`` saying what is wrong with it."""
-        try:
-            plan = _plan_decoder.decode(text.strip().encode())
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"not a valid plan: {exc}") from exc
-        if not plan.steps:
-            raise ValueError("the plan has no steps")
-        cap = self.ctx.settings.limits.max_steps_per_run
-        if len(plan.steps) > cap:
-            raise ValueError(f"the plan has {len(plan.steps)} steps, more than the cap of {cap}")
-        roles = self.ctx.settings.roles
-        for index, step in enumerate(plan.steps):
-            if step.role not in roles:
-                raise ValueError(f"steps[{index}].role {step.role!r} is not one of {sorted(roles)}")
-            if not step.instruction.strip():
-                raise ValueError(f"steps[{index}].instruction is empty")
-        return plan
-
     async def _synthesize(self) -> str:
-        text = f"Task: {self.state.text}\n\nWhat the steps produced:\n" + "\n\n".join(self._outputs)
-        content = await self._call(f"{self._prefix}/synth", "synthesize", SYNTH_SYSTEM,
-                                   [Message(role="user", content=[TextBlock(text=text)])])
+        content = await self.gate.model(self._parent_call(
+            f"{self._prefix}/synth", "synthesize", SYNTH_SYSTEM,
+            synthesis_messages(self.state.text, self._outputs)))
         return _text(content)
 
     # -- steps --------------------------------------------------------------------------
@@ -366,23 +279,26 @@ class RunSupervisor:
                     )
                 dispatched += 1
                 per_role[step.role] = per_role.get(step.role, 0) + 1
-                if attempt and f"{self._step_key(index, attempt)}/t0" not in self._calls:
-                    await anyio.sleep(self._backoff(attempt - 1))
+                if attempt:
+                    await self.gate.settle()  # the failed attempt's open intents first
+                    if f"{self._step_key(index, attempt)}/t0" not in self.gate.calls:
+                        await anyio.sleep(self._backoff(attempt - 1))
                 try:
                     text = await self._run_attempt(index, attempt, step, feedback)
                 except _StepFailed as failed:
                     feedback = failed.reason
-                    await self._emit("step_retry", "running", failed.reason, step=index,
-                                     role=step.role)
-                    continue
+                    if failed.retryable and attempt < limits.step_retries:
+                        await self._emit("step_retry", "running", failed.reason, step=index,
+                                         role=step.role)
+                        continue
+                    await self._on_failure(index, step, failed.reason, attempt + 1)
+                    break
                 self._outputs.append(f"[{step.role}] {text}")
                 break
-            else:
-                await self._on_failure(index, step, feedback or "failed")
 
-    async def _on_failure(self, index: int, step: PlanStep, reason: str) -> None:
-        retries = self.ctx.settings.limits.step_retries
-        why = f"step {index} ({step.role}) failed {1 + retries} times: {reason}"
+    async def _on_failure(self, index: int, step: PlanStep, reason: str, attempts: int
+                          ) -> None:
+        why = f"step {index} ({step.role}) failed {attempts} times: {reason}"
         match self.ctx.settings.roles[step.role].on_failure:
             case "skip":
                 await self.ctx.journal.record_step(
@@ -407,13 +323,13 @@ class RunSupervisor:
     ) -> str:
         ctx = self.ctx
         limits = ctx.settings.limits
+        role = ctx.settings.roles[step.role]
         before_cost, before_tokens = self.budget.spent_usd, self.tokens
-        text = f"Task: {self.state.text}\n\nYour step: {step.instruction}"
-        if self._outputs:
-            text += "\n\nEarlier steps:\n" + "\n".join(self._outputs)
-        if feedback:
-            text += f"\n\nA previous attempt at this step failed: {feedback}\nFix that."
-        messages = [Message(role="user", content=[TextBlock(text=text)])]
+        messages = [Message(role="user", content=[TextBlock(
+            text=step_prompt(self.state.text, step.instruction, self._outputs, feedback))])]
+        stored = 0
+        checks: dict[str, ToolCallRecord] = {}
+        """The last result of each check tool called in this attempt."""
 
         async def record(status: str, turns: int, output: str) -> None:
             # Not waited for: a replay rebuilds the step from its recorded calls, and the
@@ -429,16 +345,30 @@ class RunSupervisor:
         for turn in range(limits.max_turns_per_step):
             key = f"{self._step_key(index, attempt)}/t{turn}"
             try:
-                content = await self._turn(key, index, turn, step.role, messages)
+                content = await self.gate.model(ModelCall(
+                    key=key, purpose="step", role=step.role, model=role.model,
+                    system=role.prompt, messages=messages,
+                    tools=ctx.tool_specs.get(step.role, []),
+                    max_tokens=ctx.settings.models.max_tokens, step=index, turn=turn,
+                    stored_from=stored,
+                ))
+                stored = len(messages)
                 messages = [*messages, Message(role="assistant", content=content)]
                 uses = [b for b in content if isinstance(b, ToolUseBlock)]
-                results = [
-                    await self._tool(f"{key}/c{i}", index, turn, step.role, use)
-                    for i, use in enumerate(uses)
-                ]
-            except _StepFailed as failed:
-                await record("failed", turn + 1, failed.reason)
-                raise
+                results = []
+                for i, use in enumerate(uses):
+                    result = await self.gate.tool(ToolCall(
+                        key=f"{key}/c{i}", role=step.role, step=index, turn=turn,
+                        name=use.name, arguments=use.input,
+                    ))
+                    declared = self.gate.declared(use.name)
+                    if declared is not None and declared.check:
+                        checks[use.name] = result
+                    results.append(result)
+            except CallFailedError as exc:
+                await record("failed", turn + 1, exc.problem)
+                raise _StepFailed(f"step {index} ({step.role}): {exc.problem}",
+                                  retryable=exc.retryable) from exc
             if uses:
                 messages.append(Message(role="user", content=[
                     ToolResultBlock(tool_use_id=u.id, content=r.output, is_error=not r.ok)
@@ -451,6 +381,11 @@ class RunSupervisor:
             if answer.lstrip().upper().startswith("FAIL"):
                 await record("failed", turn + 1, answer.strip()[:500])
                 raise _StepFailed(f"step {index} ({step.role}): {answer.strip()[:500]}")
+            failed_checks = [r for r in checks.values() if not r.ok]
+            if failed_checks:
+                why = "; ".join(_check_failure(r) for r in failed_checks)
+                await record("failed", turn + 1, why)
+                raise _StepFailed(f"step {index} ({step.role}): {why}")
             await record("succeeded", turn + 1, answer)
             await self._emit("step_finished", "running", answer[:200], step=index, role=step.role)
             return answer
@@ -460,144 +395,11 @@ class RunSupervisor:
             "turns per step", limits.max_turns_per_step, self.run_id, step.role
         )
 
-    async def _turn(
-        self, key: str, index: int, turn: int, role: str, messages: list[Message]
-    ) -> list[Block]:
-        """One model call by a worker of ``role``: recorded, or made and recorded."""
-        recorded = self._calls.get(key)
-        if recorded is not None:
-            return _blocks_decoder.decode(recorded.response)
-        ctx = self.ctx
-        request = TurnRequest(
-            run_id=self.run_id, step=index, turn=turn, role=role,
-            max_tokens=ctx.settings.models.max_tokens, messages=messages,
-            scenario=self.state.scenario,
-        )
-        worst = self._worst_case(ctx.settings.roles[role].model, ctx.settings.roles[role].prompt,
-                                 messages, ctx.tool_specs.get(role, []))
-        held = self.budget.reserve(worst)
-        try:
-            reply = await self._request(role, request, turn_reply_decoder)
-        except BaseException:
-            self.budget.release(held)
-            raise
-        if reply.error is not None or reply.assistant is None:
-            self.budget.release(held)
-            raise _StepFailed(f"step {index} ({role}): {reply.error or 'no answer'}")
-        crash_point("model_replied")
-        await self._charge(key, held, "step", reply.model, reply.usage, reply.latency_ms,
-                           request, reply.assistant.content, step=index, turn=turn)
-        return reply.assistant.content
 
-    async def _tool(
-        self, key: str, index: int, turn: int, role: str, use: ToolUseBlock
-    ) -> ToolCallRecord:
-        """One tool call: its recorded outcome, or acted once and recorded."""
-        effect = self._effects.get(key)
-        if effect is not None and effect.record is not None:
-            return effect.record
-        try:
-            tool = self.ctx.tools.get(use.name)
-            side_effects, reconciles = tool.side_effects, tool.reconciles
-            idempotent = tool.idempotent_by_key
-        except KeyError:  # the worker refuses it and the model is told: no effect possible
-            side_effects = reconciles = idempotent = False
-        journal = self.ctx.journal
-
-        def request(mode: str) -> ToolRequest:
-            return ToolRequest(
-                run_id=self.run_id, step=index, role=role, call_index=turn, name=use.name,
-                arguments=use.input, idempotency_key=key, mode=mode,  # type: ignore[arg-type]
-                workspace=self._workspace_path,
-            )
-
-        uncertain = effect is not None  # an intent with no outcome: did it act?
-        if not uncertain and side_effects:
-            await journal.record_intent(key, run_id=self.run_id, step=index, tool=use.name,
-                                        arguments=use.input)
-        while True:
-            if uncertain and side_effects and not idempotent:
-                if not reconciles:
-                    raise _NeedsHuman(
-                        f"tool call {key!r} ({use.name}) may or may not have acted before a "
-                        "crash, and the tool can neither reconcile nor repeat it safely"
-                    )
-                answer = await self._request(role, request("reconcile"), tool_reply_decoder)
-                if answer.error is not None:
-                    raise _NeedsHuman(f"tool call {key!r} ({use.name}): {answer.error}")
-                if answer.record is not None:  # it had acted: take its outcome
-                    log.info("effect_reconciled", run_id=self.run_id, key=key, acted=True)
-                    await journal.record_outcome(key, run_id=self.run_id, step=index,
-                                                 turn=turn, record=answer.record)
-                    return answer.record
-                log.info("effect_reconciled", run_id=self.run_id, key=key, acted=False)
-            try:
-                answer = await self._request(role, request("run"), tool_reply_decoder,
-                                             certain=not side_effects or idempotent)
-            except _Uncertain:
-                uncertain = True  # the request may have reached a worker: reconcile first
-                continue
-            if answer.error is not None or answer.record is None:
-                raise _StepFailed(f"step {index} ({role}): {answer.error or 'no answer'}")
-            # A call without side effects may simply run again on a replay: not waited for.
-            await journal.record_outcome(key, run_id=self.run_id, step=index, turn=turn,
-                                         record=answer.record, wait=side_effects)
-            return answer.record
-
-    async def _request(
-        self, role: str, payload: TurnRequest | ToolRequest,
-        decoder: msgspec.json.Decoder[Reply], *, certain: bool = True,
-    ) -> Reply:
-        """Send one request to ``role``'s workers through its breaker, waiting out an
-        unreachable worker for up to ``transport_patience_s``.
-
-        Raises ``_StepFailed`` past that patience, and ``_Uncertain`` (with
-        ``certain=False``) when a request that may have been delivered got no answer.
-        """
-        ctx = self.ctx
-        limits = ctx.settings.limits
-        breaker = ctx.breakers[role]
-        deadline = anyio.current_time() + limits.transport_patience_s
-        data = encoder.encode(payload)
-        failures = 0
-        while True:
-            try:
-                breaker.acquire()
-            except BreakerOpenError as exc:
-                wait = exc.retry_after + random.uniform(0.0, 0.1)
-                if anyio.current_time() + wait > deadline:
-                    raise _StepFailed(f"step {payload.step} ({role}): {exc}") from exc
-                await anyio.sleep(wait)
-                continue
-            try:
-                raw = await ctx.bus.request(subjects.work(role), data,
-                                            timeout=limits.step_timeout_s)
-                reply = decoder.decode(raw)
-            except (BusError, msgspec.DecodeError) as exc:
-                if isinstance(exc, BusConnectionError):
-                    breaker.release()  # a lost connection is not the worker's fault
-                else:
-                    breaker.record_failure()
-                if not certain and not isinstance(exc, NoRespondersError):
-                    raise _Uncertain(str(exc)) from exc
-                wait = self._backoff(failures)
-                failures += 1
-                if anyio.current_time() + wait > deadline:
-                    raise _StepFailed(
-                        f"step {payload.step} ({role}): worker did not answer: {exc}"
-                    ) from exc
-                log.info("worker_unreachable", run_id=self.run_id, role=role, error=str(exc))
-                await anyio.sleep(wait)
-                continue
-            if reply.error is None:
-                breaker.record_success()
-            else:
-                breaker.record_failure()
-            return reply
-
-
-class _Uncertain(Exception):
-    """A side-effecting request got no answer but may have been delivered."""
+def _check_failure(record: ToolCallRecord) -> str:
+    how = "timed out" if getattr(record, "timed_out", False) else "failed"
+    detail = record.output.strip().splitlines()[-1][:200] if record.output.strip() else ""
+    return f"check {record.name!r} {how}" + (f" ({detail})" if detail else "")
 
 
 def _text(content: list[Block]) -> str:
@@ -608,4 +410,3 @@ def state_of_new_run(run_id: str, text: str, scenario: str | None,
                      budget_usd: float | None) -> RunState:
     """The ``RunState`` of a run just committed as ``queued``."""
     return RunState(run_id, "queued", text, scenario, budget_usd, None, 0)
-

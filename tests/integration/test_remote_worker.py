@@ -22,12 +22,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path: Path) -> None:
     async with running_daemon(make_settings(tmp_path)) as (daemon, client):
         await daemon.root.terminate_child("worker.code")  # only the remote one is left
+        # Workspaces live under each worker's own data dir (no host path on the wire): the
+        # remote code worker shares the daemon's, as workers on one machine (or on one
+        # mounted volume) do, so the local review worker sees what it wrote.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
         env["WARDEN_MODELS__PROVIDER"] = "scripted"
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
             [sys.executable, "-m", "warden", "worker", "--role", "code",
-             "--nats", daemon.bus.url, "--data-dir", str(tmp_path / "worker")],
+             "--nats", daemon.bus.url, "--data-dir", str(daemon.data_dir)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         try:

@@ -1,0 +1,648 @@
+"""The call gate: the one door through which every model call and tool call of a run passes.
+
+The spec. A call goes through these, in this order, and nothing else makes a call:
+
+1. **replay** by idempotency key. A call the journal has recorded is answered from it;
+   nothing below runs (no interceptor is asked again, nothing is reserved, sent, recorded).
+2. **declarations** (tool calls). The tool's declarations (side effects, idempotent by
+   key, reconcile, check) come from the one registry the parent holds. A tool the parent
+   does not know, or that is not in the role's allowlist, is refused before any intent is
+   written: the model is told, nothing is sent. A side effect that an earlier attempt of
+   the same step already made, with the same arguments, is answered from its outcome
+   (a step retry never repeats an effect that is not idempotent; a check always runs).
+3. **interceptors**, in their fixed order. Each answers one ``Decision``:
+   ``Allow()`` (ask the next), ``Deny(reason)`` (the call is not made: a tool call's
+   result tells the model why; a model call fails the step with ``CallDeniedError``),
+   ``Pause(reason, decide)`` (the run waits, ``awaiting_approval``, for ``decide()``,
+   whose answer then stands) or ``Substitute(result)`` (the call is not made; ``result``
+   is its answer, recorded as if it had been made). The first answer other than
+   ``Allow`` decides.
+4. **budget** (model calls). The call's worst case (its prompt priced at the dearest
+   input rate plus ``max_tokens`` of output) is reserved; a call that could take the run
+   past its budget is not made (``BudgetExhaustedError``).
+5. **dispatch** through the ``Dispatcher``. A model call makes at most
+   ``models.attempts`` requests, each cancelled at ``models.timeout_s`` by the worker that
+   makes it; a failing endpoint (429, 5xx, unreachable, its breaker open) is waited out
+   for up to ``models.patience_s``, honouring the provider's ``retry-after`` up to
+   ``models.retry_after_cap_s``; a refusal that no retry repairs (spend limit, invalid
+   request, authentication) fails at once (``ModelCallFailedError``, which the step does
+   not retry). One breaker per model endpoint opens on repeated failures and fails fast
+   while open. A worker that does not answer is waited out for
+   ``limits.transport_patience_s`` behind its role's breaker (``WorkerUnreachableError``).
+   A side-effecting tool call commits its *intent* before it is sent.
+6. **record** in the journal, under the call's key (a model reply and a side effect's
+   outcome are waited for: a replay depends on them).
+7. **observers** are told (``CallObserver``).
+
+A step retry first calls ``settle()``: every intent of the run still without an outcome
+is reconciled by its tool (or repeated under its own key when the tool is idempotent by
+key), and one that can be neither is ``EffectUncertainError`` (the run needs a human).
+
+The gate is per run (one ``RunSupervisor`` owns one); what runs share (settings,
+journal, dispatcher, breakers, interceptors) comes in the ``RunContext``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import anyio
+import msgspec
+import structlog
+from warden.actors.model import Purpose
+from warden.bus.wire import (
+    Block,
+    Message,
+    TextBlock,
+    ToolCallRecord,
+    ToolReply,
+    ToolRequest,
+    ToolSpec,
+    TurnReply,
+    TurnRequest,
+    Usage,
+)
+from warden.config.crashpoints import crash_point
+from warden.supervisor.breaker import CircuitBreaker
+from warden.supervisor.budget import Budget
+from warden.supervisor.dispatch import DispatchError
+from warden.supervisor.errors import (
+    BreakerOpenError,
+    CallDeniedError,
+    EffectUncertainError,
+    ModelCallFailedError,
+    ToolCallFailedError,
+    WorkerUnreachableError,
+)
+
+if TYPE_CHECKING:
+    from warden.supervisor.context import RunContext
+    from warden.supervisor.journal import Effect, RecordedCall
+
+__all__ = (
+    "Allow",
+    "CallGate",
+    "CallObserver",
+    "CallRecord",
+    "Decision",
+    "Deny",
+    "Interceptor",
+    "ModelCall",
+    "Pause",
+    "Substitute",
+    "ToolCall",
+)
+
+log = structlog.get_logger("warden.gate")
+
+_blocks_decoder = msgspec.json.Decoder(list[Block])
+_args_encoder = msgspec.json.Encoder(order="sorted")
+
+
+# -- what goes through the gate ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCall:
+    """One model call, built whole by the parent. ``role`` is the worker role that makes
+    it (``planner`` for the plan and synthesis calls); ``stored_from``: the messages
+    before this index were journalled with the previous call of the same attempt, so
+    only the delta is stored again."""
+
+    key: str
+    purpose: Purpose
+    role: str
+    model: str
+    system: str
+    messages: list[Message]
+    tools: list[ToolSpec]
+    max_tokens: int
+    step: int = -1
+    turn: int = -1
+    stored_from: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """One tool call the model asked for in ``turn`` of ``step``."""
+
+    key: str
+    role: str
+    step: int
+    turn: int
+    name: str
+    arguments: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """What observers are told of a call that was recorded (or answered by a decision)."""
+
+    run_id: str
+    key: str
+    kind: Literal["model", "tool"]
+    name: str
+    """The model, or the tool."""
+    role: str
+    step: int
+    ok: bool
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    decided_by: str | None = None
+    """The interceptor that substituted or denied it, if one did."""
+
+
+# -- decisions and interceptors ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the call go on to the next interceptor."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Do not make the call; ``reason`` says why (the model or the run is told)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Substitute:
+    """Do not make the call; ``result`` is its answer: the model's content (or a text)
+    for a model call, the call's record for a tool call."""
+
+    result: list[Block] | str | ToolCallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait for a decision (an approval): the run is ``awaiting_approval`` until
+    ``decide()`` answers; its answer then stands for this interceptor."""
+
+    reason: str
+    decide: Callable[[], Awaitable[Allow | Deny | Substitute]]
+
+
+Decision = Allow | Deny | Pause | Substitute
+ALLOW = Allow()
+
+
+class Interceptor(Protocol):
+    """One link of the gate's chain. Both methods are cancellation points; an exception
+    escaping them is a crash of the run supervisor (a replay), not a decision."""
+
+    name: str
+
+    async def on_model_call(self, run_id: str, call: ModelCall) -> Decision: ...
+
+    async def on_tool_call(self, run_id: str, call: ToolCall) -> Decision: ...
+
+
+class CallObserver(Protocol):
+    async def call_recorded(self, record: CallRecord) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    side_effects: bool
+    idempotent_by_key: bool
+    reconciles: bool
+    check: bool
+
+
+class _Uncertain(Exception):
+    """A side-effecting request got no answer but may have been delivered."""
+
+
+@dataclass(slots=True)
+class _OpenIntent:
+    call: ToolCall
+    declared: _Declared
+
+
+@dataclass
+class _Hooks:
+    paused: Callable[[str], Awaitable[None]] | None = None
+    resumed: Callable[[], Awaitable[None]] | None = None
+
+
+# -- the gate ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CallGate:
+    """The gate of one run. ``model`` and ``tool`` are cancellation points and raise only
+    what the module docstring names (plus what the journal raises when it breaks)."""
+
+    ctx: RunContext
+    run_id: str
+    budget: Budget
+    scenario: str | None = None
+    calls: dict[str, RecordedCall] = field(default_factory=dict)
+    """Recorded model calls of the run, by key (the replay)."""
+    effects: dict[str, Effect] = field(default_factory=dict)
+    """Recorded tool calls of the run, by key (the replay)."""
+    tokens: int = 0
+    hooks: _Hooks = field(default_factory=_Hooks)
+    _open: dict[str, _OpenIntent] = field(default_factory=dict)
+    _acted: dict[tuple[str, str, bytes], ToolCallRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, effect in self.effects.items():
+            record = effect.record
+            declared = self.declared(effect.tool)
+            if (record is not None and record.ok and declared is not None
+                    and declared.side_effects and not declared.idempotent_by_key
+                    and not declared.check):
+                self._acted[_effect_identity(key, record.name, record.arguments)] = record
+
+    # -- model calls -------------------------------------------------------------------
+
+    async def model(self, call: ModelCall) -> list[Block]:
+        """The model's content for ``call``: recorded, substituted, or made and recorded.
+
+        Raises ``CallDeniedError``, ``BudgetExhaustedError``, ``ModelCallFailedError`` and
+        ``WorkerUnreachableError``.
+        """
+        recorded = self.calls.get(call.key)
+        if recorded is not None:
+            return _blocks_decoder.decode(recorded.response)
+        if self.ctx.interceptors:
+            verdict, by = await self._decide(call)
+            if isinstance(verdict, Deny):
+                raise CallDeniedError(self.run_id, call.key, by, verdict.reason)
+            if isinstance(verdict, Substitute):
+                content = _content_of(verdict.result)
+                await self._record_model(call, call.model, content, Usage(), 0.0, 0.0, by)
+                return content
+        prices = self.ctx.prices
+        worst = prices.worst_case(
+            call.model, prices.estimate_prompt_tokens(call.system, call.messages, call.tools),
+            call.max_tokens,
+        )
+        held = self.budget.reserve(worst)
+        try:
+            reply = await self._attempts(call)
+        except BaseException:
+            self.budget.release(held)
+            raise
+        crash_point("model_replied")
+        cost = prices.cost(call.model, reply.usage)
+        self.budget.settle(held, cost)
+        assert reply.assistant is not None
+        await self._record_model(call, reply.model or call.model, reply.assistant.content,
+                                 reply.usage, cost, reply.latency_ms, None)
+        return reply.assistant.content
+
+    async def _attempts(self, call: ModelCall) -> TurnReply:
+        """Send the call until it is answered, refused for good, or out of attempts or
+        patience (see the module docstring)."""
+        settings = self.ctx.settings
+        models = settings.models
+        request = TurnRequest(
+            run_id=self.run_id, step=call.step, turn=call.turn, role=call.role,
+            max_tokens=call.max_tokens, messages=call.messages, scenario=self.scenario,
+            model=call.model, system=call.system, tools=call.tools, purpose=call.purpose,
+            deadline_s=models.timeout_s,
+        )
+        # The worker answers at its deadline; the NATS round trip gets the request timeout.
+        wait_s = models.timeout_s + settings.nats.request_timeout_s
+        give_up_at = anyio.current_time() + models.patience_s
+        breaker = self._model_breaker(call.model)
+        attempt = 0
+        while True:
+            try:
+                breaker.acquire()
+            except BreakerOpenError as exc:
+                if anyio.current_time() + exc.retry_after > give_up_at:
+                    raise ModelCallFailedError(
+                        self.run_id, call.key, call.model, attempt,
+                        f"{exc}; not waited for past the patience of {models.patience_s:g} s",
+                    ) from None
+                await anyio.sleep(exc.retry_after + random.uniform(0.0, 0.1))
+                continue
+            attempt += 1
+            try:
+                reply = await self._send(call.role, call.key, request, wait_s=wait_s)
+            except BaseException:
+                breaker.release()
+                raise
+            assert isinstance(reply, TurnReply)
+            if reply.error is None and reply.assistant is not None:
+                breaker.record_success()
+                return reply
+            problem = reply.error or "the worker answered without a message"
+            if not reply.retryable:
+                breaker.release()  # the request was wrong, not the endpoint
+                raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
+            breaker.record_failure()
+            if attempt >= models.attempts:
+                raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
+            wait = reply.retry_after_s
+            if wait is None:
+                wait = _full_jitter(settings.limits.retry_base_s, settings.limits.retry_max_s,
+                                    attempt - 1)
+            wait = min(wait, models.retry_after_cap_s)
+            if anyio.current_time() + wait > give_up_at:
+                raise ModelCallFailedError(
+                    self.run_id, call.key, call.model, attempt,
+                    f"{problem}; the endpoint did not recover within the patience of "
+                    f"{models.patience_s:g} s",
+                )
+            log.info("model_call_retry", run_id=self.run_id, key=call.key, model=call.model,
+                     attempt=attempt, wait_s=round(wait, 3), error=problem)
+            await anyio.sleep(wait)
+
+    async def _record_model(
+        self, call: ModelCall, model: str, content: list[Block], usage: Usage, cost: float,
+        latency_ms: float, decided_by: str | None,
+    ) -> None:
+        self.tokens += usage.total_tokens
+        request: dict[str, object] = {
+            "model": call.model, "role": call.role, "max_tokens": call.max_tokens,
+            "since": call.stored_from, "messages": call.messages[call.stored_from:],
+        }
+        if call.stored_from == 0:
+            request["system"] = call.system
+            request["tools"] = [t.name for t in call.tools]
+        await self.ctx.journal.record_turn(
+            self.run_id, key=call.key, step=None if call.step < 0 else call.step,
+            turn=None if call.turn < 0 else call.turn, purpose=call.purpose, model=model,
+            request=request, response=content, usage=usage, cost_usd=cost,
+            latency_ms=latency_ms,
+        )
+        for observer in self.ctx.observers:
+            await observer.call_recorded(CallRecord(
+                run_id=self.run_id, key=call.key, kind="model", name=model, role=call.role,
+                step=call.step, ok=True, usage=usage, cost_usd=cost, latency_ms=latency_ms,
+                decided_by=decided_by,
+            ))
+
+    def _model_breaker(self, model: str) -> CircuitBreaker:
+        breakers = self.ctx.model_breakers
+        breaker = breakers.get(model)
+        if breaker is None:
+            breaker = breakers[model] = CircuitBreaker.from_settings(
+                f"model:{model}", self.ctx.settings.breaker
+            )
+        return breaker
+
+    # -- tool calls --------------------------------------------------------------------
+
+    def declared(self, name: str) -> _Declared | None:
+        """The parent's declarations of tool ``name``; ``None`` when it knows no such tool."""
+        try:
+            tool = self.ctx.tools.get(name)
+        except KeyError:
+            return None
+        return _Declared(
+            side_effects=tool.side_effects, idempotent_by_key=tool.idempotent_by_key,
+            reconciles=tool.reconciles, check=bool(getattr(tool, "check", False)),
+        )
+
+    async def tool(self, call: ToolCall) -> ToolCallRecord:
+        """The record of ``call``: recorded, refused, substituted, or made once and recorded.
+
+        Raises ``EffectUncertainError``, ``ToolCallFailedError`` and
+        ``WorkerUnreachableError``.
+        """
+        effect = self.effects.get(call.key)
+        if effect is not None and effect.record is not None:
+            return effect.record
+        declared = self.declared(call.name)
+        if declared is None:
+            return await self._refuse(call, f"unknown tool {call.name!r}: not called")
+        if call.name not in self.ctx.settings.roles[call.role].tools:
+            return await self._refuse(
+                call, f"tool {call.name!r} is not in the allowlist of role {call.role!r}: "
+                      "not called")
+        identity = _effect_identity(call.key, call.name, call.arguments)
+        once = declared.side_effects and not declared.idempotent_by_key and not declared.check
+        if once:
+            done = self._acted.get(identity)
+            if done is not None:  # an earlier attempt of this step made this very effect
+                log.info("effect_not_repeated", run_id=self.run_id, key=call.key,
+                         tool=call.name)
+                await self._record_tool(call, done, wait=True)
+                return done
+        if self.ctx.interceptors:
+            verdict, by = await self._decide(call)
+            if isinstance(verdict, Deny):
+                return await self._refuse(call, f"denied by {by}: {verdict.reason}", by=by)
+            if isinstance(verdict, Substitute):
+                if not isinstance(verdict.result, ToolCallRecord):
+                    raise TypeError(f"{by} substituted a tool call with {verdict.result!r}")
+                await self._record_tool(call, verdict.result, wait=declared.side_effects,
+                                        by=by)
+                return verdict.result
+        record = await self._make(call, declared, uncertain=effect is not None)
+        if once and record.ok:
+            self._acted[identity] = record
+        return record
+
+    async def _make(
+        self, call: ToolCall, declared: _Declared, *, uncertain: bool
+    ) -> ToolCallRecord:
+        journal = self.ctx.journal
+        if not uncertain and declared.side_effects:
+            await journal.record_intent(call.key, run_id=self.run_id, step=call.step,
+                                        tool=call.name, arguments=call.arguments)
+            self._open[call.key] = _OpenIntent(call, declared)
+        while True:
+            if uncertain and declared.side_effects and not declared.idempotent_by_key:
+                acted = await self._reconcile(call, declared)
+                if acted is not None:
+                    return acted
+            try:
+                answer = await self._send(
+                    call.role, call.key, self._tool_request(call, "run"),
+                    wait_s=self.ctx.settings.limits.step_timeout_s,
+                    certain=not declared.side_effects or declared.idempotent_by_key,
+                )
+            except _Uncertain:
+                uncertain = True  # the request may have reached a worker: reconcile first
+                continue
+            assert isinstance(answer, ToolReply)
+            if answer.error is not None or answer.record is None:
+                # The intent stays open: the step's retry settles it first.
+                raise ToolCallFailedError(self.run_id, call.key, call.name,
+                                          answer.error or "no answer")
+            # A call without side effects may simply run again on a replay: not waited for.
+            await self._record_tool(call, answer.record, wait=declared.side_effects)
+            return answer.record
+
+    async def _reconcile(self, call: ToolCall, declared: _Declared) -> ToolCallRecord | None:
+        """Whether the uncertain call acted: its record (recorded now), or ``None``."""
+        if not declared.reconciles:
+            raise EffectUncertainError(
+                call.key, call.name, "may or may not have acted before a crash, and the "
+                "tool can neither reconcile nor repeat it safely")
+        answer = await self._send(call.role, call.key, self._tool_request(call, "reconcile"),
+                                  wait_s=self.ctx.settings.limits.step_timeout_s)
+        assert isinstance(answer, ToolReply)
+        if answer.error is not None:
+            raise EffectUncertainError(call.key, call.name, answer.error)
+        log.info("effect_reconciled", run_id=self.run_id, key=call.key,
+                 acted=answer.record is not None)
+        if answer.record is not None:
+            await self._record_tool(call, answer.record, wait=True)
+        return answer.record
+
+    async def settle(self) -> None:
+        """Resolve every intent of this run that has no outcome yet, before a step retry.
+
+        Reconciled when the tool can tell whether it acted; repeated under its own key
+        when the tool is idempotent by key; otherwise ``EffectUncertainError``. An intent
+        that had not acted is closed with a record saying so (``ok=False``), so the retry's
+        own call is the only one that acts.
+        """
+        for key, intent in list(self._open.items()):
+            call, declared = intent.call, intent.declared
+            if declared.idempotent_by_key:
+                await self._make(call, declared, uncertain=True)
+            else:
+                acted = await self._reconcile(call, declared)
+                if acted is None:
+                    await self._record_tool(call, ToolCallRecord(
+                        name=call.name, arguments=call.arguments, ok=False,
+                        output="did not act (settled before the step was retried)",
+                        duration_ms=0.0,
+                    ), wait=True)
+                elif not declared.check:
+                    self._acted[_effect_identity(key, call.name, call.arguments)] = acted
+            self._open.pop(key, None)
+
+    async def _refuse(self, call: ToolCall, reason: str, *, by: str | None = None
+                      ) -> ToolCallRecord:
+        record = ToolCallRecord(name=call.name, arguments=call.arguments, ok=False,
+                                output=reason, duration_ms=0.0)
+        log.warning("tool_call_refused", run_id=self.run_id, key=call.key, tool=call.name,
+                    reason=reason)
+        await self._record_tool(call, record, wait=False, by=by)
+        return record
+
+    async def _record_tool(self, call: ToolCall, record: ToolCallRecord, *, wait: bool,
+                           by: str | None = None) -> None:
+        self._open.pop(call.key, None)
+        await self.ctx.journal.record_outcome(call.key, run_id=self.run_id, step=call.step,
+                                              turn=call.turn, record=record, wait=wait)
+        for observer in self.ctx.observers:
+            await observer.call_recorded(CallRecord(
+                run_id=self.run_id, key=call.key, kind="tool", name=call.name,
+                role=call.role, step=call.step, ok=record.ok, latency_ms=record.duration_ms,
+                decided_by=by,
+            ))
+
+    def _tool_request(self, call: ToolCall, mode: Literal["run", "reconcile"]) -> ToolRequest:
+        return ToolRequest(
+            run_id=self.run_id, step=call.step, role=call.role, call_index=call.turn,
+            name=call.name, arguments=call.arguments, idempotency_key=call.key, mode=mode,
+        )
+
+    # -- the chain and the transport ---------------------------------------------------
+
+    async def _decide(self, call: ModelCall | ToolCall) -> tuple[Decision, str]:
+        """The first answer other than ``Allow`` in the chain, and who gave it."""
+        for interceptor in self.ctx.interceptors:
+            if isinstance(call, ModelCall):
+                verdict = await interceptor.on_model_call(self.run_id, call)
+            else:
+                verdict = await interceptor.on_tool_call(self.run_id, call)
+            if isinstance(verdict, Pause):
+                log.info("call_paused", run_id=self.run_id, key=call.key,
+                         interceptor=interceptor.name, reason=verdict.reason)
+                if self.hooks.paused is not None:
+                    await self.hooks.paused(verdict.reason)
+                verdict = await verdict.decide()
+                if self.hooks.resumed is not None:
+                    await self.hooks.resumed()
+            if not isinstance(verdict, Allow):
+                return verdict, interceptor.name
+        return ALLOW, ""
+
+    async def _send(
+        self, role: str, key: str, payload: TurnRequest | ToolRequest, *, wait_s: float,
+        certain: bool = True,
+    ) -> TurnReply | ToolReply:
+        """Hand one request to ``role``'s executor through its breaker, waiting out an
+        unreachable worker for up to ``transport_patience_s``.
+
+        Raises ``WorkerUnreachableError`` past that patience, and ``_Uncertain`` (with
+        ``certain=False``) when a request that may have been delivered got no answer.
+        """
+        ctx = self.ctx
+        limits = ctx.settings.limits
+        breaker = ctx.breakers.get(role)
+        deadline = anyio.current_time() + limits.transport_patience_s
+        dispatcher = ctx.dispatcher
+        failures = 0
+        while True:
+            if breaker is not None:
+                try:
+                    breaker.acquire()
+                except BreakerOpenError as exc:
+                    wait = exc.retry_after + random.uniform(0.0, 0.1)
+                    if anyio.current_time() + wait > deadline:
+                        raise WorkerUnreachableError(self.run_id, key, role, str(exc)) from exc
+                    await anyio.sleep(wait)
+                    continue
+            try:
+                if isinstance(payload, TurnRequest):
+                    reply: TurnReply | ToolReply = await dispatcher.model(payload,
+                                                                          wait_s=wait_s)
+                else:
+                    reply = await dispatcher.tool(payload, wait_s=wait_s)
+            except DispatchError as exc:
+                if breaker is not None:
+                    if exc.connection_lost:
+                        breaker.release()  # a lost connection is not the worker's fault
+                    else:
+                        breaker.record_failure()
+                if not certain and exc.maybe_delivered:
+                    raise _Uncertain(exc.problem) from exc
+                wait = _full_jitter(limits.retry_base_s, limits.retry_max_s, failures)
+                failures += 1
+                if anyio.current_time() + wait > deadline:
+                    raise WorkerUnreachableError(self.run_id, key, role, exc.problem) from exc
+                log.info("worker_unreachable", run_id=self.run_id, role=role,
+                         error=exc.problem)
+                await anyio.sleep(wait)
+                continue
+            except BaseException:
+                if breaker is not None:
+                    breaker.release()
+                raise
+            if breaker is not None:
+                # A model's error is the endpoint's (its own breaker counts it); a worker
+                # that cannot run a tool call is the worker's.
+                if isinstance(reply, ToolReply) and reply.error is not None:
+                    breaker.record_failure()
+                else:
+                    breaker.record_success()
+            return reply
+
+
+def _full_jitter(base: float, cap: float, retry: int) -> float:
+    return random.uniform(0.0, min(cap, base * 2**retry))
+
+
+def _content_of(result: list[Block] | str | ToolCallRecord) -> list[Block]:
+    if isinstance(result, str):
+        return [TextBlock(text=result)]
+    if isinstance(result, ToolCallRecord):
+        raise TypeError("a model call was substituted with a tool call's record")
+    return result
+
+
+def _effect_identity(key: str, name: str, arguments: dict[str, object]) -> tuple[str, str, bytes]:
+    """What makes two tool calls the same effect: the run, epoch and step of ``key``
+    (``<run>/e<epoch>/s<step>/a<attempt>/...``: the attempt left out), the tool and its
+    arguments."""
+    step_prefix = key.split("/a", 1)[0]
+    return step_prefix, name, _args_encoder.encode(arguments)
+
