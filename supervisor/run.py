@@ -152,18 +152,20 @@ class RunSupervisor:
         except Exception as exc:  # events are for watchers; the journal is the record
             log.warning("event_publish_failed", run_id=self.run_id, error=str(exc))
 
-    async def _transition(self, status: str, message: str = "", **fields: object) -> None:
-        # Only the run's end waits for its commit (its event says the result is readable);
-        # a replay rebuilds the statuses before it from the recorded calls.
+    async def _transition(self, status: str, message: str = "", *, wait: bool = False,
+                          **fields: object) -> None:
+        # Only the run's end (its event says the result is readable) and a pause (a person
+        # reads it) wait for their commit; a replay rebuilds the other statuses from the
+        # recorded calls.
         await self.ctx.journal.transition(
             self.run_id, status, message=message, tokens=self.tokens,
-            cost_usd=self.budget.spent_usd, wait=status in TERMINAL,
+            cost_usd=self.budget.spent_usd, wait=wait or status in TERMINAL,
             **fields,  # type: ignore[arg-type]
         )
         await self._emit("status", status, message)
 
     async def _paused(self, reason: str) -> None:
-        await self._transition("awaiting_approval", reason)
+        await self._transition("awaiting_approval", reason, wait=True)
 
     async def _resumed(self) -> None:
         await self._transition("running", "decision taken")
