@@ -23,7 +23,7 @@ supervisor restarts it.
 
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 from pathlib import Path
 
 import anyio
@@ -54,13 +54,28 @@ WORKSPACES = "workspaces"
 """The folder of a worker's data directory that holds one workspace per run."""
 
 
-@functools.lru_cache(maxsize=4096)
-def _workspace(root: Path, run_id: str) -> Workspace:
-    """The workspace of ``run_id`` under ``root``, created and resolved once per run
-    rather than per tool call (it walks the path with lstat)."""
+_KNOWN_WORKSPACES = 4096
+_workspaces: OrderedDict[tuple[Path, str], Workspace] = OrderedDict()
+
+
+def _make_workspace(root: Path, run_id: str) -> Workspace:
     path = root / run_id
     path.mkdir(parents=True, exist_ok=True)
     return Workspace(path)
+
+
+async def _workspace(root: Path, run_id: str) -> Workspace:
+    """The workspace of ``run_id`` under ``root``: created and resolved (a walk of the
+    path with lstat, off the event loop) on the run's first tool call, then taken from a
+    cache of the most recent runs' — a thread hop per tool call cost ~100 us of CPU."""
+    key = (root, run_id)
+    workspace = _workspaces.get(key)
+    if workspace is None:
+        workspace = await anyio.to_thread.run_sync(_make_workspace, root, run_id)
+        _workspaces[key] = workspace
+        if len(_workspaces) > _KNOWN_WORKSPACES:
+            _workspaces.popitem(last=False)
+    return workspace
 
 
 async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) -> TurnReply:
@@ -114,7 +129,7 @@ async def execute_tool(
     if not subjects.is_valid_id(request.run_id):
         return ToolReply(run_id=request.run_id, idempotency_key=key,
                          error=f"run id {request.run_id!r} is not a valid id")
-    workspace = await anyio.to_thread.run_sync(_workspace, workspaces, request.run_id)
+    workspace = await _workspace(workspaces, request.run_id)
     ctx = ToolContext(
         workspace=workspace, sandbox=sandbox, role=request.role, run_id=request.run_id,
         step=request.step, call_index=request.call_index, idempotency_key=key,

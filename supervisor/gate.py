@@ -421,9 +421,9 @@ class CallGate:
             return await self._refuse(
                 call, f"tool {call.name!r} is not in the allowlist of role {call.role!r}: "
                       "not called")
-        identity = _effect_identity(call.key, call.name, call.arguments)
         once = declared.side_effects and not declared.idempotent_by_key and not declared.check
-        if once:
+        identity = _effect_identity(call.key, call.name, call.arguments) if once else None
+        if identity is not None:
             done = self._acted.get(identity)
             if done is not None:  # an earlier attempt of this step made this very effect
                 log.info("effect_not_repeated", run_id=self.run_id, key=call.key,
@@ -441,7 +441,7 @@ class CallGate:
                                         by=by)
                 return verdict.result
         record = await self._make(call, declared, uncertain=effect is not None)
-        if once and record.ok:
+        if identity is not None and record.ok:
             self._acted[identity] = record
         return record
 
