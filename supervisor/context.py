@@ -38,6 +38,8 @@ class RunContext:
     tools: ToolRegistry
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     model_breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    model_faults: dict[str, str] = field(default_factory=dict)
+    """The last failure of each model endpoint: what an open breaker's refusal names."""
     interceptors: Sequence[Interceptor] = ()
     observers: Sequence[CallObserver] = ()
     tool_specs: dict[str, list[ToolSpec]] = field(default_factory=dict)

@@ -320,9 +320,11 @@ class CallGate:
                 breaker.acquire()
             except BreakerOpenError as exc:
                 if anyio.current_time() + exc.retry_after > give_up_at:
+                    fault = self.ctx.model_faults.get(call.model, "")
                     raise ModelCallFailedError(
                         self.run_id, call.key, call.model, attempt,
-                        f"{exc}; not waited for past the patience of {models.patience_s:g} s",
+                        f"{exc}; not waited for past the patience of {models.patience_s:g} s"
+                        + (f" (its last failure: {fault})" if fault else ""),
                     ) from None
                 await anyio.sleep(exc.retry_after + random.uniform(0.0, 0.1))
                 continue
@@ -341,6 +343,7 @@ class CallGate:
                 breaker.release()  # the request was wrong, not the endpoint
                 raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
             breaker.record_failure()
+            self.ctx.model_faults[call.model] = problem
             if attempt >= models.attempts:
                 raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
             wait = reply.retry_after_s
