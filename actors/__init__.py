@@ -14,20 +14,32 @@ from warden.actors.errors import (
     ModelRequestError,
     ModelUnavailableError,
     SandboxError,
+    ScriptError,
     ToolArgumentsError,
     ToolError,
     ToolNotAllowedError,
+    ToolTimeoutError,
+    UnknownModelPriceError,
+    UnknownToolError,
     WorkspaceEscapeError,
 )
-from warden.actors.model import Model, ModelReply, ModelRequest, build_model
-from warden.actors.pricing import PriceTable, UnknownModelPriceError
+from warden.actors.model import Model, ModelReply, ModelRequest
+from warden.actors.model_factory import build_model
+from warden.actors.pricing import PriceTable
 from warden.actors.sandbox import SandboxResult, run_sandboxed
-from warden.actors.scripted_model import ScriptedModel, ScriptError, load_scripts
-from warden.actors.tools import Tool, ToolBase, ToolContext, ToolRegistry, default_registry
+from warden.actors.scripted_model import ScriptedModel, load_scripts
+from warden.actors.tools import (
+    Tool,
+    ToolBase,
+    ToolContext,
+    ToolDeclaration,
+    ToolRegistry,
+    default_registry,
+)
 from warden.actors.worker import Worker
 from warden.actors.workspace import Workspace
 
-__all__ = [
+__all__ = (
     "Actor",
     "ActorError",
     "Model",
@@ -46,10 +58,13 @@ __all__ = [
     "ToolArgumentsError",
     "ToolBase",
     "ToolContext",
+    "ToolDeclaration",
     "ToolError",
     "ToolNotAllowedError",
     "ToolRegistry",
+    "ToolTimeoutError",
     "UnknownModelPriceError",
+    "UnknownToolError",
     "Worker",
     "Workspace",
     "WorkspaceEscapeError",
@@ -57,4 +72,4 @@ __all__ = [
     "default_registry",
     "load_scripts",
     "run_sandboxed",
-]
+)

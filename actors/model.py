@@ -2,16 +2,22 @@
 
 Two clients implement it: ``AnthropicModel`` (the Messages API through the official SDK)
 and ``ScriptedModel`` (deterministic and offline). The run supervisor and the workers see
-only ``Model``.
+only ``Model``. Which client serves is ``build_model``'s choice, in ``model_factory.py``:
+the clients import this module, so this module imports none of them.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 from warden.bus.wire import Block, Message, TextBlock, ToolSpec, Usage
-from warden.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    # For the lazy name below; the type checker follows it, the interpreter does not.
+    from warden.actors.model_factory import build_model as build_model
+
+__all__ = ("Model", "ModelReply", "ModelRequest", "Purpose")
 
 Purpose = Literal["plan", "step", "synthesize"]
 
@@ -62,29 +68,13 @@ class Model(Protocol):
     async def aclose(self) -> None: ...
 
 
-def build_model(settings: Settings, *, api_key: str | None) -> Model:
-    """The model client the settings ask for.
+def __getattr__(name: str) -> object:
+    # ``build_model`` moved to model_factory.py; supervisor/daemon.py and supervisor/cli.py
+    # still import it from here. Looked up on first use, not at import, so that importing
+    # this module loads no client (model_factory imports them, and they import this
+    # module). Drop this once those two lines import ``warden.actors.build_model``.
+    if name == "build_model":
+        from warden.actors.model_factory import build_model
 
-    ``provider = "auto"`` picks anthropic when ``api_key`` is set and the scripted model
-    otherwise. Raises ``ConfigError`` when anthropic is asked for without a key.
-    """
-    provider = settings.models.provider
-    if provider == "auto":
-        provider = "anthropic" if api_key else "scripted"
-    if provider == "anthropic":
-        if not api_key:
-            raise ConfigError("models.provider", "anthropic", "needs ANTHROPIC_API_KEY to be set")
-        from warden.actors.anthropic_model import AnthropicModel
-
-        return AnthropicModel(
-            api_key=api_key,
-            base_url=settings.models.anthropic_base_url,
-            timeout=settings.models.timeout_s,
-            max_retries=settings.models.max_retries,
-        )
-    from warden.actors.scripted_model import ScriptedModel, load_scripts
-
-    return ScriptedModel(
-        latency_ms=settings.models.scripted_latency_ms,
-        scenarios=load_scripts(settings.models.script_files),
-    )
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

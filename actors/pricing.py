@@ -20,11 +20,11 @@ import re
 from collections.abc import Sequence
 
 import msgspec
-from warden.actors.errors import ActorError
+from warden.actors.errors import UnknownModelPriceError
 from warden.bus.wire import Message, ToolSpec, Usage
 from warden.config.settings import PriceEntry, PricingSettings
 
-__all__ = ["PriceTable", "UnknownModelPriceError"]
+__all__ = ("PriceTable",)
 
 _PER_MTOK = 1_000_000.0
 
@@ -44,24 +44,6 @@ at 300-350 tokens, depending on the model and ``tool_choice``)."""
 
 BASE_OVERHEAD_TOKENS = 16
 """Added once per call for the framing of the prompt itself."""
-
-
-class UnknownModelPriceError(ActorError):
-    """The price table has no entry for a model, so its calls cannot be budgeted.
-
-    Never retryable: the table is configuration (``[pricing.models."<model>"]``).
-    """
-
-    def __init__(self, model: str, as_of: str, known: Sequence[str]) -> None:
-        self.model = model
-        self.as_of = as_of
-        self.known = tuple(known)
-        self.retryable = False
-        listed = ", ".join(repr(m) for m in self.known) or "none"
-        super().__init__(
-            f"no price for model {model!r} in the price table as of {as_of} (known: {listed}); "
-            f'add [pricing.models."{model}"] to the configuration'
-        )
 
 
 class PriceTable:

@@ -91,6 +91,27 @@ class SandboxResult(msgspec.Struct, frozen=True, kw_only=True):
         except ValueError:
             return f"signal {self.killed_by_signal}"
 
+    @property
+    def ending(self) -> str:
+        """How the process ended, in words: a timeout, a signal, or its exit code with
+        the end of its stderr."""
+        if self.timed_out:
+            return f"timed out after {self.duration_s:.1f} s and was killed"
+        if self.killed_by_signal is not None:
+            return f"killed by {self.signal_name} (a resource limit, or a crash)"
+        return f"exited with code {self.exit_code}: {self.stderr.strip()[-500:]}"
+
+    @property
+    def report(self) -> str:
+        """The exit code, then stdout and stderr under headings when not empty: what a
+        tool shows the model of a run."""
+        parts = [f"exit code: {self.exit_code}"]
+        if self.stdout:
+            parts.append(f"--- stdout ---\n{self.stdout.rstrip()}")
+        if self.stderr:
+            parts.append(f"--- stderr ---\n{self.stderr.rstrip()}")
+        return "\n".join(parts)
+
 
 def sandbox_environment(cwd: Path) -> dict[str, str]:
     """The child's whole environment; nothing of ours is copied into it."""

@@ -36,6 +36,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import msgspec
+from warden.actors.errors import ScriptError
 from warden.actors.model import ModelReply, ModelRequest
 from warden.bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 
@@ -73,15 +74,6 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Script(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scenario: dict[str, Scenario]
-
-
-class ScriptError(Exception):
-    """A script file is missing, not TOML, or does not follow the script schema."""
-
-    def __init__(self, source: str, problem: str) -> None:
-        self.source = source
-        self.problem = problem
-        super().__init__(f"script {source!r}: {problem}")
 
 
 def load_scripts(extra_files: Sequence[str] = ()) -> dict[str, Scenario]:

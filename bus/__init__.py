@@ -1,4 +1,5 @@
-"""Everything NATS: the embedded server, the connection, subjects and wire messages.
+"""Everything NATS: the embedded server, the connection (core NATS and, through it,
+JetStream), subjects and wire messages.
 
 The only package that imports ``nats``. It knows nothing of agents.
 """
@@ -28,7 +29,7 @@ from warden.bus.errors import (
     translate,
 )
 
-__all__ = [
+__all__ = (
     "Bus",
     "BusConnectionError",
     "BusError",
@@ -50,4 +51,4 @@ __all__ = [
     "subjects",
     "translate",
     "wire",
-]
+)

@@ -1,4 +1,4 @@
-"""The bus: one NATS connection, its mailboxes, and the JetStream streams warden uses.
+"""The bus: one NATS connection and its mailboxes (core NATS).
 
 ``open_bus(url)`` connects (retrying until ``connect_timeout``), reconnects forever with
 exponential backoff once connected, and on exit drains then closes, bounded in time.
@@ -8,18 +8,17 @@ translated by ``bus.errors.translate`` before it leaves this module.
 Core NATS, the hot path (thousands of requests a second in the benchmark):
 
 - ``publish`` / ``request`` / ``respond`` move ``bytes``; nothing is encoded here.
+  ``publish`` and ``request`` carry NATS headers (trace context, for one), which
+  ``Envelope.headers`` hands to ``serve`` and ``subscribe``; without headers, a message
+  is the plain ``PUB`` it was before headers were accepted, at no extra cost.
 - ``subscribe`` yields a ``Subscription``: an actor's mailbox, an async iterator of
   ``Envelope``. The mailbox is bounded: ``pending_limit`` messages in the client plus a
   small hand-off buffer; beyond that nats-py drops messages and ``bus_error`` is logged
   with a slow-consumer error.
 
-JetStream, the durable path:
-
-- ``ensure_streams`` creates or updates ``WARDEN_TASKS`` (work queue) and
-  ``WARDEN_EVENTS`` (limits, 7 days).
-- ``publish_task`` publishes a task with a ``Nats-Msg-Id`` for server-side dedupe.
-- ``task_consumer`` is the durable pull consumer the daemon fetches tasks from.
-- ``follow`` replays a run's events from the start, then goes on live.
+JetStream, the durable path, lives in ``jetstream.py``; ``Bus`` reaches it through the
+same connection with ``ensure_streams``, ``publish_task``, ``task_consumer`` and
+``follow``, which delegate there.
 
 Only asyncio is supported as the anyio backend: nats-py is written against asyncio.
 """
@@ -31,6 +30,7 @@ import contextlib
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -39,20 +39,21 @@ import anyio
 import msgspec
 import nats
 import nats.errors
-import nats.js.api as jsapi
-import nats.js.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
-from warden.bus.errors import BusConnectionError, translate
-from warden.bus.subjects import EVENTS_STREAM, EVENTS_WILDCARD, TASKS, TASKS_CONSUMER, TASKS_STREAM
+from warden.bus import jetstream
+from warden.bus.errors import FAILURES, BusConnectionError, translate
+from warden.bus.jetstream import PubAck, TaskConsumer, TaskMessage
+from warden.bus.subjects import TASKS_CONSUMER
 
 if TYPE_CHECKING:
     from nats.aio.client import Client, Server
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as NatsSubscription
-    from nats.js import JetStreamContext
 
-__all__ = [
+# PubAck, TaskConsumer and TaskMessage are jetstream.py's; they are named here too because
+# they were defined here first and are imported from here (supervisor/intake.py).
+__all__ = (
     "Bus",
     "BusStatistics",
     "Envelope",
@@ -61,22 +62,17 @@ __all__ = [
     "TaskConsumer",
     "TaskMessage",
     "open_bus",
-]
+)
 
 log = structlog.get_logger(__name__)
 
-MSG_ID_HEADER = "Nats-Msg-Id"
-EVENTS_MAX_AGE = 7 * 24 * 3600.0
-
-# What a nats-py call can raise at us: its own errors, and the transport's.
-_FAILURES = (nats.errors.Error, OSError, TimeoutError)
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _HANDOFF_BUFFER = 128  # envelopes between nats-py's delivery task and the mailbox reader
 _CLEANUP_TIMEOUT = 5.0
 _STATUS_HEADER = "Status"  # how nats-py hands over a status line, e.g. 503: no responders
 _NO_RESPONDERS = "503"
 _REPLY_PENDING_LIMIT = 1_000_000  # replies waiting for the delivery task: one per request
-_STREAM_CONFIG_CONFLICT = 10058  # JetStream err_code: stream exists with other config
+_CONNECTION_DROPPED = "the connection dropped before the reply came"
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 5.0
@@ -88,7 +84,8 @@ _BACKOFF_CAP = 5.0
 class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One message delivered to a mailbox. ``reply`` is ``""`` when none was asked for.
 
-    ``headers`` is read-only (a shared empty mapping when the message had none), which
+    ``headers`` are the NATS headers its sender gave ``publish`` or ``request`` (trace
+    context, for one), read-only: a shared empty mapping when the message had none, which
     keeps this record free of per-message allocations beyond itself. ``gc=False`` is
     safe: an envelope holds only strings, bytes and a flat mapping, never a cycle.
     """
@@ -97,14 +94,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     data: bytes
     headers: Mapping[str, str]
     reply: str
-
-
-@dataclass(frozen=True, slots=True)
-class PubAck:
-    """The stream's acknowledgement of a JetStream publish."""
-
-    seq: int
-    duplicate: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,110 +146,6 @@ class Subscription:
             raise StopAsyncIteration from None
 
 
-# -- tasks ------------------------------------------------------------------------------
-
-
-class TaskMessage:
-    """A task fetched from the ``WARDEN_TASKS`` stream; settle it with exactly one of
-    ``ack``, ``nak`` or ``term``. A message not settled within ``ack_wait`` is redelivered.
-    """
-
-    __slots__ = ("_msg", "data", "headers", "msg_id", "num_delivered", "stream_seq")
-
-    def __init__(self, msg: Msg) -> None:
-        meta = msg.metadata
-        self._msg = msg
-        self.data: bytes = msg.data
-        self.headers: Mapping[str, str] = msg.headers or _NO_HEADERS
-        self.stream_seq: int = meta.sequence.stream
-        self.num_delivered: int = meta.num_delivered
-        self.msg_id: str | None = self.headers.get(MSG_ID_HEADER)
-
-    def __repr__(self) -> str:
-        return (
-            f"TaskMessage(stream_seq={self.stream_seq}, num_delivered={self.num_delivered}, "
-            f"msg_id={self.msg_id!r})"
-        )
-
-    async def ack(self, *, timeout: float = 5.0) -> None:
-        """Acknowledge, and wait until the server confirms it (a double ack).
-
-        Once this returns, the task is gone from the work queue and will not be
-        redelivered. Raises ``BusTimeoutError`` if no confirmation came in ``timeout``,
-        ``BusError`` if the message was already settled.
-        """
-        try:
-            await self._msg.ack_sync(timeout=timeout)
-        except _FAILURES as exc:
-            raise translate(exc, operation="ack task", subject=TASKS, timeout=timeout) from exc
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Ask for redelivery, after ``delay`` seconds if given. Does not wait."""
-        try:
-            await self._msg.nak(delay=delay)
-        except _FAILURES as exc:
-            raise translate(exc, operation="nak task", subject=TASKS) from exc
-
-    async def term(self) -> None:
-        """Give up on the task: it is never redelivered. Does not wait."""
-        try:
-            await self._msg.term()
-        except _FAILURES as exc:
-            raise translate(exc, operation="term task", subject=TASKS) from exc
-
-
-class TaskConsumer:
-    """A durable pull consumer on ``WARDEN_TASKS``."""
-
-    __slots__ = ("_psub", "durable")
-
-    def __init__(self, durable: str, psub: JetStreamContext.PullSubscription) -> None:
-        self.durable = durable
-        self._psub = psub
-
-    async def fetch(self, batch: int, timeout: float) -> list[TaskMessage]:
-        """Fetch up to ``batch`` tasks, waiting at most ``timeout`` seconds for the first.
-
-        Returns ``[]`` when none came in time (not an error). A cancellation point.
-        ``timeout`` is sent to the server as the pull request's expiry, which is why it
-        is a parameter and not the caller's cancel scope.
-        """
-        try:
-            msgs = await self._psub.fetch(batch, timeout=timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            # nats.js.errors.FetchTimeoutError is a nats TimeoutError; nats-py also lets a
-            # bare asyncio.TimeoutError out of its pull loop when the server is slow to
-            # answer (seen right after a restart with many redeliveries): none came in time.
-            return []
-        except _FAILURES as exc:
-            raise translate(exc, operation="fetch tasks", subject=TASKS, timeout=timeout) from exc
-        return [TaskMessage(msg) for msg in msgs]
-
-
-# -- event replay -----------------------------------------------------------------------
-
-
-class _EventFeed:
-    """Payloads of an ordered consumer, oldest first; ends when the feed is closed."""
-
-    __slots__ = ("_psub", "_subject")
-
-    def __init__(self, subject: str, psub: JetStreamContext.PushSubscription) -> None:
-        self._subject = subject
-        self._psub = psub
-
-    def __aiter__(self) -> _EventFeed:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            # PushSubscription.next_msg also answers JetStream flow control.
-            msg = await self._psub.next_msg(timeout=None)
-        except _FAILURES as exc:
-            raise translate(exc, operation="follow", subject=self._subject) from exc
-        return msg.data
-
-
 # -- the bus ----------------------------------------------------------------------------
 
 
@@ -298,7 +183,9 @@ class Bus:
         # went to the old connection): fail those requests now, not at their deadline.
         for waiter in self._replies.values():
             if not waiter.done():
-                waiter.set_exception(_ConnectionLost())
+                waiter.set_exception(
+                    BusConnectionError(_CONNECTION_DROPPED, operation="request", retryable=True)
+                )
 
     @property
     def is_connected(self) -> bool:
@@ -322,26 +209,37 @@ class Bus:
     async def publish(
         self, subject: str, data: bytes, *, headers: dict[str, str] | None = None
     ) -> None:
-        """Publish ``data`` on ``subject`` (fire and forget).
+        """Publish ``data`` (with ``headers``, if given) on ``subject``; fire and forget.
 
         Buffers into the client's outbound buffer and returns; while reconnecting, that
-        buffer fills and ``PublishError`` (retryable) is raised.
+        buffer fills and ``PublishError`` (retryable) is raised. Subscribers see
+        ``headers`` in ``Envelope.headers``.
         """
         try:
             await self._nc.publish(subject, data, headers=headers)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise translate(exc, operation="publish", subject=subject) from exc
 
-    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
-        """Send a request and return the first reply's payload.
+    async def request(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """Send a request (with ``headers``, if given) and return the first reply's payload.
 
         A cancellation point. Raises ``BusTimeoutError`` after ``timeout`` seconds without
-        a reply, ``NoRespondersError`` at once if nobody subscribes to ``subject``, and
-        ``BusConnectionError`` (retryable) as soon as the connection drops meanwhile.
+        a reply, ``NoRespondersError`` at once if nobody subscribes to ``subject``,
+        ``BusConnectionError`` (retryable) as soon as the connection drops meanwhile, and
+        ``PublishError`` for a subject or header the client refuses.
 
         The lean path of every hand-off to a worker: a future in a dict and a timer,
         where nats-py's ``request`` adds a NUID, ``wait_for`` and a done callback, and a
-        cancel scope per request would be needed to fail it on a disconnect.
+        cancel scope per request would be needed to fail it on a disconnect. ``headers``
+        go to nats-py's ``publish`` as they are: ``None`` sends a plain ``PUB``, as before
+        headers were accepted here; the responder sees them in ``Envelope.headers``.
         """
         token = str(next(self._next_token))
         loop = asyncio.get_running_loop()
@@ -349,14 +247,13 @@ class Bus:
         self._replies[token] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await self._nc.publish(subject, data, reply=self._reply_prefix + token)
+            await self._nc.publish(subject, data, reply=self._reply_prefix + token, headers=headers)
             return await waiter
-        except _ConnectionLost:
+        except BusConnectionError as exc:  # from _fail_in_flight, which knows no subject
             raise BusConnectionError(
-                "the connection dropped before the reply came", operation="request",
-                subject=subject, retryable=True,
+                exc.reason, operation="request", subject=subject, retryable=True
             ) from None
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise translate(exc, operation="request", subject=subject, timeout=timeout) from exc
         finally:
             timer.cancel()
@@ -367,7 +264,7 @@ class Bus:
         if envelope.reply:
             try:
                 await self._nc.publish(envelope.reply, data)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 raise translate(exc, operation="respond", subject=envelope.subject) from exc
 
     @contextlib.asynccontextmanager
@@ -425,7 +322,7 @@ class Bus:
             sub = await self._nc.subscribe(
                 subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_limit
             )
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise translate(exc, operation="subscribe", subject=subject) from exc
         try:
             yield
@@ -433,120 +330,43 @@ class Bus:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
                 await _unsubscribe_quietly(sub)
 
-    # -- JetStream ----------------------------------------------------------------------
+    # -- JetStream (jetstream.py) --------------------------------------------------------
 
     async def ensure_streams(self, *, duplicate_window: float = 120.0) -> None:
-        """Create or update ``WARDEN_TASKS`` and ``WARDEN_EVENTS``. Idempotent.
+        """Create or update ``WARDEN_TASKS`` and ``WARDEN_EVENTS``; idempotent.
 
-        Raises ``JetStreamError`` if a stream exists with a configuration that cannot be
-        updated in place (e.g. another retention policy).
+        See ``jetstream.ensure_streams`` (raises ``JetStreamError``).
         """
-        tasks = jsapi.StreamConfig(
-            name=TASKS_STREAM,
-            subjects=[TASKS],
-            retention=jsapi.RetentionPolicy.WORK_QUEUE,
-            storage=jsapi.StorageType.FILE,
-            duplicate_window=duplicate_window,
-        )
-        events = jsapi.StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=[EVENTS_WILDCARD],
-            retention=jsapi.RetentionPolicy.LIMITS,
-            storage=jsapi.StorageType.FILE,
-            max_age=EVENTS_MAX_AGE,
-        )
-        for config in (tasks, events):
-            await self._ensure_stream(config)
-
-    async def _ensure_stream(self, config: jsapi.StreamConfig) -> None:
-        try:
-            try:
-                await self._js.add_stream(config)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_CONFIG_CONFLICT:
-                    raise
-                await self._js.update_stream(config)
-        except _FAILURES as exc:
-            raise translate(exc, operation="ensure stream", subject=config.name) from exc
+        await jetstream.ensure_streams(self._js, duplicate_window=duplicate_window)
 
     async def publish_task(
-        self,
-        data: bytes,
-        *,
-        msg_id: str | None,
-        timeout: float = 5.0,
+        self, data: bytes, *, msg_id: str | None, timeout: float = 5.0
     ) -> PubAck:
-        """Publish a task to the tasks stream and wait for the stream's ack.
+        """Publish a task, deduplicated by ``msg_id``, and wait for the stream's ack.
 
-        With ``msg_id``, the server drops a second publish of the same id within the
-        stream's duplicate window and answers ``duplicate=True`` with the first's ``seq``.
-        Raises ``PublishError`` (retryable) if no stream took it, ``BusTimeoutError``.
+        See ``jetstream.publish_task`` (raises ``PublishError``, ``BusTimeoutError``).
         """
-        headers = {MSG_ID_HEADER: msg_id} if msg_id is not None else None
-        try:
-            ack = await self._js.publish(
-                TASKS, data, timeout=timeout, stream=TASKS_STREAM, headers=headers
-            )
-        except _FAILURES as exc:
-            raise translate(exc, operation="publish task", subject=TASKS, timeout=timeout) from exc
-        return PubAck(seq=ack.seq, duplicate=bool(ack.duplicate))
+        return await jetstream.publish_task(self._js, data, msg_id=msg_id, timeout=timeout)
 
-    @contextlib.asynccontextmanager
-    async def task_consumer(
+    def task_consumer(
         self, *, durable: str = TASKS_CONSUMER, max_deliver: int = 5, ack_wait: float = 30.0
-    ) -> AsyncIterator[TaskConsumer]:
-        """Bind to the durable pull consumer ``durable``, creating or updating it.
-
-        The consumer (and its unacknowledged tasks) outlives the context and the process;
-        only this client's subscription ends on exit. Raises ``JetStreamError`` if the
-        stream is missing (call ``ensure_streams`` first).
-        """
-        config = jsapi.ConsumerConfig(
-            name=durable,
-            durable_name=durable,
-            ack_policy=jsapi.AckPolicy.EXPLICIT,
-            deliver_policy=jsapi.DeliverPolicy.ALL,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait,
-            filter_subject=TASKS,
+    ) -> AbstractAsyncContextManager[TaskConsumer]:
+        """``async with bus.task_consumer() as consumer``: the durable pull consumer of
+        tasks, created or updated. See ``jetstream.task_consumer``."""
+        return jetstream.task_consumer(
+            self._js, durable=durable, max_deliver=max_deliver, ack_wait=ack_wait
         )
-        try:
-            # Without an action, CONSUMER.CREATE creates or updates (nats-server >= 2.10).
-            await self._js.add_consumer(TASKS_STREAM, config)
-            psub = await self._js.pull_subscribe_bind(durable=durable, stream=TASKS_STREAM)
-        except _FAILURES as exc:
-            raise translate(exc, operation="bind task consumer", subject=TASKS_STREAM) from exc
-        try:
-            yield TaskConsumer(durable, psub)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-                await _unsubscribe_quietly(psub)
 
-    @contextlib.asynccontextmanager
-    async def follow(self, subject: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Replay every stored event on ``subject`` from the start, then live ones.
-
-        Backed by an ordered (ephemeral, flow-controlled) consumer on ``WARDEN_EVENTS``,
-        so a follower that attaches late still sees the whole history, in order. The
-        iterator blocks for the next event and is a cancellation point.
-        """
-        try:
-            psub = await self._js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
-        except _FAILURES as exc:
-            raise translate(exc, operation="follow", subject=subject) from exc
-        try:
-            yield _EventFeed(subject, psub)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-                await _unsubscribe_quietly(psub)
+    def follow(self, subject: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """``async with bus.follow(subject) as events``: every stored event on ``subject``
+        from the start, then live ones. See ``jetstream.follow``."""
+        return jetstream.follow(self._js, subject)
 
 
-async def _unsubscribe_quietly(
-    sub: NatsSubscription | JetStreamContext.PullSubscription,
-) -> None:
+async def _unsubscribe_quietly(sub: NatsSubscription) -> None:
     # On the way out the connection may already be closed or draining; the interest
     # dies with it then, so there is nothing left to undo.
-    with contextlib.suppress(*_FAILURES):
+    with contextlib.suppress(*FAILURES):
         await sub.unsubscribe()
 
 
@@ -621,7 +441,7 @@ async def open_bus(
                 reconnected_cb=_on_reconnected,
                 closed_cb=_on_closed,
             )
-    except _FAILURES as exc:
+    except FAILURES as exc:
         await _close_quietly(nc)
         if isinstance(exc, TimeoutError):
             raise BusConnectionError(
@@ -639,20 +459,16 @@ async def open_bus(
         bus = Bus(url, nc)
         try:
             await bus._start_replies()
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise translate(exc, operation="subscribe", subject=bus._reply_prefix) from exc
         buses.append(bus)
         yield bus
     finally:
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(_CLEANUP_TIMEOUT + 1.0):
-                with contextlib.suppress(*_FAILURES):
+                with contextlib.suppress(*FAILURES):
                     await nc.drain()
             await _close_quietly(nc)
-
-
-class _ConnectionLost(Exception):
-    """Set on a request's future when the connection drops; becomes BusConnectionError."""
 
 
 def _expire(waiter: asyncio.Future[bytes]) -> None:
@@ -662,6 +478,6 @@ def _expire(waiter: asyncio.Future[bytes]) -> None:
 
 async def _close_quietly(nc: Client) -> None:
     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*FAILURES):
             if not nc.is_closed:
                 await nc.close()

@@ -39,7 +39,7 @@ import anyio
 import structlog
 from warden.bus.errors import EmbeddedServerError
 
-__all__ = ["EmbeddedServer", "is_alive", "nats_server_binary", "open_embedded_server"]
+__all__ = ("EmbeddedServer", "is_alive", "nats_server_binary", "open_embedded_server")
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ succeed: a timeout or a lost connection may heal; a bad subject or a refused cre
 will not.
 
 ``translate`` is the only place that looks at nats-py exception classes; everything in
-``bus/`` that calls nats-py funnels its exceptions through it, so nothing above ``bus/``
-ever sees a nats-py type. ``TRANSLATIONS`` names every class nats-py exports;
+``bus/`` that calls nats-py catches ``FAILURES`` and funnels them through it, so nothing
+above ``bus/`` ever sees a nats-py type. ``TRANSLATIONS`` names every class nats-py exports;
 ``tests/bus/test_errors.py`` enumerates ``nats.errors`` and ``nats.js.errors`` so that a
 class added by a new SDK release fails the test until someone decides what it means.
 """
@@ -29,12 +29,31 @@ from pathlib import Path
 import nats.errors as nerr
 import nats.js.errors as jerr
 
+__all__ = (
+    "FAILURES",
+    "TRANSLATIONS",
+    "BusConnectionError",
+    "BusError",
+    "BusTimeoutError",
+    "EmbeddedServerError",
+    "JetStreamError",
+    "NoRespondersError",
+    "PublishError",
+    "translate",
+)
+
+FAILURES: tuple[type[BaseException], ...] = (nerr.Error, OSError, TimeoutError)
+"""What a nats-py call can raise at us: its own errors, and the transport's. Every call
+into nats-py catches these and raises ``translate(exc)`` from them."""
+
 
 class BusError(Exception):
     """Root of every bus error.
 
-    ``operation`` is what was attempted (``"request"``, ``"publish"``, ``"connect"``),
-    ``subject`` the subject or stream it addressed, ``reason`` what blocked it.
+    Raised as itself when nats-py fails in a way no subclass names (a slow consumer, a
+    message settled twice). ``operation`` is what was attempted (``"request"``,
+    ``"publish"``, ``"connect"``), ``subject`` the subject or stream it addressed,
+    ``reason`` what blocked it.
     """
 
     def __init__(
@@ -57,11 +76,13 @@ class BusError(Exception):
 
 
 class BusConnectionError(BusError):
-    """The server cannot be reached, refused us, or the connection is closed."""
+    """Raised when the server cannot be reached or refused us, when the connection is
+    closed, or when it dropped while a request waited for its reply."""
 
 
 class BusTimeoutError(BusError):
-    """An operation did not complete within ``timeout`` seconds (``None`` if unknown)."""
+    """Raised when an operation did not complete within ``timeout`` seconds (``None``
+    if unknown)."""
 
     def __init__(
         self,
@@ -82,7 +103,7 @@ class BusTimeoutError(BusError):
 
 
 class NoRespondersError(BusError):
-    """A request was published on a subject that nobody is subscribed to."""
+    """Raised when a request is published on a subject that nobody is subscribed to."""
 
     def __init__(
         self,
@@ -100,12 +121,14 @@ class NoRespondersError(BusError):
 
 
 class PublishError(BusError):
-    """A message was refused: bad subject or header, too large, or no stream took it."""
+    """Raised when a message is refused: bad subject or header, too large, or no stream
+    took it."""
 
 
 class JetStreamError(BusError):
-    """The JetStream API answered with an error (``code`` is HTTP-like, ``err_code`` is
-    the server's JetStream error code, e.g. 10058 for a stream config conflict)."""
+    """Raised when the JetStream API answers with an error (``code`` is HTTP-like,
+    ``err_code`` the server's JetStream error code, e.g. 10058 for a stream config
+    conflict)."""
 
     def __init__(
         self,
@@ -129,8 +152,8 @@ class JetStreamError(BusError):
 
 
 class EmbeddedServerError(BusError):
-    """The embedded nats-server could not be started, did not become ready, or a stale
-    one could not be cleaned up. ``log_tail`` holds the end of its log, if any."""
+    """Raised when the embedded nats-server could not be started, did not become ready,
+    or a stale one could not be cleaned up. ``log_tail`` holds the end of its log, if any."""
 
     def __init__(
         self,

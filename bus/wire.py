@@ -159,11 +159,19 @@ class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
 
 
 class ToolCallRecord(_Wire, frozen=True, kw_only=True, tag="tool_call"):
+    """One tool call as it went: ``ok=False`` for an error the model should see.
+
+    ``timed_out`` says the call was stopped at its deadline (the sandbox's ``timeout_s``,
+    or the registry's); it is then also ``ok=False``. Absent on the wire when false, so
+    older readers and records are unchanged.
+    """
+
     name: str
     arguments: dict[str, object] = {}
     ok: bool
     output: str
     duration_ms: float
+    timed_out: bool = False
 
 
 class TurnReply(_Wire, frozen=True, kw_only=True, tag="turn.reply"):

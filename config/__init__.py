@@ -19,7 +19,7 @@ from warden.config.settings import (
     SupervisionSettings,
 )
 
-__all__ = [
+__all__ = (
     "ROLES",
     "BreakerSettings",
     "ConfigError",
@@ -36,4 +36,4 @@ __all__ = [
     "SupervisionSettings",
     "load_settings",
     "validate",
-]
+)

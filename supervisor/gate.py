@@ -52,7 +52,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import anyio
 import msgspec
 import structlog
+from warden.actors.errors import UnknownToolError
 from warden.actors.model import Purpose
+from warden.actors.tools import ToolDeclaration
 from warden.bus.wire import (
     Block,
     Message,
@@ -207,14 +209,6 @@ class CallObserver(Protocol):
     async def call_recorded(self, record: CallRecord) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Declared:
-    side_effects: bool
-    idempotent_by_key: bool
-    reconciles: bool
-    check: bool
-
-
 class _Uncertain(Exception):
     """A side-effecting request got no answer but may have been delivered."""
 
@@ -222,7 +216,7 @@ class _Uncertain(Exception):
 @dataclass(slots=True)
 class _OpenIntent:
     call: ToolCall
-    declared: _Declared
+    declared: ToolDeclaration
 
 
 @dataclass
@@ -397,16 +391,12 @@ class CallGate:
 
     # -- tool calls --------------------------------------------------------------------
 
-    def declared(self, name: str) -> _Declared | None:
+    def declared(self, name: str) -> ToolDeclaration | None:
         """The parent's declarations of tool ``name``; ``None`` when it knows no such tool."""
         try:
-            tool = self.ctx.tools.get(name)
-        except KeyError:
+            return self.ctx.tools.declaration(name)
+        except UnknownToolError:
             return None
-        return _Declared(
-            side_effects=tool.side_effects, idempotent_by_key=tool.idempotent_by_key,
-            reconciles=tool.reconciles, check=bool(getattr(tool, "check", False)),
-        )
 
     async def tool(self, call: ToolCall) -> ToolCallRecord:
         """The record of ``call``: recorded, refused, substituted, or made once and recorded.
@@ -449,7 +439,7 @@ class CallGate:
         return record
 
     async def _make(
-        self, call: ToolCall, declared: _Declared, *, uncertain: bool
+        self, call: ToolCall, declared: ToolDeclaration, *, uncertain: bool
     ) -> ToolCallRecord:
         journal = self.ctx.journal
         if not uncertain and declared.side_effects:
@@ -479,7 +469,7 @@ class CallGate:
             await self._record_tool(call, answer.record, wait=declared.side_effects)
             return answer.record
 
-    async def _reconcile(self, call: ToolCall, declared: _Declared) -> ToolCallRecord | None:
+    async def _reconcile(self, call: ToolCall, declared: ToolDeclaration) -> ToolCallRecord | None:
         """Whether the uncertain call acted: its record (recorded now), or ``None``."""
         if not declared.reconciles:
             raise EffectUncertainError(

@@ -399,7 +399,7 @@ class RunSupervisor:
 
 
 def _check_failure(record: ToolCallRecord) -> str:
-    how = "timed out" if getattr(record, "timed_out", False) else "failed"
+    how = "timed out" if record.timed_out else "failed"
     detail = record.output.strip().splitlines()[-1][:200] if record.output.strip() else ""
     return f"check {record.name!r} {how}" + (f" ({detail})" if detail else "")
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from warden.actors.errors import ActorError
-from warden.actors.pricing import PriceTable, UnknownModelPriceError
+from warden.actors.errors import ActorError, UnknownModelPriceError
+from warden.actors.pricing import PriceTable
 from warden.bus.wire import Message, TextBlock, ToolSpec, Usage
 from warden.config.settings import PriceEntry, PricingSettings
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from warden.actors.errors import ScriptError
 from warden.actors.model import ModelRequest
-from warden.actors.scripted_model import ScriptedModel, ScriptError, load_scripts
+from warden.actors.scripted_model import ScriptedModel, load_scripts
 from warden.bus.wire import Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 pytestmark = pytest.mark.anyio
