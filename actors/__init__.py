@@ -9,6 +9,7 @@ from __future__ import annotations
 from warden.actors.actor import Actor
 from warden.actors.errors import (
     ActorError,
+    CheckFailedError,
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
@@ -42,6 +43,7 @@ from warden.actors.workspace import Workspace
 __all__ = (
     "Actor",
     "ActorError",
+    "CheckFailedError",
     "Model",
     "ModelError",
     "ModelRateLimitedError",

@@ -14,6 +14,7 @@ The tree::
         ├── ToolArgumentsError     the arguments do not match the tool's schema
         ├── UnknownToolError       the registry holds no tool of that name
         ├── ToolTimeoutError       the call ran past its deadline and was stopped
+        ├── CheckFailedError       a check tool ran and its verdict is a failure
         ├── WorkspaceEscapeError   a path points outside the run's workspace
         └── SandboxError           the sandboxed process could not be run or was killed
 
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 __all__ = (
     "ActorError",
+    "CheckFailedError",
     "ModelError",
     "ModelRateLimitedError",
     "ModelRequestError",
@@ -178,6 +180,16 @@ class ToolTimeoutError(ToolError):
     ) -> None:
         self.timeout_s = timeout_s
         super().__init__(tool, problem, retryable=retryable)
+
+
+class CheckFailedError(ToolError):
+    """Raised by a check tool (``ToolDeclaration.check``, e.g. ``run_tests``) that ran to
+    the end and found the work wrong: the registry records the call with ``ok=False``,
+    which is what keeps the step from succeeding. ``verdict`` is the tool's report."""
+
+    def __init__(self, tool: str, verdict: str) -> None:
+        self.verdict = verdict
+        super().__init__(tool, verdict)
 
 
 class WorkspaceEscapeError(ToolError):

@@ -16,7 +16,13 @@ from typing import Annotated
 
 import anyio
 import msgspec
-from warden.actors.errors import SandboxError, ToolArgumentsError, ToolError, ToolTimeoutError
+from warden.actors.errors import (
+    CheckFailedError,
+    SandboxError,
+    ToolArgumentsError,
+    ToolError,
+    ToolTimeoutError,
+)
 from warden.actors.sandbox import SandboxResult, run_sandboxed
 from warden.actors.tools.base import ToolBase, ToolContext, WorkspacePath
 
@@ -83,8 +89,9 @@ class RunTestsArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 class RunTests(ToolBase[RunTestsArgs]):
     name = "run_tests"
     description = (
-        "Run the workspace's pytest tests under path in a sandbox. The first line of the "
-        "answer is PASS or FAIL; then the exit code and pytest's output."
+        "Run the workspace's pytest tests under path in a sandbox. The answer starts with "
+        "PASS, or is an error whose text starts with FAIL; then the exit code and pytest's "
+        "output."
     )
     # It runs model-written tests, which may do anything: declared like run_python.
     side_effects = True
@@ -108,8 +115,9 @@ class RunTests(ToolBase[RunTestsArgs]):
         ]  # fmt: skip
         result = await run_sandboxed(argv, cwd=root, settings=ctx.sandbox)
         _raise_unless_exited(self.name, result, ctx, prefix="FAIL: ")
-        verdict = "PASS" if result.exit_code == 0 else "FAIL"
-        return f"{verdict}\n{result.report}"
+        if result.exit_code != 0:  # a check's failing verdict is not ok: the step cannot pass
+            raise CheckFailedError(self.name, f"FAIL\n{result.report}")
+        return f"PASS\n{result.report}"
 
 
 def _raise_unless_exited(

@@ -125,11 +125,6 @@ async def run_tests_outputs(daemon: Daemon, run_id: str) -> list[str]:
             if e.tool == "run_tests" and e.record is not None]
 
 
-@pytest.mark.xfail(
-    reason="issue 8: run_tests is not yet a check; the reviewer's PASS after it timed out "
-           "ends the run succeeded",
-    strict=True,
-)
 async def test_review_answering_pass_after_run_tests_timed_out_does_not_succeed(
     tmp_path: Path,
 ) -> None:
@@ -142,11 +137,6 @@ async def test_review_answering_pass_after_run_tests_timed_out_does_not_succeed(
     assert run.status != "succeeded", run
 
 
-@pytest.mark.xfail(
-    reason="issue 8: run_tests is not yet a check; the reviewer's PASS after it reported "
-           "FAIL ends the run succeeded",
-    strict=True,
-)
 async def test_review_answering_pass_after_run_tests_failed_does_not_succeed(
     tmp_path: Path,
 ) -> None:
@@ -168,11 +158,6 @@ async def test_review_answering_pass_after_run_tests_passed_succeeds(tmp_path: P
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    reason="issue 8: run_tests is not yet a check; `submit --wait` of a run whose check "
-           "timed out exits 0 with the run succeeded",
-    strict=True,
-)
 def test_submit_wait_exits_1_when_the_check_timed_out(tmp_path: Path) -> None:
     settings = {
         "models": {"provider": "scripted", "script_files": [script_file(tmp_path)]},

@@ -226,12 +226,6 @@ async def test_fake_api_bills_what_it_delivers_and_not_what_the_client_abandoned
 # -- (a) 429 to everything, retry-after: 2 ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 8: the rate-limited plan call crashes the run supervisor, whose restarts "
-           "repeat it at once (4 requests within 0.1 s, retry-after ignored); the journal "
-           "ends the run failed without publishing its terminal event",
-    strict=True,
-)
 async def test_429_to_every_request_ends_each_run_naming_the_rate_limit_after_at_most_4_requests(
     tmp_path: Path,
 ) -> None:
@@ -255,12 +249,6 @@ async def test_429_to_every_request_ends_each_run_naming_the_rate_limit_after_at
 # -- (b) the spend cap: 429, no retry-after, enforced_spend_limit_reached ----------------
 
 
-@pytest.mark.xfail(
-    reason="issue 8: the spend-limit refusal of the plan call crashes the run supervisor, "
-           "which replays it (4 requests per run) and ends the run failed in the journal "
-           "without publishing its terminal event",
-    strict=True,
-)
 async def test_spend_limit_refusals_end_10_runs_within_30s_naming_it_after_at_most_3_requests_each(
     tmp_path: Path,
 ) -> None:
@@ -278,12 +266,6 @@ async def test_spend_limit_refusals_end_10_runs_within_30s_naming_it_after_at_mo
     assert late_requests(api, runs) == []
 
 
-@pytest.mark.xfail(
-    reason="issue 8: the refused plan call crashes the run supervisor, whose restarts "
-           "repeat it (4 requests per run); the journal ends the run failed without "
-           "publishing its terminal event",
-    strict=True,
-)
 async def test_a_spend_limit_refusal_is_never_retried(tmp_path: Path) -> None:
     with MessagesAPI(always(SPEND_LIMIT_REACHED)) as api:
         settings = provider_settings(tmp_path, api.url)
@@ -297,12 +279,6 @@ async def test_a_spend_limit_refusal_is_never_retried(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    reason="issue 8: the connection failure of the plan call crashes the run supervisor; "
-           "the journal says failed but no terminal event is published, so "
-           "`submit --wait` waits on (until its --timeout, exit 3)",
-    strict=True,
-)
 def test_submit_wait_against_an_unreachable_api_fails_promptly_saying_so(
     tmp_path: Path,
 ) -> None:

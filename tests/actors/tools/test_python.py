@@ -59,9 +59,9 @@ async def test_run_tests_reports_fail_for_failing_tests(ws: Workspace) -> None:
     (ws.root / "tests").mkdir()
     (ws.root / "tests" / "test_bad.py").write_text("def test_bad():\n    assert 1 + 1 == 3\n")
     record = await call(ws, "run_tests", {"path": "tests"})
-    assert record.ok
+    assert not record.ok  # a check's failing verdict
     first, second, *_ = record.output.splitlines()
-    assert (first, second) == ("FAIL", "exit code: 1")
+    assert (first, second) == ("tool 'run_tests': FAIL", "exit code: 1")
     assert "1 failed" in record.output
 
 
@@ -78,6 +78,6 @@ async def test_run_tests_past_the_sandbox_timeout_is_not_ok_and_timed_out(ws: Wo
 async def test_a_test_run_that_finishes_is_not_timed_out_even_when_it_fails(ws: Workspace) -> None:
     (ws.root / "test_bad.py").write_text("def test_bad():\n    assert False\n")
     record = await call(ws, "run_tests", {})
-    assert (record.ok, record.timed_out) == (True, False)
-    assert record.output.startswith("FAIL\n")
+    assert (record.ok, record.timed_out) == (False, False)
+    assert record.output.startswith("tool 'run_tests': FAIL\n")
 
