@@ -80,14 +80,9 @@ from warden.supervisor.errors import (
     StepCapReachedError,
 )
 from warden.supervisor.journal import Effect, Journal, RecordedCall, RunState
+from warden.supervisor.run_states import TERMINAL
 
 log = structlog.get_logger("warden.run")
-
-TERMINAL = frozenset({
-    "succeeded", "degraded", "budget_exhausted", "failed", "rejected", "cancelled",
-    "needs_human",
-})
-UNFINISHED = frozenset({"queued", "planning", "running"})
 
 PLAN_SYSTEM = (
     "You are the planner of a small software team with these workers: {roles}. "

@@ -43,7 +43,7 @@ async def test_run_lifecycle_is_committed_and_readable_after_reopening(tmp_path:
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT kind FROM events WHERE run_id = 'r-1' ORDER BY seq")
         kinds = [r[0] for r in rows]
-        assert kinds == ["run_created", "status", "step", "status"]
+        assert kinds == ["run_created", "status", "status"]
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
