@@ -71,6 +71,7 @@ __all__ = (
     "NatsObserver",
     "Observer",
     "PlanInvalid",
+    "Publisher",
     "RunCreated",
     "StatusChanged",
     "StepFinished",
@@ -323,6 +324,12 @@ class JournalObserver:
                                         event.summary(), _event_encoder.encode(event))
 
 
+class Publisher(Protocol):
+    """What the NATS observer needs of a bus (``Bus`` is one)."""
+
+    async def publish(self, subject: str, data: bytes) -> None: ...
+
+
 class NatsObserver:
     """Publishes each event as a wire ``RunEvent`` on ``warden.runs.<run>.events``; an
     event with a terminal status also on ``warden.done.<run>``.
@@ -333,7 +340,7 @@ class NatsObserver:
     watchers, the journal is the record).
     """
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Publisher) -> None:
         self.bus = bus
         self._seq = 0
 
