@@ -65,6 +65,9 @@ from warden.supervisor.run import RunContext, RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor
 
+__all__ = ("DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo", "open_daemon",
+           "read_daemon_file")
+
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"

@@ -33,9 +33,12 @@ status is always waited for). In place of ``_emit(kind, status, message, step=, 
 ``StepStarted(step, role, attempt, instruction)``; ``step_finished`` →
 ``StepFinished(step, role, attempt, output)``; ``step_retry`` → ``StepRetry(step, role,
 attempt, reason)``; ``step_skipped`` → ``StepSkipped(step, role, reason)``; ``turn`` →
-``Turn(step, role, turn, tools)``. After ``Journal.record_turn`` and
-``Journal.record_outcome`` (which stay the durable record, keyed for replay):
-``ModelCallMade`` and ``ToolCallMade``.
+``Turn(step, role, turn, tools)``. Each gets ``run_id``, ``status`` (what ``_emit``
+was given) and the run's ``tokens`` and ``cost_usd``; ``summary()`` is what was the
+``message`` (``StepFinished`` cuts its output at 200 characters, as ``_emit`` did). After
+``Journal.record_turn`` and ``Journal.record_outcome`` (which stay the durable record,
+keyed for replay): ``ModelCallMade`` and ``ToolCallMade``, not for a call answered from
+the journal on a replay.
 
 The wire is unchanged: the NATS observer publishes each event as the ``RunEvent`` of
 ``bus/wire.py`` (``kind`` is the event's kind, ``run_created`` going out as ``status``

@@ -230,8 +230,3 @@ async def test_the_log_observer_logs_each_event_under_a_fixed_name_with_its_fiel
         "r-1", "failed", "crashed")
     assert logs[1]["reason"] == "FAIL: no tests"
 
-
-def test_the_module_exports_a_tuple_of_names_it_has() -> None:
-    assert isinstance(events_module.__all__, tuple)
-    for name in events_module.__all__:
-        assert hasattr(events_module, name), name

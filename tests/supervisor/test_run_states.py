@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
-from warden.supervisor import journal_schema, run_states
+from warden.supervisor import journal_schema
 from warden.supervisor.errors import IllegalTransitionError
 from warden.supervisor.run_states import (
     CANCELLABLE,
@@ -158,8 +158,3 @@ def test_the_sql_guard_refuses_to_create_a_run_in_a_non_initial_status(
     with pytest.raises(sqlite3.IntegrityError, match=journal_schema.GUARD_MESSAGE):
         guarded.execute("INSERT OR IGNORE INTO runs VALUES ('c', 'running')")
 
-
-def test_the_module_exports_a_tuple_of_names_it_has() -> None:
-    assert isinstance(run_states.__all__, tuple)
-    for name in run_states.__all__:
-        assert hasattr(run_states, name), name
