@@ -10,6 +10,8 @@ from warden.supervisor.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
     DaemonError,
+    IllegalTransitionError,
+    JournalError,
     LimitReachedError,
     PlanInvalidError,
     RestartIntensityExceededError,
@@ -17,9 +19,32 @@ from warden.supervisor.errors import (
     StepCapReachedError,
     SupervisorError,
 )
-from warden.supervisor.journal import Journal, JournalError, open_journal
+from warden.supervisor.events import (
+    Event,
+    EventKind,
+    EventStream,
+    ModelCallMade,
+    Observer,
+    PlanInvalid,
+    RunCreated,
+    StatusChanged,
+    StepFinished,
+    StepRetry,
+    StepSkipped,
+    StepStarted,
+    ToolCallMade,
+    Turn,
+)
+from warden.supervisor.journal import Journal, open_journal
 from warden.supervisor.restart_intensity import RestartVerdict, add_restart
 from warden.supervisor.run import RunContext, RunSupervisor
+from warden.supervisor.run_states import (
+    RESUMABLE_BY_HAND,
+    TERMINAL,
+    UNFINISHED,
+    RunStatus,
+    check_transition,
+)
 from warden.supervisor.supervision import (
     ChildInfo,
     ChildSpec,
@@ -32,7 +57,10 @@ from warden.supervisor.supervision import (
     supervisor_child,
 )
 
-__all__ = [
+__all__ = (
+    "RESUMABLE_BY_HAND",
+    "TERMINAL",
+    "UNFINISHED",
     "BreakerOpenError",
     "BreakerState",
     "BreakerStatistics",
@@ -43,26 +71,43 @@ __all__ = [
     "CircuitBreaker",
     "Daemon",
     "DaemonError",
+    "Event",
+    "EventKind",
+    "EventStream",
     "ExitKind",
+    "IllegalTransitionError",
     "Journal",
     "JournalError",
     "LimitReachedError",
+    "ModelCallMade",
+    "Observer",
+    "PlanInvalid",
     "PlanInvalidError",
     "RestartIntensityExceededError",
     "RestartType",
     "RestartVerdict",
     "RunContext",
+    "RunCreated",
     "RunNotFoundError",
+    "RunStatus",
     "RunSupervisor",
+    "StatusChanged",
     "StepCapReachedError",
+    "StepFinished",
+    "StepRetry",
+    "StepSkipped",
+    "StepStarted",
     "Strategy",
     "Supervisor",
     "SupervisorError",
     "SupervisorStatistics",
+    "ToolCallMade",
+    "Turn",
     "add_restart",
+    "check_transition",
     "open_daemon",
     "open_journal",
     "open_supervisor",
     "read_daemon_file",
     "supervisor_child",
-]
+)

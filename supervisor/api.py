@@ -30,9 +30,12 @@ from warden.bus.wire import (
     runs_query_decoder,
 )
 from warden.config import Settings
-from warden.supervisor.errors import DaemonError, RunNotFoundError
+from warden.supervisor.errors import DaemonError, IllegalTransitionError, RunNotFoundError
+from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import Journal
+
+__all__ = ("Api", "RunControl")
 
 log = structlog.get_logger("warden.api")
 
@@ -48,12 +51,14 @@ class Api(Actor):
     """Serves ``warden.api.*`` for the CLI and any other client."""
 
     def __init__(
-        self, bus: Bus, journal: Journal, settings: Settings, control: RunControl
+        self, bus: Bus, journal: Journal, settings: Settings, control: RunControl,
+        events: EventStream,
     ) -> None:
         super().__init__(bus, subjects.API_WILDCARD, concurrency=32)
         self.journal = journal
         self.settings = settings
         self.control = control
+        self.events = events
 
     @property
     def name(self) -> str:
@@ -88,7 +93,7 @@ class Api(Actor):
                        else self.control.resume_run)
                 try:
                     await act(run_query.run_id)
-                except (RunNotFoundError, DaemonError) as exc:
+                except (RunNotFoundError, DaemonError, IllegalTransitionError) as exc:
                     return ErrorReply(error=str(exc), field="run_id")
                 return await self.journal.get_run(run_query.run_id) or ErrorReply(
                     error=f"no run {run_query.run_id!r}", field="run_id")
@@ -128,9 +133,11 @@ class Api(Actor):
             data, max_bytes=self.settings.limits.max_task_bytes, fallback_id=fallback
         )
         if isinstance(checked, Rejection):
-            await self.journal.create_run(
+            if await self.journal.create_run(
                 checked.run_id, text=checked.preview, status="rejected", error=checked.error
-            )
+            ):
+                await self.events.emit(RunCreated(run_id=checked.run_id, status="rejected",
+                                                  error=checked.error))
             return ErrorReply(error=checked.error, field=checked.field)
         run_id, task = checked
         stamped = msgspec.structs.replace(task, id=run_id)

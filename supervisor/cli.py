@@ -49,7 +49,7 @@ from warden.config import ConfigError, Settings, load_settings
 from warden.supervisor.daemon import open_daemon, read_daemon_file
 from warden.supervisor.errors import DaemonError
 from warden.supervisor.logs import configure_logging
-from warden.supervisor.run import TERMINAL
+from warden.supervisor.run_states import TERMINAL
 
 DEMO_TASKS: tuple[str, ...] = (
     "Write fizzbuzz(n) in Python, with pytest tests.",

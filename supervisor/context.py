@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 from warden.actors.pricing import PriceTable
 from warden.actors.tools import ToolRegistry
-from warden.bus.connection import Bus
 from warden.bus.wire import ToolSpec
 from warden.config import Settings
 from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.dispatch import Dispatcher
+from warden.supervisor.events import EventStream, JournalObserver
 from warden.supervisor.journal import Journal
 
 if TYPE_CHECKING:
-    from warden.supervisor.gate import CallObserver, Interceptor
+    from warden.supervisor.gate import Interceptor
 
 __all__ = ("RunContext",)
 
@@ -40,25 +40,24 @@ class RunContext:
     model_breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     model_faults: dict[str, str] = field(default_factory=dict)
     """The last failure of each model endpoint: what an open breaker's refusal names."""
+    events: EventStream
+    """The one stream of run events: every status change and every event of a run."""
     interceptors: Sequence[Interceptor] = ()
-    observers: Sequence[CallObserver] = ()
     tool_specs: dict[str, list[ToolSpec]] = field(default_factory=dict)
-    bus: Bus | None = None
-    """Where the run's events are published; ``None`` publishes none (unit tests)."""
 
     @classmethod
     def build(
         cls, settings: Settings, journal: Journal, dispatcher: Dispatcher, tools: ToolRegistry,
-        *, bus: Bus | None = None, interceptors: Sequence[Interceptor] = (),
-        observers: Sequence[CallObserver] = (),
+        *, events: EventStream | None = None, interceptors: Sequence[Interceptor] = (),
     ) -> RunContext:
-        """The context the settings describe: prices, a breaker per role, tool specs."""
+        """The context the settings describe: prices, a breaker per role, tool specs.
+        Without ``events``, a stream whose one observer is the journal's events table."""
         return cls(
             settings=settings, journal=journal, dispatcher=dispatcher,
             prices=PriceTable(settings.pricing), tools=tools,
             breakers={role: CircuitBreaker.from_settings(f"worker.{role}", settings.breaker)
                       for role in settings.roles},
-            interceptors=tuple(interceptors), observers=tuple(observers),
+            events=events or EventStream(journal, (JournalObserver(journal),)),
+            interceptors=tuple(interceptors),
             tool_specs={role: tools.specs(spec.tools) for role, spec in settings.roles.items()},
-            bus=bus,
         )

@@ -3,21 +3,37 @@
 ```
 root supervisor (one_for_one)
  ├── worker.research / worker.code / worker.review   queue-group subscribers on warden.work.<role>
- ├── api                                              warden.api.* request/reply
- ├── intake                                           JetStream consumer of warden.tasks
- └── run:<id> ...                                     one per active run (temporary, dynamic)
+ ├── runs             supervisor (one_for_one); starts with the journal's unfinished runs
+ │    └── run:<id>    supervisor per active run (temporary; its own restart intensity)
+ │         └── run    the run supervisor (transient: a crash restarts it, a replay)
+ ├── api              warden.api.* request/reply
+ └── intake           JetStream consumer of warden.tasks
 ```
+
+A run's own supervisor restarts a crashed run supervisor as a replay from the journal
+(it re-reads ``journal.run_state``), within ``settings.supervision``'s restart
+intensity. Past it, that supervisor gives up and the run ends ``failed`` ("run crashed:
+…"); the ``runs`` subtree never restarts a run's supervisor (``temporary``), so one
+run's crashes never reach the daemon. A run ended from outside its run supervisor
+(cancelled, crashed past its intensity) ends through ``Daemon.finish``, which commits
+the terminal status and emits it on the event stream (``warden.runs.<run>.events`` and
+``warden.done.<run>``), like every terminal transition.
 
 Resources the tree runs on, opened in this order and closed in reverse: the embedded
 nats-server (unless ``nats.url`` is set), the bus connection (JetStream streams ensured),
-the journal. The running daemon writes ``daemon.json`` (its pid and the NATS URL) into the
-data directory; that is how client commands find it. A ``daemon.json`` left by a killed
-daemon is detected (its pid is gone) and replaced.
+the journal. The tree stops in reverse: intake and api first (no new runs), then the runs
+(cut off where they stand, resumed at the next start), then the workers. The running
+daemon writes ``daemon.json`` (its pid and the NATS URL) into the data directory; that is
+how client commands find it. A ``daemon.json`` left by a killed daemon is detected (its
+pid is gone) and replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,17 +52,25 @@ from warden.config import Settings
 from warden.supervisor.api import Api
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import NatsDispatcher
-from warden.supervisor.errors import DaemonError, RunNotFoundError
+from warden.supervisor.errors import (
+    DaemonError,
+    IllegalTransitionError,
+    RestartIntensityExceededError,
+    RunNotFoundError,
+)
+from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
-from warden.supervisor.restart_intensity import add_restart
-from warden.supervisor.run import TERMINAL, RunSupervisor
+from warden.supervisor.run import RunSupervisor
+from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor
+
+__all__ = ("DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo", "open_daemon",
+           "read_daemon_file")
 
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"
-RESUMABLE_BY_HAND = frozenset({"needs_human", "failed"})
 JOURNAL_FILE = "journal.sqlite"
 
 
@@ -84,11 +108,11 @@ def _claim_data_dir(data_dir: Path) -> None:
 
 
 class Daemon:
-    """The running tree: its resources and the root supervisor."""
+    """The running tree: its resources, the root supervisor and the runs subtree."""
 
     def __init__(
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
-        root: Supervisor, tools: ToolRegistry,
+        root: Supervisor, tools: ToolRegistry, events: EventStream,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -96,85 +120,160 @@ class Daemon:
         self.journal = journal
         self.model = model
         self.root = root
+        self.events = events
         self.context = RunContext.build(
             settings, journal, NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s),
-            tools, bus=bus,
+            tools, events=events,
         )
         self.breakers = self.context.breakers
-        self._active: dict[str, anyio.CancelScope] = {}
-        self._cancelling: set[str] = set()
+        self._runs: Supervisor | None = None
 
     @property
     def active_runs(self) -> int:
-        return len(self._active)
+        """Runs that have a supervisor in the runs subtree now."""
+        return 0 if self._runs is None else self._runs.statistics().children
+
+    @property
+    def runs(self) -> Supervisor:
+        """The runs subtree. Raises ``DaemonError`` while it is not running."""
+        if self._runs is None:
+            raise DaemonError("the daemon's runs subtree is not running (starting or stopping)")
+        return self._runs
+
+    async def serve_runs(self, *, task_status: TaskStatus[None]) -> None:
+        """The ``runs`` subtree: a child of the root. Starts a supervisor for every
+        unfinished run in the journal, then signals started; runs until stopped.
+
+        Its children are ``temporary``, so it never restarts one and never gives up.
+        """
+        supervision = self.settings.supervision
+        async with open_supervisor(
+            name="runs", strategy="one_for_one",
+            max_restarts=supervision.max_restarts, period=supervision.period_s,
+        ) as runs:
+            self._runs = runs
+            try:
+                # Before intake starts: a committed run is resumed before its message
+                # could be redelivered.
+                unfinished = await self.journal.unfinished_runs()
+                for state in unfinished:
+                    await self.start_run(state)
+                if unfinished:
+                    log.info("runs_resumed", runs=len(unfinished))
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self._runs = None
 
     async def start_run(self, state: RunState) -> None:
-        """Start a run supervisor for a committed run, as a temporary child of the root.
+        """Start a supervisor for the committed run ``state`` in the runs subtree; its one
+        child is the run supervisor. Returns once it started (not when the run ends).
 
-        The child restarts a crashed run supervisor itself, as a replay from the journal,
-        under the root's restart intensity; past it, the run is marked ``failed``.
+        A supervisor the run still has (one that is ending) is stopped first: a run
+        supervisor always starts as a replay of what the journal holds, so two starts
+        cannot repeat a call or an effect. A cancellation point. Raises ``DaemonError``
+        when the runs subtree is not running.
         """
-        if state.id in self._active:
-            return
-        scope = anyio.CancelScope()
-        self._active[state.id] = scope
+        runs = self.runs
+        name = f"run:{state.id}"
+        with contextlib.suppress(LookupError):
+            await runs.terminate_child(name)
+        await runs.start_child(ChildSpec(
+            name=name, start=functools.partial(self._supervise_run, state),
+            restart="temporary", shutdown_timeout=math.inf,
+        ))
+
+    async def _supervise_run(self, state: RunState, *, task_status: TaskStatus[None]) -> None:
+        """The supervisor of one run (a child of ``runs``): restarts its run supervisor
+        after a crash, as a replay; past its restart intensity, ends the run ``failed``."""
+        run_id = state.id
         supervision = self.settings.supervision
+        ended = anyio.Event()
+        crashes: list[Exception] = []
+        starts = 0
 
-        async def run_child(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async def run_supervisor(*, task_status: TaskStatus[None]) -> None:
+            nonlocal starts
             task_status.started()
-            restarts: list[float] = []
+            starts += 1
             current = state
+            if starts > 1:  # a restart: replay from what the journal holds now
+                await self.journal.sync()
+                current = await self.journal.run_state(run_id) or state
             try:
-                with scope, structlog.contextvars.bound_contextvars(run_id=state.id):
-                    while True:
-                        try:
-                            await RunSupervisor(self.context, current).run()
-                            return
-                        except Exception as exc:
-                            verdict = add_restart(
-                                restarts, anyio.current_time(),
-                                max_restarts=supervision.max_restarts, period=supervision.period_s,
-                            )
-                            restarts = list(verdict.restarts)
-                            if not verdict.allowed:
-                                log.error("restart_intensity_exceeded", child=f"run:{state.id}",
-                                          error=repr(exc))
-                                with anyio.CancelScope(shield=True):
-                                    await self.journal.transition(
-                                        state.id, "failed", error=f"run crashed: {exc!r}")
-                                return
-                            log.warning("child_restarted", child=f"run:{state.id}",
-                                        error=repr(exc))
-                            current = await self.journal.run_state(state.id) or current
-            finally:
-                self._active.pop(state.id, None)
-                if state.id in self._cancelling:
-                    self._cancelling.discard(state.id)
-                    with anyio.CancelScope(shield=True):
-                        await self.journal.transition(state.id, "cancelled",
-                                                      error="cancelled by request")
+                if current.status not in TERMINAL:
+                    await RunSupervisor(self.context, current).run()
+            except IllegalTransitionError as exc:
+                if exc.old not in TERMINAL:
+                    crashes.append(exc)
+                    raise
+                # Ended from outside meanwhile (cancelled): nothing left to do.
+                log.info("run_ended_elsewhere", run_id=run_id, status=exc.old)
+            except Exception as exc:
+                crashes.append(exc)
+                raise
+            ended.set()
 
-        await self.root.start_child(ChildSpec(name=f"run:{state.id}", start=run_child,
-                                              restart="temporary"))
+        try:
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                async with open_supervisor(
+                    [ChildSpec(name="run", start=run_supervisor, restart="transient",
+                               shutdown_timeout=supervision.shutdown_timeout_s)],
+                    name=f"run:{run_id}", strategy="one_for_one",
+                    max_restarts=supervision.max_restarts, period=supervision.period_s,
+                ):
+                    task_status.started()
+                    await ended.wait()
+        except RestartIntensityExceededError:
+            await self.finish(run_id, "failed", f"run crashed: {crashes[-1]!r}")
+
+    async def finish(self, run_id: str, status: RunStatus, reason: str) -> str:
+        """End a run from outside its run supervisor: commit the terminal ``status``
+        (``reason`` as its error, the run's recorded tokens and cost) and emit it, which
+        publishes it on ``warden.runs.<run>.events`` and ``warden.done.<run>``.
+
+        Shielded from cancellation. Returns the status the run has now: ``status``, or
+        the one it had already ended in (then nothing is written or published). Raises
+        ``ValueError`` for a status that is not terminal, ``RunNotFoundError``,
+        ``JournalError``.
+        """
+        if status not in TERMINAL:
+            raise ValueError(f"finish needs a terminal status, got {status!r}")
+        with anyio.CancelScope(shield=True):
+            tokens, cost_usd = await self.journal.spent(run_id)
+            try:
+                await self.events.transition(run_id, status, message=reason, error=reason,
+                                             tokens=tokens, cost_usd=cost_usd)
+            except IllegalTransitionError as exc:
+                log.info("run_already_ended", run_id=run_id, status=exc.old, refused=status)
+                return str(exc.old)
+        return status
 
     async def cancel_run(self, run_id: str) -> str:
-        """Cancel a run that has not ended (or stopped in ``needs_human``); its new status."""
+        """Cancel a run that has not ended (or stopped in ``needs_human``): stop its
+        supervisor, if it has one, then end it ``cancelled``; returns ``"cancelled"``.
+
+        Blocks until the run supervisor stopped. Raises ``RunNotFoundError``, and
+        ``DaemonError`` when the run already ended.
+        """
         state = await self.journal.run_state(run_id)
         if state is None:
             raise RunNotFoundError(run_id)
-        if state.status in TERMINAL and state.status != "needs_human":
+        if state.status not in CANCELLABLE:
             raise DaemonError(f"run {run_id!r} already ended: {state.status}")
-        scope = self._active.get(run_id)
-        if scope is not None:
-            self._cancelling.add(run_id)
-            scope.cancel()
-        else:
-            await self.journal.transition(run_id, "cancelled", error="cancelled by request")
-        return "cancelled"
+        if self._runs is not None:
+            with contextlib.suppress(LookupError):  # it has no supervisor (ended, or queued)
+                await self._runs.terminate_child(f"run:{run_id}")
+        status = await self.finish(run_id, "cancelled", "cancelled by request")
+        if status != "cancelled":
+            raise DaemonError(f"run {run_id!r} already ended: {status}")
+        return status
 
     async def resume_run(self, run_id: str) -> str:
         """Go on with a run stopped in ``needs_human`` or ``failed``: a new epoch, so the
-        step that stopped runs afresh while completed steps stay done."""
+        step that stopped runs afresh while completed steps stay done. Returns
+        ``"queued"``. Raises ``RunNotFoundError``, and ``DaemonError`` when the run is
+        in a status that cannot be resumed."""
         state = await self.journal.run_state(run_id)
         if state is None:
             raise RunNotFoundError(run_id)
@@ -184,8 +283,10 @@ class Daemon:
                 "can be resumed"
             )
         await self.journal.bump_epoch(run_id)
-        await self.journal.transition(run_id, "queued", kind="resumed",
-                                      message="resumed by request")
+        try:
+            await self.events.transition(run_id, "queued", message="resumed by request")
+        except IllegalTransitionError as exc:  # resumed or cancelled meanwhile
+            raise DaemonError(f"run {run_id!r} cannot be resumed: {exc}") from exc
         fresh = await self.journal.run_state(run_id)
         assert fresh is not None
         await self.start_run(fresh)
@@ -227,7 +328,8 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 max_restarts=supervision.max_restarts, period=supervision.period_s,
             )
         )
-        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools)
+        events = EventStream(journal, standard_observers(journal, bus))
+        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir)
@@ -235,15 +337,12 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,
             ))
-        api = Api(bus, journal, settings, daemon)
+        await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
+                                         shutdown_timeout=math.inf))
+        api = Api(bus, journal, settings, daemon, events)
         await root.start_child(ChildSpec(name="api", start=api.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
-        unfinished = await journal.unfinished_runs()
-        for state in unfinished:  # resumed before intake can redeliver their messages
-            await daemon.start_run(state)
-        if unfinished:
-            log.info("runs_resumed", runs=len(unfinished))
-        intake = Intake(bus, journal, settings, daemon.start_run)
+        intake = Intake(bus, journal, settings, daemon.start_run, events)
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
         daemon_file = data_dir / DAEMON_FILE

@@ -15,11 +15,27 @@ The tree::
     │   ├── WorkerUnreachableError       no worker answered within the transport patience
     │   └── ToolCallFailedError          the worker could not run the tool call at all
     ├── EffectUncertainError             a side effect may have happened and cannot be settled
+    ├── IllegalTransitionError           the run state machine refused a status change
+    ├── JournalError                     the journal file cannot be opened or written
     ├── RunNotFoundError                 no run with that id in the journal
     └── DaemonError                      the daemon cannot start or be reached
 """
 
 from __future__ import annotations
+
+__all__ = (
+    "BreakerOpenError",
+    "BudgetExhaustedError",
+    "DaemonError",
+    "IllegalTransitionError",
+    "JournalError",
+    "LimitReachedError",
+    "PlanInvalidError",
+    "RestartIntensityExceededError",
+    "RunNotFoundError",
+    "StepCapReachedError",
+    "SupervisorError",
+)
 
 
 class SupervisorError(Exception):
@@ -29,6 +45,9 @@ class SupervisorError(Exception):
 
 
 class RestartIntensityExceededError(SupervisorError):
+    """Raised when a supervisor needed more than ``max_restarts`` restarts within
+    ``period`` seconds and gave up (out of its ``async with``)."""
+
     def __init__(self, supervisor: str, child: str, max_restarts: int, period: float) -> None:
         self.supervisor = supervisor
         self.child = child
@@ -41,6 +60,8 @@ class RestartIntensityExceededError(SupervisorError):
 
 
 class BreakerOpenError(SupervisorError):
+    """Raised when a call is refused because its circuit breaker is open."""
+
     retryable = True
 
     def __init__(self, name: str, retry_after: float) -> None:
@@ -52,10 +73,12 @@ class BreakerOpenError(SupervisorError):
 
 
 class LimitReachedError(SupervisorError):
-    """A limit enforced by the parent stopped the work."""
+    """A limit enforced by the parent stopped the work (raised as one of its subclasses)."""
 
 
 class StepCapReachedError(LimitReachedError):
+    """Raised when a run reaches a step cap: steps per run, turns per step, steps per worker."""
+
     def __init__(self, cap_name: str, cap: int, run_id: str, worker: str | None = None) -> None:
         self.cap_name = cap_name
         self.cap = cap
@@ -66,6 +89,8 @@ class StepCapReachedError(LimitReachedError):
 
 
 class BudgetExhaustedError(LimitReachedError):
+    """Raised when the worst case of the next call could exceed the run's budget."""
+
     def __init__(self, run_id: str, budget_usd: float, spent_usd: float, needed_usd: float) -> None:
         self.run_id = run_id
         self.budget_usd = budget_usd
@@ -78,6 +103,8 @@ class BudgetExhaustedError(LimitReachedError):
 
 
 class PlanInvalidError(SupervisorError):
+    """Raised when the model's plan failed validation on every allowed attempt."""
+
     def __init__(self, run_id: str, attempts: int, problem: str) -> None:
         self.run_id = run_id
         self.attempts = attempts
@@ -153,11 +180,41 @@ class EffectUncertainError(SupervisorError):
         super().__init__(f"tool call {key!r} ({tool}): {problem}")
 
 
+class IllegalTransitionError(SupervisorError):
+    """Raised when a run's status change is not one the run state machine allows
+    (``supervisor/run_states.py``); nothing was written.
+
+    ``old`` is ``None`` when the run was being created in status ``new``.
+    """
+
+    def __init__(self, run_id: str, old: str | None, new: str) -> None:
+        self.run_id = run_id
+        self.old = old
+        self.new = new
+        if old is None:
+            super().__init__(f"run {run_id!r} cannot start as {new!r}")
+        else:
+            super().__init__(f"run {run_id!r} cannot go from {old!r} to {new!r}")
+
+
+class JournalError(SupervisorError):
+    """Raised when the journal file cannot be opened (not a database, read-only, a newer
+    schema) or a write to it failed; ``problem`` says which."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"journal {path!r}: {problem}")
+
+
 class RunNotFoundError(SupervisorError):
+    """Raised when a run id is not in the journal."""
+
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id!r} in the journal")
 
 
 class DaemonError(SupervisorError):
-    """The daemon cannot start, or a client command cannot reach it."""
+    """Raised when the daemon cannot start, or a client command cannot reach it or is
+    refused by it (a run that already ended cannot be cancelled)."""

@@ -32,7 +32,8 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    A side-effecting tool call commits its *intent* before it is sent.
 6. **record** in the journal, under the call's key (a model reply and a side effect's
    outcome are waited for: a replay depends on them).
-7. **observers** are told (``CallObserver``).
+7. **observers** are told: ``ModelCallMade`` / ``ToolCallMade`` on the run's event stream
+   (not for a call answered by the replay).
 
 A step retry first calls ``settle()``: every intent of the run still without an outcome
 is reconciled by its tool (or repeated under its own key when the tool is idempotent by
@@ -79,16 +80,16 @@ from warden.supervisor.errors import (
     ToolCallFailedError,
     WorkerUnreachableError,
 )
+from warden.supervisor.events import ModelCallMade, ToolCallMade
 
 if TYPE_CHECKING:
     from warden.supervisor.context import RunContext
     from warden.supervisor.journal import Effect, RecordedCall
+    from warden.supervisor.run_states import RunStatus
 
 __all__ = (
     "Allow",
     "CallGate",
-    "CallObserver",
-    "CallRecord",
     "Decision",
     "Deny",
     "Interceptor",
@@ -139,25 +140,6 @@ class ToolCall:
     arguments: dict[str, object]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallRecord:
-    """What observers are told of a call that was recorded (or answered by a decision)."""
-
-    run_id: str
-    key: str
-    kind: Literal["model", "tool"]
-    name: str
-    """The model, or the tool."""
-    role: str
-    step: int
-    ok: bool
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
-    latency_ms: float = 0.0
-    decided_by: str | None = None
-    """The interceptor that substituted or denied it, if one did."""
-
-
 # -- decisions and interceptors ---------------------------------------------------------
 
 
@@ -205,10 +187,6 @@ class Interceptor(Protocol):
     async def on_tool_call(self, run_id: str, call: ToolCall) -> Decision: ...
 
 
-class CallObserver(Protocol):
-    async def call_recorded(self, record: CallRecord) -> None: ...
-
-
 class _Uncertain(Exception):
     """A side-effecting request got no answer but may have been delivered."""
 
@@ -242,6 +220,8 @@ class CallGate:
     effects: dict[str, Effect] = field(default_factory=dict)
     """Recorded tool calls of the run, by key (the replay)."""
     tokens: int = 0
+    status: RunStatus = "running"
+    """The run's status, which the run supervisor keeps here for the gate's events."""
     hooks: _Hooks = field(default_factory=_Hooks)
     _open: dict[str, _OpenIntent] = field(default_factory=dict)
     _acted: dict[tuple[str, str, bytes], ToolCallRecord] = field(default_factory=dict)
@@ -373,12 +353,13 @@ class CallGate:
             request=request, response=content, usage=usage, cost_usd=cost,
             latency_ms=latency_ms,
         )
-        for observer in self.ctx.observers:
-            await observer.call_recorded(CallRecord(
-                run_id=self.run_id, key=call.key, kind="model", name=model, role=call.role,
-                step=call.step, ok=True, usage=usage, cost_usd=cost, latency_ms=latency_ms,
-                decided_by=decided_by,
-            ))
+        await self.ctx.events.emit(ModelCallMade(
+            run_id=self.run_id, status=self.status, tokens=self.tokens,
+            cost_usd=round(self.budget.spent_usd, 6), key=call.key, purpose=call.purpose,
+            model=model, step=None if call.step < 0 else call.step, role=call.role,
+            turn=None if call.turn < 0 else call.turn, usage=usage, call_cost_usd=cost,
+            latency_ms=latency_ms, decided_by=decided_by,
+        ))
 
     def _model_breaker(self, model: str) -> CircuitBreaker:
         breakers = self.ctx.model_breakers
@@ -524,12 +505,12 @@ class CallGate:
         self._open.pop(call.key, None)
         await self.ctx.journal.record_outcome(call.key, run_id=self.run_id, step=call.step,
                                               turn=call.turn, record=record, wait=wait)
-        for observer in self.ctx.observers:
-            await observer.call_recorded(CallRecord(
-                run_id=self.run_id, key=call.key, kind="tool", name=call.name,
-                role=call.role, step=call.step, ok=record.ok, latency_ms=record.duration_ms,
-                decided_by=by,
-            ))
+        await self.ctx.events.emit(ToolCallMade(
+            run_id=self.run_id, status=self.status, tokens=self.tokens,
+            cost_usd=round(self.budget.spent_usd, 6), key=call.key, step=call.step,
+            role=call.role, turn=call.turn, name=call.name, ok=record.ok,
+            duration_ms=record.duration_ms, decided_by=by,
+        ))
 
     def _tool_request(self, call: ToolCall, mode: Literal["run", "reconcile"]) -> ToolRequest:
         return ToolRequest(

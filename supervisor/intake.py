@@ -8,6 +8,8 @@ resume at start (a committed run is resumed; a redelivered message maps to it).
 A submission that is not valid JSON, lacks a field, has a wrong type or is too large is
 recorded as a run with status ``rejected`` and an error naming the field and the problem;
 it is acknowledged (kept in the journal, not redelivered) and never stops the consumer.
+A run taken in is announced on the event stream (``RunCreated``: its event on
+``warden.runs.<run>.events``, and for a rejected one ``warden.done.<run>`` too).
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import structlog
 from anyio.abc import TaskStatus
 from warden.bus import subjects
 from warden.bus.connection import Bus, TaskMessage
-from warden.bus.errors import BusError
-from warden.bus.wire import RunEvent, TaskSubmission, encoder, task_decoder
+from warden.bus.wire import TaskSubmission, task_decoder
 from warden.config import Settings
 from warden.config.crashpoints import crash_point
+from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.journal import Journal, RunState
 from warden.supervisor.run import state_of_new_run
+from warden.supervisor.run_states import RunStatus
+
+__all__ = ("Intake", "Rejection", "StartRun", "admit", "check_submission")
 
 log = structlog.get_logger("warden.intake")
 
@@ -119,11 +124,15 @@ async def admit(
 class Intake:
     """The JetStream consumer of ``warden.tasks``; hands each new run to ``start_run``."""
 
-    def __init__(self, bus: Bus, journal: Journal, settings: Settings, start_run: StartRun):
+    def __init__(
+        self, bus: Bus, journal: Journal, settings: Settings, start_run: StartRun,
+        events: EventStream,
+    ) -> None:
         self.bus = bus
         self.journal = journal
         self.settings = settings
         self.start_run = start_run
+        self.events = events
         self.admitted = 0
         self.rejected = 0
         self.dead = 0
@@ -173,13 +182,10 @@ class Intake:
         crash_point("intake_acked")
         if not created:
             return  # a redelivery or a duplicate: its run exists (and was resumed at start)
-        status = "rejected" if rejection is not None else "queued"
-        note = rejection.error if rejection is not None else "queued"
-        event = RunEvent(run_id=run_id, seq=0, kind="status", status=status, message=note)
-        try:
-            await self.bus.publish(subjects.run_events(run_id), encoder.encode(event))
-        except BusError as exc:
-            log.warning("event_publish_failed", run_id=run_id, error=str(exc))
+        status: RunStatus = "rejected" if rejection is not None else "queued"
+        await self.events.emit(RunCreated(
+            run_id=run_id, status=status, error=None if rejection is None else rejection.error,
+        ))
         if rejection is not None:
             self.rejected += 1
         elif task is not None:

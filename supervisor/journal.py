@@ -1,12 +1,11 @@
-"""The run journal: SQLite, one writer with group commit.
+"""The run journal: the typed reads and writes of runs, steps, calls, effects and dead
+letters, over SQLite.
 
-One writer connection takes every write; writes queued while a transaction is in flight
-are committed together in the next one, so many concurrent runs share one fsync (group
-commit). A whole transaction (BEGIN, every statement, COMMIT) is one hop to a worker
-thread: per-statement hops through aiosqlite cost more CPU than the inserts themselves
-(bench/README.md). Callers await their write's commit, so a transition is durable before
-its effect happens. Reads use a second connection, through aiosqlite (WAL lets them run
-beside the writer). The only module that imports aiosqlite or sqlite3.
+Writes go through the journal's one writer (``supervisor/journal_writer.py``: group
+commit, one thread hop per transaction); a write method returns once its write is
+committed, unless called with ``wait=False``. Reads use a second connection, through
+aiosqlite (WAL lets them run beside the writer). Only this module and the writer import
+aiosqlite or sqlite3; the rest of warden sees ``Journal``.
 
 Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
 
@@ -26,17 +25,29 @@ Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
 derives from (run, epoch, step, attempt, turn, call): a replay finds its recorded model
 replies and tool outcomes under the same keys and does not call again.
 
+Statuses follow the run state machine (``supervisor/run_states.py``): ``create_run`` and
+``transition`` refuse an illegal status with ``IllegalTransitionError`` before anything
+is queued. The check needs no read per write: the journal keeps the last status of each
+live run in memory (set when a change is queued, so writes queued without waiting are
+seen at once), loads a status it does not hold from the file after waiting for the queued
+writes, and forgets a run's status when a write of it failed. Triggers apply the same
+table inside SQLite (``journal_schema.status_guards``).
+
+The events table holds, per run, a ``run_created`` row written with the run and a
+``status`` row written with each status change (in the same transaction: a crash cannot
+separate a status from its event), and the rows the journal observer of the event stream
+writes (``supervisor/events.py``).
+
 Secrets never reach it: requests are stored as the model saw them (prompt and messages),
 never headers, keys or the environment.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,121 +57,88 @@ import anyio
 import msgspec
 import structlog
 from warden.bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
-from warden.supervisor.errors import SupervisorError
-from warden.supervisor.journal_schema import INDEXES, MIGRATE_FROM_1, SCHEMA, SCHEMA_VERSION
+from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
+from warden.supervisor.journal_schema import GUARD_MESSAGE
+from warden.supervisor.journal_writer import JournalWriter, Statement, open_journal_writer
+from warden.supervisor.run_states import (
+    TERMINAL,
+    UNFINISHED,
+    RunStatus,
+    check_initial,
+    check_transition,
+)
+
+__all__ = (
+    "DeadLetter",
+    "Effect",
+    "Journal",
+    "JournalError",
+    "RecordedCall",
+    "RunState",
+    "open_journal",
+)
 
 log = structlog.get_logger("warden.journal")
 
-Statement = tuple[str, tuple[object, ...]]
 Row = tuple[Any, ...]
 """A row as read: SQLite's types, checked by the schema, not by mypy."""
 _json = msgspec.json.Encoder()
-
-
-class JournalError(SupervisorError):
-    """The journal file cannot be opened or written."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"journal {path!r}: {problem}")
-
-
-class _Write:
-    __slots__ = ("done", "error", "statements")
-
-    def __init__(self, statements: Sequence[Statement], *, awaited: bool) -> None:
-        self.statements = statements
-        # A bare future: an anyio.Event per write cost a backend lookup and a deque.
-        self.done = asyncio.get_running_loop().create_future() if awaited else None
-        self.error: BaseException | None = None
+_ENDED_KEPT = 4096
+"""Statuses of ended runs kept in memory (a later resume or cancel of an older one reads
+its status from the file once)."""
 
 
 class Journal:
-    """The journal of runs. A write method returns once its write is committed, unless
-    called with ``wait=False`` (see ``_write``)."""
+    """The journal of runs; obtained from ``open_journal``. A write method returns once
+    its write is committed, unless called with ``wait=False`` (``JournalWriter.write``)."""
 
-    def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
+    def __init__(self, path: Path, writer: JournalWriter, reader: aiosqlite.Connection):
         self.path = path
         self._writer = writer
-        self._lane = anyio.CapacityLimiter(1)  # one transaction at a time on the writer
         self._reader = reader
-        self._pending: list[_Write] = []
-        self._wake = anyio.Event()
-        self._closing = False
-        self.commits = 0
-        self.writes = 0
+        self._statuses: dict[str, str] = {}
+        self._ended: deque[str] = deque()
+        writer.on_failure = self._write_failed
 
-    # -- the writer ---------------------------------------------------------------------
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (group commit: fewer than ``writes``)."""
+        return self._writer.commits
 
-    async def _write(self, statements: Sequence[Statement], *, wait: bool = True) -> None:
-        """Queue ``statements`` as one write; with ``wait``, return once it is committed.
+    @property
+    def writes(self) -> int:
+        """Writes committed (or failed) so far."""
+        return self._writer.writes
 
-        Writes commit in the order they were queued, so a committed write means every
-        write queued before it is committed too. That makes ``wait=False`` safe for what
-        a replay can rebuild (progress rows, tool calls without side effects): the next
-        awaited write (a model reply, an intent, the run's end) makes it durable.
-        """
-        if self._closing:
-            raise JournalError(str(self.path), "is closed")
-        write = _Write(statements, awaited=wait)
-        self._pending.append(write)
-        self._wake.set()
-        if write.done is None:
-            return
-        await write.done
-        if write.error is not None:
-            raise JournalError(str(self.path), f"write failed: {write.error}") from write.error
+    async def sync(self) -> None:
+        """Wait until every write queued before this call is committed. A cancellation
+        point; what a reader that must see queued writes calls first."""
+        await self._writer.sync()
 
-    async def _run_writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._commit(batch)
-            if self._closing and not self._pending:
-                return
+    # -- statuses -----------------------------------------------------------------------
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        flat = [s for w in batch for s in w.statements]
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._execute(flat)
-        except sqlite3.Error as exc:
-            # Find the culprit: replay each write in a transaction of its own.
-            log.warning("journal_batch_failed", error=str(exc), writes=len(batch))
-            for write in batch:
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await self._execute(list(write.statements))
-                except sqlite3.Error as single:
-                    write.error = single
-        self.commits += 1
-        self.writes += len(batch)
-        for write in batch:
-            if write.done is not None:
-                if not write.done.done():  # its writer may have been cancelled: no one waits
-                    write.done.set_result(None)
-            elif write.error is not None:  # nobody waits for it: say so here
-                log.error("journal_write_failed", error=str(write.error),
-                          statement=write.statements[0][0][:60])
+    def _remember(self, run_id: str, status: str) -> None:
+        self._statuses[run_id] = status
+        if status in TERMINAL:
+            self._ended.append(run_id)
+            while len(self._ended) > _ENDED_KEPT:
+                old = self._ended.popleft()
+                if self._statuses.get(old) in TERMINAL:
+                    del self._statuses[old]
 
-    async def _execute(self, statements: list[Statement]) -> None:
-        await anyio.to_thread.run_sync(self._execute_now, statements, limiter=self._lane)
+    def _write_failed(self, run_id: str, error: BaseException) -> None:
+        # What the write would have set is not on disk: read it again when next needed.
+        self._statuses.pop(run_id, None)
 
-    def _execute_now(self, statements: list[Statement]) -> None:
-        """One transaction of ``statements``; runs in a worker thread."""
-        conn = self._writer
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
-                conn.executemany(sql, [params for _, params in group])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    async def _current_status(self, run_id: str) -> str:
+        known = self._statuses.get(run_id)
+        if known is not None:
+            return known
+        await self._writer.sync()  # a queued write of this run must be read back
+        status = await self.run_status(run_id)
+        if status is None:
+            raise RunNotFoundError(run_id)
+        return self._statuses.setdefault(run_id, status)  # a concurrent change wins
 
     # -- writes -------------------------------------------------------------------------
 
@@ -169,16 +147,24 @@ class Journal:
         run_id: str,
         *,
         text: str,
-        status: str,
+        status: RunStatus,
         scenario: str | None = None,
         budget_usd: float | None = None,
         error: str | None = None,
     ) -> bool:
-        """Record a new run; ``False`` (and nothing written) if the id is already known."""
-        if await self.run_status(run_id) is not None:
+        """Record a new run in ``status`` (``queued`` or ``rejected``); ``False`` (and
+        nothing written) if the id is already known.
+
+        Raises ``IllegalTransitionError`` for any other status.
+        """
+        check_initial(run_id, status)
+        if run_id in self._statuses or await self.run_status(run_id) is not None:
             return False
+        if run_id in self._statuses:  # created meanwhile, by a concurrent call
+            return False
+        self._remember(run_id, status)
         now = time.time()
-        await self._write(
+        await self._writer.write(
             [
                 (
                     "INSERT OR IGNORE INTO runs (id, status, text, scenario, budget_usd, "
@@ -186,7 +172,8 @@ class Journal:
                     (run_id, status, text, scenario, budget_usd, now, now, error),
                 ),
                 _event(run_id, "run_created", status, error or "", None, now),
-            ]
+            ],
+            tag=run_id,
         )
         return True
 
@@ -195,7 +182,6 @@ class Journal:
         run_id: str,
         status: str,
         *,
-        kind: str = "status",
         message: str = "",
         error: str | None = None,
         result: str | None = None,
@@ -204,21 +190,45 @@ class Journal:
         cost_usd: float | None = None,
         wait: bool = True,
     ) -> None:
-        """Set the run's status (and what came with it) and append the event."""
+        """Set the run's status (and what came with it) and append its ``status`` event,
+        in one transaction.
+
+        ``status`` is a ``RunStatus``; the change is checked against the run's current
+        status (``check_transition``) before anything is queued. Does not read the file
+        unless the journal does not hold the run's status (then it waits for the queued
+        writes and reads it once). A cancellation point with ``wait``.
+
+        Raises ``IllegalTransitionError`` (nothing written) for a change the state
+        machine refuses, ``RunNotFoundError`` for an unknown run, ``JournalError`` when
+        the write fails.
+        """
+        old = self._statuses.get(run_id)
+        if old is None:
+            old = await self._current_status(run_id)
+        check_transition(run_id, old, status)
+        self._remember(run_id, status)
         now = time.time()
-        await self._write(
-            [
-                (
-                    "UPDATE runs SET status = ?, updated_at = ?, error = COALESCE(?, error), "
-                    "result = COALESCE(?, result), plan = COALESCE(?, plan), "
-                    "tokens = COALESCE(?, tokens), cost_usd = COALESCE(?, cost_usd) "
-                    "WHERE id = ?",
-                    (status, now, error, result, plan, tokens, cost_usd, run_id),
-                ),
-                _event(run_id, kind, status, message or error or "", None, now),
-            ],
-            wait=wait,
-        )
+        try:
+            await self._writer.write(
+                [
+                    (
+                        "UPDATE runs SET status = ?, updated_at = ?, "
+                        "error = COALESCE(?, error), result = COALESCE(?, result), "
+                        "plan = COALESCE(?, plan), tokens = COALESCE(?, tokens), "
+                        "cost_usd = COALESCE(?, cost_usd) WHERE id = ?",
+                        (status, now, error, result, plan, tokens, cost_usd, run_id),
+                    ),
+                    _event(run_id, "status", status, message or error or "", None, now),
+                ],
+                wait=wait,
+                tag=run_id,
+            )
+        except JournalError as exc:
+            if GUARD_MESSAGE not in str(exc):
+                raise
+            # The file disagreed with what the journal held (another writer?): the
+            # trigger refused it and the status was forgotten; say what the file has.
+            raise IllegalTransitionError(run_id, await self.run_status(run_id), status) from exc
 
     async def record_step(
         self,
@@ -234,9 +244,8 @@ class Journal:
         cost_usd: float = 0.0,
         wait: bool = True,
     ) -> None:
-        """Insert or update one step of a run."""
-        now = time.time()
-        await self._write(
+        """Insert or update one step of a run (its events come through the event stream)."""
+        await self._writer.write(
             [
                 (
                     "INSERT INTO steps (run_id, idx, role, instruction, status, turns, output, "
@@ -246,7 +255,6 @@ class Journal:
                     "tokens = excluded.tokens, cost_usd = excluded.cost_usd",
                     (run_id, index, role, instruction, status, turns, output, tokens, cost_usd),
                 ),
-                _event(run_id, "step", status, f"step {index} ({role}): {status}", None, now),
             ],
             wait=wait,
         )
@@ -283,14 +291,14 @@ class Journal:
                 ),
             )
         ]
-        await self._write(statements)
+        await self._writer.write(statements)
 
     async def record_intent(
         self, key: str, *, run_id: str, step: int, tool: str, arguments: dict[str, object]
     ) -> None:
         """Commit that the side-effecting call ``key`` is about to act (before it does)."""
         now = time.time()
-        await self._write([(
+        await self._writer.write([(
             "INSERT OR IGNORE INTO effects (key, run_id, step, tool, arguments, state, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'intent', ?, ?)",
             (key, run_id, step, tool, _json.encode(arguments).decode(), now, now),
@@ -302,7 +310,7 @@ class Journal:
     ) -> None:
         """Commit the outcome of call ``key`` (and its tool_calls row), after it acted."""
         now = time.time()
-        await self._write([
+        await self._writer.write([
             (
                 "INSERT INTO effects (key, run_id, step, tool, arguments, state, ok, output, "
                 "duration_ms, created_at, updated_at) "
@@ -316,9 +324,20 @@ class Journal:
             _tool_call(run_id, step, turn, record, now),
         ], wait=wait)
 
+    async def record_event(
+        self, run_id: str, kind: str, status: str, message: str, data: bytes | None
+    ) -> None:
+        """Append one event of the run's event stream (not waited for: the events table
+        is what a replay does not need). ``data`` is the event as JSON."""
+        await self._writer.write(
+            [_event(run_id, kind, status, message, None if data is None else data.decode(),
+                    time.time())],
+            wait=False,
+        )
+
     async def bump_epoch(self, run_id: str) -> int:
         """Start a new epoch of the run (``warden resume``); returns it."""
-        await self._write([("UPDATE runs SET epoch = epoch + 1 WHERE id = ?", (run_id,))])
+        await self._writer.write([("UPDATE runs SET epoch = epoch + 1 WHERE id = ?", (run_id,))])
         state = await self.run_state(run_id)
         return 0 if state is None else state.epoch
 
@@ -326,14 +345,14 @@ class Journal:
         self, *, stream_seq: int, msg_id: str | None, data: bytes, reason: str, deliveries: int
     ) -> None:
         """Keep a task message that could not be taken in, with why."""
-        await self._write([(
+        await self._writer.write([(
             "INSERT INTO dead_letters (stream_seq, msg_id, data, reason, deliveries, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (stream_seq, msg_id, data, reason, deliveries, time.time()),
         )])
 
     async def mark_retried(self, letter_id: int) -> None:
-        await self._write([(
+        await self._writer.write([(
             "UPDATE dead_letters SET retried_at = ? WHERE id = ?", (time.time(), letter_id)
         )])
 
@@ -350,6 +369,7 @@ class Journal:
         return rows[0] if rows else None
 
     async def run_status(self, run_id: str) -> str | None:
+        """The run's status as the file has it (writes still queued are not seen)."""
         row = await self._one("SELECT status FROM runs WHERE id = ?", (run_id,))
         return None if row is None else str(row[0])
 
@@ -388,10 +408,11 @@ class Journal:
         return None if row is None else RunState(*row)
 
     async def unfinished_runs(self) -> list[RunState]:
-        """Runs a daemon must resume at start: queued, planning or running."""
+        """Runs a daemon must resume at start: those in an ``UNFINISHED`` status."""
         rows = await self._rows(
             "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs "
-            "WHERE status IN ('queued', 'planning', 'running') ORDER BY created_at, rowid"
+            f"WHERE status IN ({', '.join('?' * len(UNFINISHED))}) ORDER BY created_at, rowid",
+            tuple(sorted(UNFINISHED)),
         )
         return [RunState(*row) for row in rows]
 
@@ -477,8 +498,10 @@ class Journal:
 
 
 class RunState(NamedTuple):
+    """What a run supervisor needs of its run."""
+
     id: str
-    status: str
+    status: RunStatus
     text: str
     scenario: str | None
     budget_usd: float | None
@@ -546,12 +569,12 @@ def _summary(row: sqlite3.Row | tuple[object, ...], steps: list[StepSummary]) ->
 
 
 def _event(
-    run_id: str, kind: str, status: str, message: str, data: object, now: float
+    run_id: str, kind: str, status: str, message: str, data: str | None, now: float
 ) -> Statement:
     return (
         "INSERT INTO events (run_id, kind, status, message, data, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (run_id, kind, status, message, None if data is None else _json.encode(data).decode(), now),
+        (run_id, kind, status, message, data, now),
     )
 
 
@@ -561,62 +584,22 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-def _open_writer(path: Path) -> tuple[sqlite3.Connection, str | None]:
-    """The writer connection, schema created or migrated; and the journal mode it got.
-    Blocking: runs in a worker thread. Closes the connection if anything fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Used from one worker thread at a time (the lane), never concurrently.
-    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        writer.execute("PRAGMA busy_timeout = 5000")
-        mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()
-        writer.execute("PRAGMA synchronous = FULL")
-        version = (writer.execute("PRAGMA user_version").fetchone() or (0,))[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(str(path), f"has schema version {version}, newer than this "
-                               f"warden's {SCHEMA_VERSION}")
-        if version == 1:
-            writer.executescript(MIGRATE_FROM_1)
-        writer.executescript(SCHEMA + INDEXES)
-        writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        writer.close()
-        raise
-    return writer, None if mode is None else str(mode[0])
-
-
 @asynccontextmanager
 async def open_journal(path: Path) -> AsyncIterator[Journal]:
-    """Open (creating if needed) the journal at ``path`` and run its writer.
+    """Open (creating or migrating it) the journal at ``path`` and run its writer.
 
     Raises ``JournalError`` with the reason when the file is not usable (not a database,
     read-only, corrupt). On exit, waits for queued writes to commit, then closes.
     """
-    try:
-        writer, mode = await anyio.to_thread.run_sync(_open_writer, path)
-    except (sqlite3.Error, OSError) as exc:
-        raise JournalError(str(path), f"cannot be used: {exc}") from exc
-    try:
-        reader = await _connect(path)
-    except BaseException as exc:
-        # The reader owns a (non-daemon) thread once connected; the writer is closed here.
-        # Pinned by test_a_file_that_is_not_a_database_...
-        writer.close()
-        if isinstance(exc, sqlite3.Error | OSError):
+    async with open_journal_writer(path) as writer:
+        try:
+            reader = await _connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            # The writer is closed on the way out; a reader that connected owns a
+            # (non-daemon) thread. Pinned by test_a_file_that_is_not_a_database_...
             raise JournalError(str(path), f"cannot be used: {exc}") from exc
-        raise
-    if mode is None or mode.lower() != "wal":
-        log.warning("journal_not_wal", mode=mode)
-    journal = Journal(path, writer, reader)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(journal._run_writer)
-            try:
-                yield journal
-            finally:
-                journal._closing = True
-                journal._wake.set()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await reader.close()
-            await anyio.to_thread.run_sync(writer.close, limiter=journal._lane)
+        try:
+            yield Journal(path, writer, reader)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reader.close()

@@ -1,9 +1,30 @@
-"""The journal's SQL schema and its migrations (the tables are described in
-``supervisor/journal.py``'s docstring). Plain text: only the journal module runs it."""
+"""The journal's SQL schema, its migrations and its guards (the tables are described in
+``supervisor/journal.py``'s docstring). Plain text: only the journal's writer runs it.
+
+The guards are triggers that apply the run state machine (``supervisor/run_states.py``)
+inside SQLite: a run is created only in an initial status, and its status changes only
+along ``TRANSITIONS``; anything else aborts the statement with ``GUARD_MESSAGE``. The
+journal checks every change before it writes, so a guard fires only when that check was
+bypassed (another writer, a bug): the write fails loudly instead of corrupting a run.
+They are dropped and re-created at every open, so they always say what this warden's
+table says; they change no table, so the schema version does not change with them.
+"""
 
 from __future__ import annotations
 
+from warden.supervisor.run_states import INITIAL, TRANSITIONS
+
+__all__ = (
+    "GUARD_MESSAGE",
+    "INDEXES",
+    "MIGRATE_FROM_1",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "status_guards",
+)
+
 SCHEMA_VERSION = 2
+GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -110,4 +131,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS model_calls_by_key ON model_calls(key);
 MIGRATE_FROM_1 = """
 ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE model_calls ADD COLUMN key TEXT;
+"""
+
+
+def status_guards() -> str:
+    """The triggers that refuse an illegal status, generated from the state machine's
+    table (statuses are plain identifiers: nothing to quote)."""
+    pairs = ", ".join(
+        f"'{old}>{new}'" for old, news in sorted(TRANSITIONS.items()) for new in sorted(news)
+    )
+    initial = ", ".join(f"'{status}'" for status in sorted(INITIAL))
+    return f"""
+DROP TRIGGER IF EXISTS runs_status_guard;
+CREATE TRIGGER runs_status_guard BEFORE UPDATE OF status ON runs
+WHEN OLD.status || '>' || NEW.status NOT IN ({pairs})
+BEGIN SELECT RAISE(ABORT, '{GUARD_MESSAGE}'); END;
+DROP TRIGGER IF EXISTS runs_initial_guard;
+CREATE TRIGGER runs_initial_guard BEFORE INSERT ON runs
+WHEN NEW.status NOT IN ({initial})
+BEGIN SELECT RAISE(ABORT, '{GUARD_MESSAGE}'); END;
 """

@@ -44,14 +44,13 @@ afresh under new keys while completed steps stay done.
 from __future__ import annotations
 
 import random
+from typing import TypedDict
 
 import anyio
 import structlog
-from warden.bus import subjects
 from warden.bus.wire import (
     Block,
     Message,
-    RunEvent,
     TextBlock,
     ToolCallRecord,
     ToolResultBlock,
@@ -67,6 +66,15 @@ from warden.supervisor.errors import (
     PlanInvalidError,
     StepCapReachedError,
 )
+from warden.supervisor.events import (
+    Event,
+    PlanInvalid,
+    StepFinished,
+    StepRetry,
+    StepSkipped,
+    StepStarted,
+    Turn,
+)
 from warden.supervisor.gate import CallGate, ModelCall, ToolCall
 from warden.supervisor.journal import RunState
 from warden.supervisor.planning import (
@@ -81,18 +89,21 @@ from warden.supervisor.planning import (
     synthesis_messages,
     validate_plan,
 )
+from warden.supervisor.run_states import TERMINAL, RunStatus
 
-__all__ = ("TERMINAL", "UNFINISHED", "RunContext", "RunSupervisor", "state_of_new_run")
+__all__ = ("TERMINAL", "RunContext", "RunSupervisor", "state_of_new_run")
 
 log = structlog.get_logger("warden.run")
 
-TERMINAL = frozenset({
-    "succeeded", "degraded", "budget_exhausted", "failed", "rejected", "cancelled",
-    "needs_human",
-})
-UNFINISHED = frozenset({"queued", "planning", "running"})
 PLANNER = "planner"
 """The role named on the plan and synthesis calls, which the run supervisor makes itself."""
+
+
+class _SoFar(TypedDict):
+    run_id: str
+    status: RunStatus
+    tokens: int
+    cost_usd: float
 
 
 class _StepFailed(Exception):
@@ -124,8 +135,6 @@ class RunSupervisor:
         self.gate.hooks.paused = self._paused
         self.gate.hooks.resumed = self._resumed
         self._prefix = f"{state.id}/e{state.epoch}"
-        self._events_subject = subjects.run_events(state.id)
-        self._seq = 0
         self._outputs: list[str] = []
         self._done_steps: dict[int, tuple[str, str]] = {}
 
@@ -135,34 +144,25 @@ class RunSupervisor:
 
     # -- events -------------------------------------------------------------------------
 
-    async def _emit(self, kind: str, status: str, message: str = "", **fields: object) -> None:
-        self._seq += 1
-        event = RunEvent(
-            run_id=self.run_id, seq=self._seq, kind=kind, status=status, message=message,
-            tokens=self.tokens, cost_usd=round(self.budget.spent_usd, 6), **fields,  # type: ignore[arg-type]
-        )
-        data = encoder.encode(event)
-        bus = self.ctx.bus
-        if bus is None:
-            return
-        try:
-            await bus.publish(self._events_subject, data)
-            if status in TERMINAL:
-                await bus.publish(subjects.run_done(self.run_id), data)
-        except Exception as exc:  # events are for watchers; the journal is the record
-            log.warning("event_publish_failed", run_id=self.run_id, error=str(exc))
+    def _so_far(self) -> _SoFar:
+        """What every event of the run carries: its status, tokens and dollars so far."""
+        return _SoFar(run_id=self.run_id, status=self.gate.status, tokens=self.tokens,
+                      cost_usd=round(self.budget.spent_usd, 6))
 
-    async def _transition(self, status: str, message: str = "", *, wait: bool = False,
-                          **fields: object) -> None:
+    async def _emit(self, event: Event) -> None:
+        await self.ctx.events.emit(event)
+
+    async def _transition(self, status: RunStatus, message: str = "", *, wait: bool = False,
+                          error: str | None = None, result: str | None = None,
+                          plan: str | None = None) -> None:
         # Only the run's end (its event says the result is readable) and a pause (a person
         # reads it) wait for their commit; a replay rebuilds the other statuses from the
         # recorded calls.
-        await self.ctx.journal.transition(
-            self.run_id, status, message=message, tokens=self.tokens,
-            cost_usd=self.budget.spent_usd, wait=wait or status in TERMINAL,
-            **fields,  # type: ignore[arg-type]
+        await self.ctx.events.transition(
+            self.run_id, status, message=message, error=error, result=result, plan=plan,
+            tokens=self.tokens, cost_usd=self.budget.spent_usd, wait=wait or status in TERMINAL,
         )
-        await self._emit("status", status, message)
+        self.gate.status = status
 
     async def _paused(self, reason: str) -> None:
         await self._transition("awaiting_approval", reason, wait=True)
@@ -216,7 +216,7 @@ class RunSupervisor:
         log.info("run_finished", run_id=self.run_id, status="succeeded", tokens=self.tokens)
         return "succeeded"
 
-    async def _finish(self, status: str, reason: str) -> str:
+    async def _finish(self, status: RunStatus, reason: str) -> str:
         partial = "\n\n".join(self._outputs) or None
         await self._transition(status, reason, error=reason, result=partial)
         log.info("run_finished", run_id=self.run_id, status=status, reason=reason)
@@ -245,7 +245,7 @@ class RunSupervisor:
             except ValueError as exc:
                 problem = str(exc)
             log.warning("plan_invalid", run_id=self.run_id, problem=problem)
-            await self._emit("plan_invalid", "planning", problem)
+            await self._emit(PlanInvalid(**self._so_far(), attempt=attempt, problem=problem))
             messages = retry_plan_messages(messages, content, problem)
         raise PlanInvalidError(self.run_id, settings.limits.plan_attempts, problem)
 
@@ -290,8 +290,9 @@ class RunSupervisor:
                 except _StepFailed as failed:
                     feedback = failed.reason
                     if failed.retryable and attempt < limits.step_retries:
-                        await self._emit("step_retry", "running", failed.reason, step=index,
-                                         role=step.role)
+                        await self._emit(StepRetry(**self._so_far(), step=index,
+                                                   role=step.role, attempt=attempt,
+                                                   reason=failed.reason))
                         continue
                     await self._on_failure(index, step, failed.reason, attempt + 1)
                     break
@@ -307,7 +308,8 @@ class RunSupervisor:
                     self.run_id, index, role=step.role, instruction=step.instruction,
                     status="skipped", output=why,
                 )
-                await self._emit("step_skipped", "running", why, step=index, role=step.role)
+                await self._emit(StepSkipped(**self._so_far(), step=index, role=step.role,
+                                             reason=why))
             case "escalate":
                 raise _NeedsHuman(why)
             case _:
@@ -343,7 +345,8 @@ class RunSupervisor:
             )
 
         await record("running", 0, "")
-        await self._emit("step_started", "running", step.instruction, step=index, role=step.role)
+        await self._emit(StepStarted(**self._so_far(), step=index, role=step.role,
+                                     attempt=attempt, instruction=step.instruction))
         for turn in range(limits.max_turns_per_step):
             key = f"{self._step_key(index, attempt)}/t{turn}"
             try:
@@ -376,8 +379,8 @@ class RunSupervisor:
                     ToolResultBlock(tool_use_id=u.id, content=r.output, is_error=not r.ok)
                     for u, r in zip(uses, results, strict=True)
                 ]))
-                await self._emit("turn", "running", ", ".join(u.name for u in uses),
-                                 step=index, role=step.role)
+                await self._emit(Turn(**self._so_far(), step=index, role=step.role, turn=turn,
+                                      tools=tuple(u.name for u in uses)))
                 continue
             answer = _text(content)
             if answer.lstrip().upper().startswith("FAIL"):
@@ -389,7 +392,8 @@ class RunSupervisor:
                 await record("failed", turn + 1, why)
                 raise _StepFailed(f"step {index} ({step.role}): {why}")
             await record("succeeded", turn + 1, answer)
-            await self._emit("step_finished", "running", answer[:200], step=index, role=step.role)
+            await self._emit(StepFinished(**self._so_far(), step=index, role=step.role,
+                                          attempt=attempt, output=answer))
             return answer
         # The model still wants tools after the last allowed turn: the parent stops here.
         await record("capped", limits.max_turns_per_step, "stopped at the turn cap")

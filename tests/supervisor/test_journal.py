@@ -1,4 +1,5 @@
-"""The journal on a real SQLite file: commits, group commit, reads, unusable files."""
+"""The journal on a real SQLite file: commits, group commit, reads, unusable files, and
+the run state machine it enforces."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 from warden.bus.wire import ToolCallRecord, Usage
-from warden.supervisor.journal import JournalError, open_journal
+from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
+from warden.supervisor.journal import open_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +45,7 @@ async def test_run_lifecycle_is_committed_and_readable_after_reopening(tmp_path:
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT kind FROM events WHERE run_id = 'r-1' ORDER BY seq")
         kinds = [r[0] for r in rows]
-        assert kinds == ["run_created", "status", "step", "status"]
+        assert kinds == ["run_created", "status", "status"]
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -146,3 +148,154 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         assert await journal.recorded_calls("old") == {}
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+# -- the run state machine in the journal ------------------------------------------------
+
+
+def _rows(path: Path, run_id: str) -> tuple[tuple[object, ...], list[tuple[object, ...]]]:
+    """The run's row and its event rows, read behind the journal's back."""
+    with sqlite3.connect(path) as db:
+        run = db.execute("SELECT status, updated_at, error FROM runs WHERE id = ?",
+                         (run_id,)).fetchone()
+        events = db.execute("SELECT kind, status FROM events WHERE run_id = ? ORDER BY seq",
+                            (run_id,)).fetchall()
+    return run, events
+
+
+async def test_a_legal_sequence_of_statuses_is_written_with_an_event_each(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        for status in ("planning", "running", "running", "needs_human", "queued", "running"):
+            await journal.transition("r-1", status, wait=False)
+        await journal.transition("r-1", "succeeded")
+    run, events = _rows(path, "r-1")
+    assert run[0] == "succeeded"
+    assert [s for _, s in events] == ["queued", "planning", "running", "running",
+                                      "needs_human", "queued", "running", "succeeded"]
+
+
+ILLEGAL_AFTER = [
+    pytest.param(["planning", "running", "succeeded"], "running",
+                 id="an-ended-run-does-not-run-again"),
+    pytest.param(["cancelled"], "cancelled", id="an-ended-run-does-not-end-twice"),
+    pytest.param([], "succeeded", id="a-queued-run-does-not-skip-to-the-end"),
+    pytest.param(["planning", "running"], "queued", id="only-a-resume-queues-a-run"),
+    pytest.param(["planning"], "rejected", id="rejected-only-at-creation"),
+    pytest.param(["planning", "running", "degraded"], "queued", id="degraded-is-not-resumed"),
+]
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["awaited", "queued-without-waiting"])
+@pytest.mark.parametrize(("before", "illegal"), ILLEGAL_AFTER)
+async def test_an_illegal_transition_is_refused_and_nothing_is_written(
+    tmp_path: Path, before: list[str], illegal: str, wait: bool
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        for status in before:
+            await journal.transition("r-1", status)
+        await journal.sync()
+        written = _rows(path, "r-1")
+        with pytest.raises(IllegalTransitionError) as caught:
+            await journal.transition("r-1", illegal, error="boom", wait=wait)
+        await journal.sync()
+        assert _rows(path, "r-1") == written
+    current = before[-1] if before else "queued"
+    assert (caught.value.run_id, caught.value.old, caught.value.new) == ("r-1", current, illegal)
+
+
+async def test_writes_queued_without_waiting_are_checked_against_at_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        await journal.transition("r-1", "planning", wait=False)
+        await journal.transition("r-1", "running", wait=False)
+        with pytest.raises(IllegalTransitionError, match="from 'running' to 'planning'"):
+            await journal.transition("r-1", "planning", wait=False)
+    run, events = _rows(path, "r-1")
+    assert run[0] == "running"
+    assert [s for _, s in events] == ["queued", "planning", "running"]
+
+
+async def test_a_reopened_journal_still_refuses_with_the_status_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        await journal.transition("r-1", "cancelled", error="cancelled by request")
+    async with open_journal(path) as journal:
+        with pytest.raises(IllegalTransitionError, match="from 'cancelled' to 'running'"):
+            await journal.transition("r-1", "running")
+        assert not await journal.create_run("r-1", text="again", status="queued")
+    run, events = _rows(path, "r-1")
+    assert (run[0], run[2]) == ("cancelled", "cancelled by request")
+    assert [s for _, s in events] == ["queued", "cancelled"]
+
+
+async def test_a_run_is_created_only_queued_or_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        with pytest.raises(IllegalTransitionError, match="run 'r-1' cannot start as 'running'"):
+            await journal.create_run("r-1", text="t", status="running")  # type: ignore[arg-type]
+        assert await journal.run_status("r-1") is None
+        assert await journal.create_run("r-2", text="t", status="rejected", error="bad")
+
+
+async def test_a_transition_of_an_unknown_run_is_refused(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        with pytest.raises(RunNotFoundError):
+            await journal.transition("nobody", "running")
+
+
+async def test_the_sql_guard_refuses_a_change_the_journal_could_not_see_coming(
+    tmp_path: Path,
+) -> None:
+    # Another writer ended the run behind this journal's back: the journal's own check
+    # passes (it still holds 'running'), the trigger refuses, and the journal says what
+    # the file has and reads it from then on.
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        await journal.transition("r-1", "running")
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE runs SET status = 'cancelled' WHERE id = 'r-1'")
+        with pytest.raises(IllegalTransitionError) as caught:
+            await journal.transition("r-1", "succeeded", result="R")
+        assert (caught.value.old, caught.value.new) == ("cancelled", "succeeded")
+        with pytest.raises(IllegalTransitionError, match="from 'cancelled' to 'running'"):
+            await journal.transition("r-1", "running")
+    run, events = _rows(path, "r-1")
+    assert run[0] == "cancelled"
+    assert [s for _, s in events] == ["queued", "running"]
+
+
+async def test_sync_waits_for_every_write_queued_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        await journal.transition("r-1", "planning", wait=False)
+        await journal.record_step("r-1", 0, role="code", instruction="do", status="running",
+                                  wait=False)
+        await journal.sync()
+        assert await journal.run_status("r-1") == "planning"
+        run = await journal.get_run("r-1")
+        assert run is not None and [s.status for s in run.steps] == ["running"]
+
+
+async def test_unfinished_runs_are_those_of_the_unfinished_statuses(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        paths = {"q": [], "p": ["planning"], "r": ["planning", "running"],
+                 "s": ["planning", "running", "succeeded"], "c": ["cancelled"],
+                 "n": ["planning", "running", "needs_human"]}
+        for run_id, statuses in paths.items():
+            await journal.create_run(run_id, text="t", status="queued")
+            for status in statuses:
+                await journal.transition(run_id, status)
+        await journal.create_run("x", text="t", status="rejected")
+        assert [s.id for s in await journal.unfinished_runs()] == ["q", "p", "r"]

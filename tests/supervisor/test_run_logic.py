@@ -329,21 +329,31 @@ async def test_a_call_that_could_exceed_the_budget_is_not_made(
 async def test_a_replayed_run_answers_recorded_calls_from_the_journal(
     tmp_path: Path, journal: Journal
 ) -> None:
-    h = harness(tmp_path, journal, scripted(
-        plan_of(("research", "bump it")),
-        {"research": [use("bump", text="x"), text("bumped")]},
-    ))
-    assert await h.run() == "succeeded"
-    calls, bumps = len(h.model.requests), list(CountingTool.runs)
+    # The run supervisor crashes at its synthesis call (an error that is no ModelError),
+    # after the plan and the step were recorded.
+    crashes = [RuntimeError("the daemon fell over")]
+    plan = plan_of(("research", "bump it"))
+    steps = [use("bump", text="x"), text("bumped")]
+
+    def answer(request: ModelRequest) -> ModelReply | Exception:
+        if request.purpose == "plan":
+            return plan
+        if request.purpose == "synthesize":
+            return crashes.pop() if crashes else text("all done")
+        return steps[sum(1 for m in request.messages if m.role == "assistant")]
+
+    h = harness(tmp_path, journal, answer)
+    with pytest.raises(RuntimeError, match="fell over"):
+        await h.run()
     state = await journal.run_state("r-1")
-    assert state is not None
+    assert state is not None and state.status == "running"
 
-    # The same run supervisor code again, from the journal: nothing is called again.
-    replayed = RunSupervisor(h.context(), state._replace(status="running"))
-    assert await replayed.run() == "succeeded"
+    # The same run supervisor code again, from the journal: only the synthesis is new.
+    assert await RunSupervisor(h.context(), state).run() == "succeeded"
 
-    assert len(h.model.requests) == calls
-    assert CountingTool.runs == bumps == ["r-1/e0/s0/a0/t0/c0"]
+    assert [r.purpose for r in h.model.requests] == ["plan", "step", "step", "synthesize",
+                                                     "synthesize"]
+    assert CountingTool.runs == ["r-1/e0/s0/a0/t0/c0"]
 
 
 async def test_a_step_retry_does_not_repeat_an_effect_its_failed_attempt_made(
