@@ -8,14 +8,10 @@ the clients import this module, so this module imports none of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 from warden.bus.wire import Block, Message, TextBlock, ToolSpec, Usage
-
-if TYPE_CHECKING:
-    # For the lazy name below; the type checker follows it, the interpreter does not.
-    from warden.actors.model_factory import build_model as build_model
 
 __all__ = ("Model", "ModelReply", "ModelRequest", "Purpose")
 
@@ -67,14 +63,3 @@ class Model(Protocol):
 
     async def aclose(self) -> None: ...
 
-
-def __getattr__(name: str) -> object:
-    # ``build_model`` moved to model_factory.py; supervisor/daemon.py and supervisor/cli.py
-    # still import it from here. Looked up on first use, not at import, so that importing
-    # this module loads no client (model_factory imports them, and they import this
-    # module). Drop this once those two lines import ``warden.actors.build_model``.
-    if name == "build_model":
-        from warden.actors.model_factory import build_model
-
-        return build_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

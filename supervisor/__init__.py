@@ -5,19 +5,27 @@ from __future__ import annotations
 
 from warden.supervisor.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from warden.supervisor.budget import Budget
+from warden.supervisor.context import RunContext
 from warden.supervisor.daemon import Daemon, open_daemon, read_daemon_file
+from warden.supervisor.dispatch import Dispatcher, InMemoryDispatcher, NatsDispatcher
 from warden.supervisor.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
+    CallDeniedError,
+    CallFailedError,
     DaemonError,
+    EffectUncertainError,
     IllegalTransitionError,
     JournalError,
     LimitReachedError,
+    ModelCallFailedError,
     PlanInvalidError,
     RestartIntensityExceededError,
     RunNotFoundError,
     StepCapReachedError,
     SupervisorError,
+    ToolCallFailedError,
+    WorkerUnreachableError,
 )
 from warden.supervisor.events import (
     Event,
@@ -35,9 +43,20 @@ from warden.supervisor.events import (
     ToolCallMade,
     Turn,
 )
+from warden.supervisor.gate import (
+    Allow,
+    CallGate,
+    Decision,
+    Deny,
+    Interceptor,
+    ModelCall,
+    Pause,
+    Substitute,
+    ToolCall,
+)
 from warden.supervisor.journal import Journal, open_journal
 from warden.supervisor.restart_intensity import RestartVerdict, add_restart
-from warden.supervisor.run import RunContext, RunSupervisor
+from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import (
     RESUMABLE_BY_HAND,
     TERMINAL,
@@ -61,26 +80,40 @@ __all__ = (
     "RESUMABLE_BY_HAND",
     "TERMINAL",
     "UNFINISHED",
+    "Allow",
     "BreakerOpenError",
     "BreakerState",
     "BreakerStatistics",
     "Budget",
     "BudgetExhaustedError",
+    "CallDeniedError",
+    "CallFailedError",
+    "CallGate",
     "ChildInfo",
     "ChildSpec",
     "CircuitBreaker",
     "Daemon",
     "DaemonError",
+    "Decision",
+    "Deny",
+    "Dispatcher",
+    "EffectUncertainError",
     "Event",
     "EventKind",
     "EventStream",
     "ExitKind",
     "IllegalTransitionError",
+    "InMemoryDispatcher",
+    "Interceptor",
     "Journal",
     "JournalError",
     "LimitReachedError",
+    "ModelCall",
+    "ModelCallFailedError",
     "ModelCallMade",
+    "NatsDispatcher",
     "Observer",
+    "Pause",
     "PlanInvalid",
     "PlanInvalidError",
     "RestartIntensityExceededError",
@@ -98,11 +131,15 @@ __all__ = (
     "StepSkipped",
     "StepStarted",
     "Strategy",
+    "Substitute",
     "Supervisor",
     "SupervisorError",
     "SupervisorStatistics",
+    "ToolCall",
+    "ToolCallFailedError",
     "ToolCallMade",
     "Turn",
+    "WorkerUnreachableError",
     "add_restart",
     "check_transition",
     "open_daemon",

@@ -290,7 +290,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from warden.actors.model import build_model
+    from warden.actors.model_factory import build_model
     from warden.actors.tools import default_registry
     from warden.actors.worker import Worker
     from warden.supervisor.supervision import ChildSpec, open_supervisor

@@ -43,7 +43,8 @@ from pathlib import Path
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from warden.actors.model import Model, build_model
+from warden.actors.model import Model
+from warden.actors.model_factory import build_model
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
 from warden.bus.connection import Bus, open_bus

@@ -26,15 +26,21 @@ from __future__ import annotations
 __all__ = (
     "BreakerOpenError",
     "BudgetExhaustedError",
+    "CallDeniedError",
+    "CallFailedError",
     "DaemonError",
+    "EffectUncertainError",
     "IllegalTransitionError",
     "JournalError",
     "LimitReachedError",
+    "ModelCallFailedError",
     "PlanInvalidError",
     "RestartIntensityExceededError",
     "RunNotFoundError",
     "StepCapReachedError",
     "SupervisorError",
+    "ToolCallFailedError",
+    "WorkerUnreachableError",
 )
 
 
@@ -113,7 +119,7 @@ class PlanInvalidError(SupervisorError):
 
 
 class CallFailedError(SupervisorError):
-    """Raised by the call gate when a call of run ``run_id`` did not go through and will not.
+    """Raised when a call of run ``run_id`` did not go through the call gate and will not.
 
     ``retryable`` says whether a fresh attempt of the step may do better; the gate has
     already made every retry of the call itself that its policy allows.

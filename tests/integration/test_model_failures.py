@@ -214,7 +214,13 @@ async def test_fake_api_bills_what_it_delivers_and_not_what_the_client_abandoned
                 await sdk.messages.create(model="claude-fake-1", max_tokens=16,
                                           messages=[{"role": "user", "content": "hi"}])
             answer = await sdk.messages.create(model="claude-fake-1", max_tokens=16,
-                                               messages=[{"role": "user", "content": "hi"}])
+                                               messages=[{"role": "user", "content": "hi"}],
+                                               timeout=30)
+            # The server's handler notices the abandoned request within its 20 ms poll;
+            # on a loaded machine that thread may run late: wait for it, with a deadline.
+            with anyio.fail_after(10):
+                while not api.requests[0].client_gone:  # noqa: ASYNC110 - a server thread
+                    await anyio.sleep(0.02)
 
     abandoned, delivered = api.requests
     assert abandoned.client_gone and not abandoned.billed
