@@ -43,9 +43,9 @@ from warden.supervisor.events import (
     ToolCallMade,
     Turn,
 )
-from warden.supervisor.gate import (
+from warden.supervisor.gate import CallGate
+from warden.supervisor.interceptors import (
     Allow,
-    CallGate,
     Decision,
     Deny,
     Interceptor,

@@ -16,7 +16,7 @@ from warden.supervisor.events import EventStream, JournalObserver
 from warden.supervisor.journal import Journal
 
 if TYPE_CHECKING:
-    from warden.supervisor.gate import Interceptor
+    from warden.supervisor.interceptors import Interceptor
 
 __all__ = ("RunContext",)
 

@@ -48,22 +48,19 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 import structlog
 from warden.actors.errors import UnknownToolError
-from warden.actors.model import Purpose
 from warden.actors.tools import ToolDeclaration
 from warden.bus.wire import (
     Block,
-    Message,
     TextBlock,
     ToolCallRecord,
     ToolReply,
     ToolRequest,
-    ToolSpec,
     TurnReply,
     TurnRequest,
     Usage,
@@ -81,110 +78,28 @@ from warden.supervisor.errors import (
     WorkerUnreachableError,
 )
 from warden.supervisor.events import ModelCallMade, ToolCallMade
+from warden.supervisor.interceptors import (
+    ALLOW,
+    Allow,
+    Decision,
+    Deny,
+    ModelCall,
+    Pause,
+    Substitute,
+    ToolCall,
+)
 
 if TYPE_CHECKING:
     from warden.supervisor.context import RunContext
     from warden.supervisor.journal import Effect, RecordedCall
     from warden.supervisor.run_states import RunStatus
 
-__all__ = (
-    "Allow",
-    "CallGate",
-    "Decision",
-    "Deny",
-    "Interceptor",
-    "ModelCall",
-    "Pause",
-    "Substitute",
-    "ToolCall",
-)
+__all__ = ("CallGate",)
 
 log = structlog.get_logger("warden.gate")
 
 _blocks_decoder = msgspec.json.Decoder(list[Block])
 _args_encoder = msgspec.json.Encoder(order="sorted")
-
-
-# -- what goes through the gate ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelCall:
-    """One model call, built whole by the parent. ``role`` is the worker role that makes
-    it (``planner`` for the plan and synthesis calls); ``stored_from``: the messages
-    before this index were journalled with the previous call of the same attempt, so
-    only the delta is stored again."""
-
-    key: str
-    purpose: Purpose
-    role: str
-    model: str
-    system: str
-    messages: list[Message]
-    tools: list[ToolSpec]
-    max_tokens: int
-    step: int = -1
-    turn: int = -1
-    stored_from: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ToolCall:
-    """One tool call the model asked for in ``turn`` of ``step``."""
-
-    key: str
-    role: str
-    step: int
-    turn: int
-    name: str
-    arguments: dict[str, object]
-
-
-# -- decisions and interceptors ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Allow:
-    """Let the call go on to the next interceptor."""
-
-
-@dataclass(frozen=True, slots=True)
-class Deny:
-    """Do not make the call; ``reason`` says why (the model or the run is told)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Substitute:
-    """Do not make the call; ``result`` is its answer: the model's content (or a text)
-    for a model call, the call's record for a tool call."""
-
-    result: list[Block] | str | ToolCallRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Wait for a decision (an approval): the run is ``awaiting_approval`` until
-    ``decide()`` answers; its answer then stands for this interceptor."""
-
-    reason: str
-    decide: Callable[[], Awaitable[Allow | Deny | Substitute]]
-
-
-Decision = Allow | Deny | Pause | Substitute
-ALLOW = Allow()
-
-
-class Interceptor(Protocol):
-    """One link of the gate's chain. Both methods are cancellation points; an exception
-    escaping them is a crash of the run supervisor (a replay), not a decision."""
-
-    name: str
-
-    async def on_model_call(self, run_id: str, call: ModelCall) -> Decision: ...
-
-    async def on_tool_call(self, run_id: str, call: ToolCall) -> Decision: ...
 
 
 class _Uncertain(Exception):

@@ -75,7 +75,8 @@ from warden.supervisor.events import (
     StepStarted,
     Turn,
 )
-from warden.supervisor.gate import CallGate, ModelCall, ToolCall
+from warden.supervisor.gate import CallGate
+from warden.supervisor.interceptors import ModelCall, ToolCall
 from warden.supervisor.journal import RunState
 from warden.supervisor.planning import (
     SYNTH_SYSTEM,

@@ -25,7 +25,7 @@ from warden.bus.wire import Block, TextBlock, ToolCallRecord, ToolUseBlock, Usag
 from warden.config import Settings, load_settings
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import InMemoryDispatcher
-from warden.supervisor.gate import (
+from warden.supervisor.interceptors import (
     Allow,
     Decision,
     Deny,
