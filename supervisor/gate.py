@@ -337,10 +337,13 @@ class CallGate:
     async def _make(
         self, call: ToolCall, declared: ToolDeclaration, *, uncertain: bool
     ) -> ToolCallRecord:
-        journal = self.ctx.journal
-        if not uncertain and declared.side_effects:
-            await journal.record_intent(call.key, run_id=self.run_id, step=call.step,
-                                        tool=call.name, arguments=call.arguments)
+        if declared.side_effects:
+            if not uncertain:
+                await self.ctx.journal.record_intent(
+                    call.key, run_id=self.run_id, step=call.step, tool=call.name,
+                    arguments=call.arguments)
+            # Open until its outcome is recorded (an intent a replay found, too): a step
+            # retry settles it first.
             self._open[call.key] = _OpenIntent(call, declared)
         while True:
             if uncertain and declared.side_effects and not declared.idempotent_by_key:
