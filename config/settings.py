@@ -29,6 +29,11 @@ class NatsSettings(_Config, frozen=True, kw_only=True):
     """How long to wait for a connection (and for the embedded server to accept one)."""
     request_timeout_s: float = 10.0
     """Default deadline of a request/reply on the bus (CLI to daemon)."""
+    publish_call_events: bool = False
+    """Publish every model call and tool call on ``warden.runs.<run>.events`` too. Off by
+    default: each is a stored JetStream message (about a sixth of a run's CPU in the triad
+    benchmark), the journal records every call in full either way, and the run's status,
+    step and turn events carry its running tokens and cost."""
 
 
 class PriceEntry(_Config, frozen=True, kw_only=True):

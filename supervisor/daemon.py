@@ -329,7 +329,8 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 max_restarts=supervision.max_restarts, period=supervision.period_s,
             )
         )
-        events = EventStream(journal, standard_observers(journal, bus))
+        events = EventStream(journal, standard_observers(
+            journal, bus, publish_calls=settings.nats.publish_call_events))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,

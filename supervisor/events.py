@@ -43,7 +43,9 @@ the journal on a replay.
 The wire is unchanged: the NATS observer publishes each event as the ``RunEvent`` of
 ``bus/wire.py`` (``kind`` is the event's kind, ``run_created`` going out as ``status``
 as it always has; ``message`` is the event's ``summary()``; ``seq`` orders the events
-this daemon published).
+this daemon published). The call events (``model_call``, ``tool_call``) are published
+only with ``nats.publish_call_events``: each is a stored JetStream message, and the
+journal has every call in full.
 
 Evolution: these Structs are also stored (the ``data`` column of the events table): new
 fields get defaults and go last; never retype a field.
@@ -347,11 +349,16 @@ class NatsObserver:
     watchers, the journal is the record).
     """
 
-    def __init__(self, bus: Publisher) -> None:
+    def __init__(self, bus: Publisher, *, skip: frozenset[EventKind] = frozenset()) -> None:
         self.bus = bus
+        self.skip = skip
+        """Kinds not published (``model_call`` and ``tool_call`` unless
+        ``nats.publish_call_events``)."""
         self._seq = 0
 
     async def observe(self, event: Event) -> None:
+        if event.kind in self.skip:
+            return
         run_id = event.run_id
         self._seq += 1
         ending = isinstance(event, RunCreated | StatusChanged) and event.status in TERMINAL
@@ -388,6 +395,13 @@ class LogObserver:
                     **msgspec.structs.asdict(event))
 
 
-def standard_observers(journal: Journal, bus: Bus) -> tuple[Observer, ...]:
-    """The daemon's observers, in the order they are told: the journal, NATS, the log."""
-    return (JournalObserver(journal), NatsObserver(bus), LogObserver())
+CALL_KINDS: frozenset[EventKind] = frozenset({"model_call", "tool_call"})
+
+
+def standard_observers(
+    journal: Journal, bus: Bus, *, publish_calls: bool = False
+) -> tuple[Observer, ...]:
+    """The daemon's observers, in the order they are told: the journal, NATS (without the
+    call events unless ``publish_calls``), the log."""
+    skip = frozenset() if publish_calls else CALL_KINDS
+    return (JournalObserver(journal), NatsObserver(bus, skip=skip), LogObserver())

@@ -310,9 +310,12 @@ class Supervisor:
 
     # -- supervising -------------------------------------------------------------------
 
-    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
-        """Handle child exits one at a time until the supervisor stops or gives up."""
-        task_status.started()
+    async def _supervise(self) -> None:
+        """Handle child exits one at a time until the supervisor stops or gives up.
+
+        Started with ``start_soon``, not ``start``: exits are queued on an unbounded
+        stream made in ``__init__``, so none is lost before this task first waits, and a
+        supervisor per run does not pay for a second readiness handshake."""
         async with self._exits_receive:
             async for exit_ in self._exits_receive:
                 # Shielded so a restart in progress is completed (or a give-up finished)
@@ -400,7 +403,7 @@ async def _supervisor_scope(
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
         sup = Supervisor(name, strategy, max_restarts, period, tg)
-        await tg.start(sup._supervise)
+        tg.start_soon(sup._supervise)
         try:
             for spec in children:
                 await sup.start_child(spec)

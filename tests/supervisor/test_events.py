@@ -34,6 +34,7 @@ from warden.supervisor.events import (
     StepStarted,
     ToolCallMade,
     Turn,
+    standard_observers,
 )
 from warden.supervisor.journal import Journal, open_journal
 
@@ -208,6 +209,23 @@ async def test_the_nats_observer_publishes_the_wire_event_and_endings_on_done() 
     assert ended_too == ended
     assert (rejected.kind, rejected.status, rejected.message) == ("status", "rejected", "bad id")
     assert started.seq < ended.seq < rejected.seq
+
+
+@pytest.mark.parametrize("publish_calls", [False, True])
+async def test_call_events_go_on_nats_only_when_asked_for(
+    journal: Journal, publish_calls: bool
+) -> None:
+    bus = RecordingBus()
+    _, nats, _ = standard_observers(journal, bus, publish_calls=publish_calls)  # type: ignore[arg-type]
+    calls = [e for e in SAMPLES if isinstance(e, ModelCallMade | ToolCallMade)]
+    others = [e for e in SAMPLES if not isinstance(e, ModelCallMade | ToolCallMade)]
+    assert calls and others
+    for event in SAMPLES:
+        await nats.observe(event)
+    kinds = {wire.kind for _, wire in bus.published}
+    assert ({"model_call", "tool_call"} <= kinds) is publish_calls
+    assert not ({"model_call", "tool_call"} & kinds) or publish_calls
+    assert {e.kind for e in others if e.kind != "run_created"} <= kinds
 
 
 async def test_the_nats_observer_publishes_a_queued_run_as_a_status_event_not_an_ending() -> None:
