@@ -53,6 +53,7 @@ fields get defaults and go last; never retype a field.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import ClassVar, Literal, Protocol
@@ -299,7 +300,9 @@ class EventStream:
         ``JournalError``.
         """
         ending = status in TERMINAL
-        with anyio.CancelScope(shield=ending):
+        # Only an ending is shielded: a cancel scope per status change costs a backend
+        # lookup on the hot path.
+        with anyio.CancelScope(shield=True) if ending else contextlib.nullcontext():
             await self.journal.transition(
                 run_id, status, message=message, error=error, result=result, plan=plan,
                 tokens=tokens, cost_usd=cost_usd, wait=wait or ending,

@@ -45,6 +45,7 @@ journal, dispatcher, breakers, interceptors) comes in the ``RunContext``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -201,14 +202,19 @@ class CallGate:
         )
         # The worker answers at its deadline; the NATS round trip gets the request timeout.
         wait_s = models.timeout_s + settings.nats.request_timeout_s
-        give_up_at = anyio.current_time() + models.patience_s
+        # The patience runs from the first setback, not from the call's start: reading the
+        # clock costs a backend lookup, and the calls that succeed at once (nearly all)
+        # need none.
+        give_up_at = math.inf
         breaker = self._model_breaker(call.model)
         attempt = 0
         while True:
             try:
                 breaker.acquire()
             except BreakerOpenError as exc:
-                if anyio.current_time() + exc.retry_after > give_up_at:
+                now = anyio.current_time()
+                give_up_at = min(give_up_at, now + models.patience_s)
+                if now + exc.retry_after > give_up_at:
                     fault = self.ctx.model_faults.get(call.model, "")
                     raise ModelCallFailedError(
                         self.run_id, call.key, call.model, attempt,
@@ -240,7 +246,9 @@ class CallGate:
                 wait = _full_jitter(settings.limits.retry_base_s, settings.limits.retry_max_s,
                                     attempt - 1)
             wait = min(wait, models.retry_after_cap_s)
-            if anyio.current_time() + wait > give_up_at:
+            now = anyio.current_time()
+            give_up_at = min(give_up_at, now + models.patience_s)
+            if now + wait > give_up_at:
                 raise ModelCallFailedError(
                     self.run_id, call.key, call.model, attempt,
                     f"{problem}; the endpoint did not recover within the patience of "
@@ -470,7 +478,7 @@ class CallGate:
         ctx = self.ctx
         limits = ctx.settings.limits
         breaker = ctx.breakers.get(role)
-        deadline = anyio.current_time() + limits.transport_patience_s
+        deadline = math.inf  # set at the first setback (see _attempts)
         dispatcher = ctx.dispatcher
         failures = 0
         while True:
@@ -479,7 +487,9 @@ class CallGate:
                     breaker.acquire()
                 except BreakerOpenError as exc:
                     wait = exc.retry_after + random.uniform(0.0, 0.1)
-                    if anyio.current_time() + wait > deadline:
+                    now = anyio.current_time()
+                    deadline = min(deadline, now + limits.transport_patience_s)
+                    if now + wait > deadline:
                         raise WorkerUnreachableError(self.run_id, key, role, str(exc)) from exc
                     await anyio.sleep(wait)
                     continue
@@ -499,7 +509,9 @@ class CallGate:
                     raise _Uncertain(exc.problem) from exc
                 wait = _full_jitter(limits.retry_base_s, limits.retry_max_s, failures)
                 failures += 1
-                if anyio.current_time() + wait > deadline:
+                now = anyio.current_time()
+                deadline = min(deadline, now + limits.transport_patience_s)
+                if now + wait > deadline:
                     raise WorkerUnreachableError(self.run_id, key, role, exc.problem) from exc
                 log.info("worker_unreachable", run_id=self.run_id, role=role,
                          error=exc.problem)
