@@ -73,6 +73,7 @@ from warden.supervisor.supervision import (
     Supervisor,
     SupervisorStatistics,
     open_supervisor,
+    supervise_one,
     supervisor_child,
 )
 
@@ -146,5 +147,6 @@ __all__ = (
     "open_journal",
     "open_supervisor",
     "read_daemon_file",
+    "supervise_one",
     "supervisor_child",
 )

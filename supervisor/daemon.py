@@ -64,7 +64,7 @@ from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
-from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor
+from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
 
 __all__ = ("DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo", "open_daemon",
            "read_daemon_file")
@@ -185,17 +185,17 @@ class Daemon:
         ))
 
     async def _supervise_run(self, state: RunState, *, task_status: TaskStatus[None]) -> None:
-        """The supervisor of one run (a child of ``runs``): restarts its run supervisor
-        after a crash, as a replay; past its restart intensity, ends the run ``failed``."""
+        """The supervisor of one run (a child of ``runs``, ``supervise_one``): restarts
+        its run supervisor after a crash, as a replay; past its restart intensity, ends
+        the run ``failed``."""
         run_id = state.id
         supervision = self.settings.supervision
-        ended = anyio.Event()
         crashes: list[Exception] = []
         starts = 0
+        task_status.started()
 
-        async def run_supervisor(*, task_status: TaskStatus[None]) -> None:
+        async def run_supervisor() -> None:
             nonlocal starts
-            task_status.started()
             starts += 1
             current = state
             if starts > 1:  # a restart: replay from what the journal holds now
@@ -213,18 +213,13 @@ class Daemon:
             except Exception as exc:
                 crashes.append(exc)
                 raise
-            ended.set()
 
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                async with open_supervisor(
-                    [ChildSpec(name="run", start=run_supervisor, restart="transient",
-                               shutdown_timeout=supervision.shutdown_timeout_s)],
-                    name=f"run:{run_id}", strategy="one_for_one",
+                await supervise_one(
+                    f"run:{run_id}", "run", run_supervisor, restart="transient",
                     max_restarts=supervision.max_restarts, period=supervision.period_s,
-                ):
-                    task_status.started()
-                    await ended.wait()
+                )
         except RestartIntensityExceededError:
             await self.finish(run_id, "failed", f"run crashed: {crashes[-1]!r}")
 
