@@ -31,9 +31,9 @@ class NatsSettings(_Config, frozen=True, kw_only=True):
     """Default deadline of a request/reply on the bus (CLI to daemon)."""
     publish_call_events: bool = False
     """Publish every model call and tool call on ``warden.runs.<run>.events`` too. Off by
-    default: each is a stored JetStream message (about a sixth of a run's CPU in the triad
-    benchmark), the journal records every call in full either way, and the run's status,
-    step and turn events carry its running tokens and cost."""
+    default: each would be a stored JetStream message (11 more per triad task, next to its
+    13 other events), the journal records every call in full either way, and the run's
+    status, step and turn events carry its running tokens and cost."""
 
 
 class PriceEntry(_Config, frozen=True, kw_only=True):
