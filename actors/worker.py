@@ -23,6 +23,7 @@ supervisor restarts it.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -40,9 +41,11 @@ from warden.bus.wire import (
     Message,
     ToolReply,
     ToolRequest,
+    ToolSpec,
     TurnReply,
     TurnRequest,
     encoder,
+    tool_specs_decoder,
     work_request_decoder,
 )
 from warden.config import RoleSettings, SandboxSettings
@@ -78,6 +81,14 @@ async def _workspace(root: Path, run_id: str) -> Workspace:
     return workspace
 
 
+@functools.lru_cache(maxsize=256)
+def _tool_specs(encoded: bytes) -> list[ToolSpec]:
+    """The tool specs of a request, decoded once per distinct set (a role's are the same
+    on every turn; decoding their JSON schemas on each turn cost more than the rest of the
+    request). The list is shared: callers must not change it."""
+    return tool_specs_decoder.decode(encoded)
+
+
 async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) -> TurnReply:
     """Make the one model call ``request`` describes; never raises a ``ModelError``.
 
@@ -88,7 +99,8 @@ async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) 
     deadline = request.deadline_s or timeout_s
     call = ModelRequest(
         model=request.model, system=request.system, messages=request.messages,
-        max_tokens=request.max_tokens, tools=request.tools, purpose=request.purpose,
+        max_tokens=request.max_tokens, tools=_tool_specs(bytes(request.tools)),
+        purpose=request.purpose,
         role=request.role if request.purpose == "step" else None, scenario=request.scenario,
     )
     with anyio.move_on_after(deadline) as scope:

@@ -129,7 +129,10 @@ class TurnRequest(_Wire, frozen=True, kw_only=True, tag="turn.request"):
     scenario: str | None = None
     model: str = ""
     system: str = ""
-    tools: list[ToolSpec] = []
+    tools: msgspec.Raw = msgspec.Raw(b"[]")
+    """The JSON array of the call's ``ToolSpec``s, kept encoded: the parent encodes each
+    role's once, and a worker decodes each distinct one once (``tool_specs_decoder``);
+    on the wire it is the same array a ``list[ToolSpec]`` would be."""
     purpose: Literal["plan", "step", "synthesize"] = "step"
     deadline_s: float = 0.0
     """0: no deadline of the parent's (the worker's own ``models.timeout_s`` applies)."""
@@ -295,6 +298,7 @@ Reply = RunSummary | RunList | DeadLetterList | ErrorReply
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
 work_request_decoder = msgspec.json.Decoder(WorkRequest)
+tool_specs_decoder = msgspec.json.Decoder(list[ToolSpec])
 turn_reply_decoder = msgspec.json.Decoder(TurnReply)
 tool_reply_decoder = msgspec.json.Decoder(ToolReply)
 event_decoder = msgspec.json.Decoder(RunEvent)

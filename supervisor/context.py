@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
 from warden.actors.pricing import PriceTable
 from warden.actors.tools import ToolRegistry
-from warden.bus.wire import ToolSpec
+from warden.bus.wire import ToolSpec, encoder
 from warden.config import Settings
 from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.dispatch import Dispatcher
@@ -44,6 +45,8 @@ class RunContext:
     """The one stream of run events: every status change and every event of a run."""
     interceptors: Sequence[Interceptor] = ()
     tool_specs: dict[str, list[ToolSpec]] = field(default_factory=dict)
+    tool_specs_json: dict[str, msgspec.Raw] = field(default_factory=dict)
+    """``tool_specs`` encoded once per role, as a ``TurnRequest`` carries them."""
 
     @classmethod
     def build(
@@ -52,6 +55,7 @@ class RunContext:
     ) -> RunContext:
         """The context the settings describe: prices, a breaker per role, tool specs.
         Without ``events``, a stream whose one observer is the journal's events table."""
+        specs = {role: tools.specs(spec.tools) for role, spec in settings.roles.items()}
         return cls(
             settings=settings, journal=journal, dispatcher=dispatcher,
             prices=PriceTable(settings.pricing), tools=tools,
@@ -59,5 +63,6 @@ class RunContext:
                       for role in settings.roles},
             events=events or EventStream(journal, (JournalObserver(journal),)),
             interceptors=tuple(interceptors),
-            tool_specs={role: tools.specs(spec.tools) for role, spec in settings.roles.items()},
+            tool_specs=specs,
+            tool_specs_json={role: msgspec.Raw(encoder.encode(s)) for role, s in specs.items()},
         )

@@ -391,9 +391,17 @@ class LogObserver:
         "step_skipped": logging.WARNING,
     }
 
+    def __init__(self) -> None:
+        self._enabled: dict[int, bool] = {}
+        """Whether each level is logged, asked once: the answer goes through structlog's
+        lazy logger proxy, a cost per event; the level is set once, at start-up."""
+
     async def observe(self, event: Event) -> None:
         level = self._LEVELS.get(event.kind, logging.INFO)
-        if log.is_enabled_for(level):  # spares building the fields of a dropped event
+        enabled = self._enabled.get(level)
+        if enabled is None:
+            enabled = self._enabled[level] = log.is_enabled_for(level)
+        if enabled:  # spares building the fields of a dropped event
             log.log(level, self._NAMES.get(event.kind, event.kind), kind=event.kind,
                     **msgspec.structs.asdict(event))
 

@@ -65,6 +65,7 @@ from warden.bus.wire import (
     TurnReply,
     TurnRequest,
     Usage,
+    encoder,
 )
 from warden.config.crashpoints import crash_point
 from warden.supervisor.breaker import CircuitBreaker
@@ -100,6 +101,7 @@ __all__ = ("CallGate",)
 log = structlog.get_logger("warden.gate")
 
 _blocks_decoder = msgspec.json.Decoder(list[Block])
+_NO_TOOLS = msgspec.Raw(b"[]")
 _args_encoder = msgspec.json.Encoder(order="sorted")
 
 
@@ -197,7 +199,8 @@ class CallGate:
         request = TurnRequest(
             run_id=self.run_id, step=call.step, turn=call.turn, role=call.role,
             max_tokens=call.max_tokens, messages=call.messages, scenario=self.scenario,
-            model=call.model, system=call.system, tools=call.tools, purpose=call.purpose,
+            model=call.model, system=call.system, tools=self._tools_json(call),
+            purpose=call.purpose,
             deadline_s=models.timeout_s,
         )
         # The worker answers at its deadline; the NATS round trip gets the request timeout.
@@ -283,6 +286,14 @@ class CallGate:
             turn=None if call.turn < 0 else call.turn, usage=usage, call_cost_usd=cost,
             latency_ms=latency_ms, decided_by=decided_by,
         ))
+
+    def _tools_json(self, call: ModelCall) -> msgspec.Raw:
+        """The call's tool specs as JSON: the role's, encoded once per daemon, or these."""
+        if not call.tools:
+            return _NO_TOOLS
+        if call.tools is self.ctx.tool_specs.get(call.role):
+            return self.ctx.tool_specs_json[call.role]
+        return msgspec.Raw(encoder.encode(call.tools))
 
     def _model_breaker(self, model: str) -> CircuitBreaker:
         breakers = self.ctx.model_breakers
