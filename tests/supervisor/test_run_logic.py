@@ -21,7 +21,17 @@ import pytest
 from warden.actors.errors import ModelRateLimitedError, ModelRequestError
 from warden.actors.model import ModelReply, ModelRequest
 from warden.actors.tools import Tool, ToolBase, ToolContext, ToolRegistry, default_registry
-from warden.bus.wire import Block, TextBlock, ToolCallRecord, ToolUseBlock, Usage
+from warden.bus.wire import (
+    Block,
+    TextBlock,
+    ToolCallRecord,
+    ToolReply,
+    ToolRequest,
+    ToolUseBlock,
+    TurnReply,
+    TurnRequest,
+    Usage,
+)
 from warden.config import Settings, load_settings
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import InMemoryDispatcher
@@ -34,7 +44,7 @@ from warden.supervisor.interceptors import (
     Substitute,
     ToolCall,
 )
-from warden.supervisor.journal import Journal, open_journal
+from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.run import RunSupervisor, state_of_new_run
 
 pytestmark = pytest.mark.anyio
@@ -624,3 +634,78 @@ async def test_the_model_endpoint_breaker_opens_and_fails_fast(
     run = await journal.get_run("r-2")
     assert run is not None and "circuit breaker 'model:claude-haiku-4-5' is open" in (
         run.error or "")
+
+
+# -- settling what a failed attempt left open --------------------------------------------
+
+
+class LedgerArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    line: str
+
+
+class Ledger(ToolBase[LedgerArgs]):
+    """A side effect that is not idempotent but can tell whether a key already acted."""
+
+    name = "ledger"
+    description = "Append a line."
+    side_effects = True
+    idempotent_by_key = False
+    reconciles = True
+    Arguments = LedgerArgs
+    lines: ClassVar[dict[str, str]] = {}
+
+    async def run(self, args: LedgerArgs, ctx: ToolContext) -> str:
+        Ledger.lines[ctx.idempotency_key] = args.line
+        return "appended"
+
+    async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
+        return "appended" if ctx.idempotency_key in Ledger.lines else None
+
+
+@dataclass
+class CrashAfterActing:
+    """A dispatcher whose worker acts on the first ledger call, then crashes before it
+    answers (as a NATS worker does: it replies with the crash)."""
+
+    inner: InMemoryDispatcher
+    crashed: int = 0
+
+    async def model(self, request: TurnRequest, *, wait_s: float) -> TurnReply:
+        return await self.inner.model(request, wait_s=wait_s)
+
+    async def tool(self, request: ToolRequest, *, wait_s: float) -> ToolReply:
+        reply = await self.inner.tool(request, wait_s=wait_s)
+        if request.name == "ledger" and request.mode == "run" and not self.crashed:
+            self.crashed += 1
+            return ToolReply(run_id=request.run_id, idempotency_key=request.idempotency_key,
+                             error="worker 'research' crashed: RuntimeError('after acting')")
+        return reply
+
+
+async def test_a_step_retry_settles_an_open_intent_and_does_not_repeat_its_effect(
+    tmp_path: Path, journal: Journal
+) -> None:
+    Ledger.lines = {}
+    h = harness(tmp_path, journal, scripted(
+        plan_of(("research", "append once")),
+        {"research": [use("ledger", line="the one line"), text("appended")]},
+    ), roles__research__tools=["ledger"], limits__step_retries=1)
+    defaults = default_registry()
+    h.tools = ToolRegistry([*(defaults.get(n) for n in defaults.names()), Ledger()])
+    crashing = CrashAfterActing(InMemoryDispatcher(h.settings, h.model, h.tools,
+                                                   data_dir=tmp_path / "data"))
+    context = RunContext.build(h.settings, journal, crashing, h.tools)
+
+    status = await RunSupervisor(context, await created(journal, "r-1")).run()
+
+    assert status == "succeeded"
+    assert crashing.crashed == 1
+    assert list(Ledger.lines) == ["r-1/e0/s0/a0/t0/c0"]  # acted once, under the first key
+    effects = await journal.effects("r-1")
+    assert effects["r-1/e0/s0/a0/t0/c0"].record is not None  # settled by reconcile
+    assert effects["r-1/e0/s0/a1/t0/c0"].record == effects["r-1/e0/s0/a0/t0/c0"].record
+
+
+async def created(journal: Journal, run_id: str) -> RunState:
+    await journal.create_run(run_id, text="do the thing", status="queued")
+    return state_of_new_run(run_id, "do the thing", None, None)
