@@ -148,9 +148,7 @@ class CallGate:
         for key, effect in self.effects.items():
             record = effect.record
             declared = self.declared(effect.tool)
-            if (record is not None and record.ok and declared is not None
-                    and declared.side_effects and not declared.idempotent_by_key
-                    and not declared.check):
+            if record is not None and record.ok and declared is not None and _once(declared):
                 self._acted[_effect_identity(key, record.name, record.arguments)] = record
 
     # -- model calls -------------------------------------------------------------------
@@ -329,8 +327,8 @@ class CallGate:
             return await self._refuse(
                 call, f"tool {call.name!r} is not in the allowlist of role {call.role!r}: "
                       "not called")
-        once = declared.side_effects and not declared.idempotent_by_key and not declared.check
-        identity = _effect_identity(call.key, call.name, call.arguments) if once else None
+        identity = (_effect_identity(call.key, call.name, call.arguments) if _once(declared)
+                    else None)
         if identity is not None:
             done = self._acted.get(identity)
             if done is not None:  # an earlier attempt of this step made this very effect
@@ -424,7 +422,7 @@ class CallGate:
                         output="did not act (settled before the step was retried)",
                         duration_ms=0.0,
                     ), wait=True)
-                elif not declared.check:
+                elif _once(declared):
                     self._acted[_effect_identity(key, call.name, call.arguments)] = acted
             self._open.pop(key, None)
 
@@ -540,6 +538,12 @@ class CallGate:
                 else:
                     breaker.record_success()
             return reply
+
+
+def _once(declared: ToolDeclaration) -> bool:
+    """Whether an effect of this tool is made once per step, whatever its retries: a side
+    effect that repeating would duplicate, and that is not a check (a check re-runs)."""
+    return declared.side_effects and not declared.idempotent_by_key and not declared.check
 
 
 def _full_jitter(base: float, cap: float, retry: int) -> float:
