@@ -46,7 +46,7 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager setuptools -e '.[test]'
 	WARDEN_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q
 
 # Refresh both locks from pyproject.toml (newest versions that satisfy it, every platform).
