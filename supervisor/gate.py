@@ -96,7 +96,7 @@ if TYPE_CHECKING:
     from warden.supervisor.journal import Effect, RecordedCall
     from warden.supervisor.run_states import RunStatus
 
-__all__ = ("CallGate",)
+__all__ = ("CallGate", "full_jitter")
 
 log = structlog.get_logger("warden.gate")
 
@@ -244,7 +244,7 @@ class CallGate:
                 raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
             wait = reply.retry_after_s
             if wait is None:
-                wait = _full_jitter(settings.limits.retry_base_s, settings.limits.retry_max_s,
+                wait = full_jitter(settings.limits.retry_base_s, settings.limits.retry_max_s,
                                     attempt - 1)
             wait = min(wait, models.retry_after_cap_s)
             now = anyio.current_time()
@@ -516,7 +516,7 @@ class CallGate:
                         breaker.record_failure()
                 if not certain and exc.maybe_delivered:
                     raise _Uncertain(exc.problem) from exc
-                wait = _full_jitter(limits.retry_base_s, limits.retry_max_s, failures)
+                wait = full_jitter(limits.retry_base_s, limits.retry_max_s, failures)
                 failures += 1
                 now = anyio.current_time()
                 deadline = min(deadline, now + limits.transport_patience_s)
@@ -546,7 +546,9 @@ def _once(declared: ToolDeclaration) -> bool:
     return declared.side_effects and not declared.idempotent_by_key and not declared.check
 
 
-def _full_jitter(base: float, cap: float, retry: int) -> float:
+def full_jitter(base: float, cap: float, retry: int) -> float:
+    """Exponential backoff with full jitter: a uniform wait up to ``base * 2**retry``,
+    capped at ``cap``. The one backoff of the gate's retries and of step retries."""
     return random.uniform(0.0, min(cap, base * 2**retry))
 
 

@@ -43,7 +43,6 @@ afresh under new keys while completed steps stay done.
 
 from __future__ import annotations
 
-import random
 from typing import TypedDict
 
 import anyio
@@ -75,7 +74,7 @@ from warden.supervisor.events import (
     StepStarted,
     Turn,
 )
-from warden.supervisor.gate import CallGate
+from warden.supervisor.gate import CallGate, full_jitter
 from warden.supervisor.interceptors import ModelCall, ToolCall
 from warden.supervisor.journal import RunState
 from warden.supervisor.planning import (
@@ -285,7 +284,8 @@ class RunSupervisor:
                 if attempt:
                     await self.gate.settle()  # the failed attempt's open intents first
                     if f"{self._step_key(index, attempt)}/t0" not in self.gate.calls:
-                        await anyio.sleep(self._backoff(attempt - 1))
+                        await anyio.sleep(full_jitter(
+                            limits.retry_base_s, limits.retry_max_s, attempt - 1))
                 try:
                     text = await self._run_attempt(index, attempt, step, feedback)
                 except _StepFailed as failed:
@@ -315,10 +315,6 @@ class RunSupervisor:
                 raise _NeedsHuman(why)
             case _:
                 raise _RunFailed(why)
-
-    def _backoff(self, retry: int) -> float:
-        limits = self.ctx.settings.limits
-        return random.uniform(0.0, min(limits.retry_max_s, limits.retry_base_s * 2**retry))
 
     def _step_key(self, index: int, attempt: int) -> str:
         return f"{self._prefix}/s{index}/a{attempt}"

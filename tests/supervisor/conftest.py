@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from warden.supervisor.journal import Journal, open_journal
 
 
 @pytest.fixture
@@ -14,3 +16,11 @@ def logs() -> Iterator[list[dict[str, object]]]:
     fields). Works because the root conftest leaves loggers uncached."""
     with capture_logs() as captured:
         yield captured
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    """An empty journal on a real SQLite file in the test's directory (a module may
+    override it, as test_events.py does with a run already created)."""
+    async with open_journal(tmp_path / "journal.sqlite") as opened:
+        yield opened

@@ -5,7 +5,7 @@ interceptors answering allow / deny / pause / substitute, and model calls that f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from warden.supervisor.interceptors import (
     Substitute,
     ToolCall,
 )
-from warden.supervisor.journal import Journal, open_journal
+from warden.supervisor.journal import Journal
 
 from tests.supervisor.run_fakes import (
     Answer,
@@ -36,12 +36,6 @@ from tests.supervisor.run_fakes import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    async with open_journal(tmp_path / "journal.sqlite") as opened:
-        yield opened
 
 
 

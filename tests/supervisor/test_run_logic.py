@@ -7,7 +7,7 @@ in the test's directory; the fakes are in ``run_fakes.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -25,7 +25,7 @@ from warden.bus.wire import (
 )
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import InMemoryDispatcher
-from warden.supervisor.journal import Journal, RunState, open_journal
+from warden.supervisor.journal import Journal, RunState
 from warden.supervisor.run import RunSupervisor, state_of_new_run
 
 from tests.supervisor.run_fakes import (
@@ -39,12 +39,6 @@ from tests.supervisor.run_fakes import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    async with open_journal(tmp_path / "journal.sqlite") as opened:
-        yield opened
 
 
 
