@@ -293,7 +293,7 @@ def hand_over(workspace: Path, isolation: SandboxIsolation) -> None:
     uid, gid = isolation.uid, isolation.gid
     os.chown(workspace, uid, gid, follow_symlinks=False)
     os.chmod(workspace, 0o700)
-    for top, dirs, files, top_fd in os.fwalk(workspace, follow_symlinks=False):
+    for _top, dirs, files, top_fd in os.fwalk(workspace, follow_symlinks=False):
         for name in (*dirs, *files):
             try:
                 os.chown(name, uid, gid, dir_fd=top_fd, follow_symlinks=False)

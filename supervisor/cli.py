@@ -306,7 +306,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     name = "-".join(roles)
     async with open_bus(_client_url(settings), name=f"warden-worker-{name}") as bus:
         workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
-                          data_dir=data_dir) for role in roles]
+                          data_dir=data_dir, models=settings.models) for role in roles]
         specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
         async with open_supervisor(
             specs, name=f"worker-{name}", max_restarts=settings.supervision.max_restarts,

@@ -43,6 +43,7 @@ from pathlib import Path
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from warden.actors.isolation import ensure_private_dir
 from warden.actors.model import Model
 from warden.actors.model_factory import build_model
 from warden.actors.tools import ToolRegistry, default_registry
@@ -298,7 +299,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     bus's, journal's or config's own errors when those cannot start.
     """
     data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, at start-up
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(data_dir)  # 0700: the sandbox may not read the journal or credentials
     _claim_data_dir(data_dir)
     async with AsyncExitStack() as stack:
         url = settings.nats.url
@@ -329,7 +330,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
-                            data_dir=data_dir)
+                            data_dir=data_dir, models=settings.models)
             await root.start_child(ChildSpec(
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,
