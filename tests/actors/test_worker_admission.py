@@ -15,7 +15,7 @@ from warden.actors.admission import step_turn
 from warden.actors.model import ModelReply, ModelRequest
 from warden.actors.tools import default_registry
 from warden.actors.worker import Worker
-from warden.bus.connection import Bus, Envelope
+from warden.bus.connection import Envelope
 from warden.bus.wire import (
     Message,
     TextBlock,
