@@ -184,8 +184,8 @@ class Worker(Actor):
         sandbox: SandboxSettings,
         *,
         data_dir: Path,
+        models: ModelSettings,
         timeout_s: float = 120.0,
-        models: ModelSettings | None = None,
     ) -> None:
         super().__init__(
             bus, subjects.work(role), queue=subjects.WORK_QUEUE_GROUP,
@@ -199,7 +199,7 @@ class Worker(Actor):
         self.data_dir = data_dir
         self.workspaces = (data_dir / WORKSPACES).resolve()
         self.timeout_s = timeout_s
-        self.expected = step_turn(settings, models or ModelSettings())
+        self.expected = step_turn(settings, models)
 
     @property
     def name(self) -> str:
