@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from warden.actors import isolation as isolation_module
+from warden.actors.isolation import SandboxIsolation, ensure_private_dir, workspaces_root
+from warden.actors.sandbox import run_sandboxed
 from warden.actors.tools import default_registry
 from warden.actors.worker import execute_tool
 from warden.bus.wire import ToolRequest
@@ -166,8 +171,6 @@ async def test_a_role_with_network_on_reaches_the_network(tmp_path: Path, listen
 
 
 def test_the_data_dir_is_created_private(tmp_path: Path) -> None:
-    from warden.actors.isolation import ensure_private_dir
-
     fresh, opened = tmp_path / "a" / "data", tmp_path / "open"
     opened.mkdir(mode=0o755)
     opened.chmod(0o755)
@@ -175,3 +178,48 @@ def test_the_data_dir_is_created_private(tmp_path: Path) -> None:
     ensure_private_dir(opened)
     assert (fresh.stat().st_mode & 0o777, opened.stat().st_mode & 0o777) == (0o700, 0o700)
     assert os.access(fresh, os.W_OK)
+
+
+@pytest.fixture
+def uid_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxIsolation]:
+    """The ``uid`` isolation as root with ``nobody`` gives it, taken as chosen even where
+    the interpreter is out of that user's reach (it is here, under /root: the code run
+    below is a shell, which is not)."""
+    if os.geteuid() != 0:
+        pytest.skip("uid isolation not checked: not running as root")
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("uid isolation not checked: no user 'nobody'")
+    chosen = SandboxIsolation(kind="uid", uid=entry.pw_uid, gid=entry.pw_gid,
+                              lost=("network isolation", "file system isolation"))
+    monkeypatch.setitem(isolation_module._chosen, ("uid", "nobody"), chosen)
+    yield chosen
+
+
+@pytest.mark.anyio
+async def test_the_uid_isolation_runs_code_as_the_user_in_a_workspace_handed_to_it(
+    tmp_path: Path, uid_isolation: SandboxIsolation
+) -> None:
+    data = tmp_path / "data"
+    ensure_private_dir(data)
+    (data / "canary.txt").write_text(new_canary())
+    root = workspaces_root(data, uid_isolation)
+    try:
+        workspace = root / "run-1"
+        workspace.mkdir()
+        (workspace / "written_by_the_worker.txt").write_text("x")  # root's, as write_file's
+        script = (
+            "id -u; id -G\n"
+            "cat /proc/$PPID/environ >/dev/null 2>&1 && echo parent-environ-read\n"
+            f"cat {data}/canary.txt >/dev/null 2>&1 && echo data-dir-read\n"
+            "echo y >> written_by_the_worker.txt && echo workspace-writable\n"
+        )
+        result = await run_sandboxed(["sh", "-c", script], cwd=workspace,
+                                     settings=SandboxSettings(isolation="uid"))
+    finally:
+        shutil.rmtree(root)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split("\n") == [
+        str(uid_isolation.uid), str(uid_isolation.gid), "workspace-writable", "",
+    ]
