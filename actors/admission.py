@@ -12,8 +12,8 @@ executed (no model call, no tool):
 - a ``TurnRequest``: ``purpose`` ``step`` (the plan and synthesis calls are the daemon's
   own, never sent to a worker); ``model``, ``system`` and the cap of ``max_tokens``
   exactly what ``step_turn`` derives from the config for this role (the run supervisor
-  builds its step calls with the same function); ``tools`` only tools of the role's
-  allowlist;
+  builds its step calls with the same function); ``deadline_s`` within
+  ``models.timeout_s``; ``tools`` only tools of the role's allowlist;
 - a ``ToolRequest``: ``name`` in the role's allowlist.
 
 A refusal is an answer (``TurnReply``/``ToolReply`` with ``error``, not retryable) and a
@@ -38,12 +38,15 @@ class StepTurn:
     model: str
     system: str
     max_tokens: int
+    timeout_s: float
+    """The longest deadline a turn may ask for (``models.timeout_s``, what the gate sends)."""
 
 
 def step_turn(role: RoleSettings, models: ModelSettings) -> StepTurn:
-    """The model, system prompt and completion cap of a step turn of ``role``: what the
-    run supervisor sends, and all a worker of that role accepts. Pure."""
-    return StepTurn(model=role.model, system=role.prompt, max_tokens=models.max_tokens)
+    """The model, system prompt, completion cap and deadline cap of a step turn of
+    ``role``: what the run supervisor sends, and all a worker of that role accepts. Pure."""
+    return StepTurn(model=role.model, system=role.prompt, max_tokens=models.max_tokens,
+                    timeout_s=models.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,9 @@ def refuse_turn(
                                  "worker's config")
     if not 1 <= request.max_tokens <= expected.max_tokens:
         return Refusal("max_tokens", f"{request.max_tokens} is not within 1..{expected.max_tokens}")
+    if not 0 <= request.deadline_s <= expected.timeout_s:
+        return Refusal("deadline_s", f"{request.deadline_s!r} is not within "
+                                     f"0..{expected.timeout_s:g} s")
     outside = [spec.name for spec in tools if spec.name not in allowlist]
     if outside:
         return Refusal("tools", f"{outside[0][:200]!r} is not in the allowlist of role {role!r}")

@@ -222,11 +222,12 @@ class Worker(Actor):
                       refusal: Refusal) -> None:
         log.warning("work_request_refused", role=self.role, field=refusal.field,
                     problem=refusal.problem, run_id=request.run_id[:128])
+        run_id = request.run_id[:128]  # a refused id may be anything, of any length
         answer: TurnReply | ToolReply = (
-            TurnReply(run_id=request.run_id, step=request.step, turn=request.turn,
+            TurnReply(run_id=run_id, step=request.step, turn=request.turn,
                       error=str(refusal), retryable=False)
             if isinstance(request, TurnRequest)
-            else ToolReply(run_id=request.run_id, idempotency_key=request.idempotency_key,
+            else ToolReply(run_id=run_id, idempotency_key=request.idempotency_key[:256],
                            error=str(refusal))
         )
         await self.bus.respond(envelope, encoder.encode(answer))
@@ -246,7 +247,6 @@ class Worker(Actor):
                     try:
                         specs = _tool_specs(bytes(request.tools))
                     except msgspec.MsgspecError as exc:
-                        specs = []
                         refusal: Refusal | None = Refusal(
                             "tools", f"is not a JSON array of tool specs: {exc}")
                     else:

@@ -116,14 +116,16 @@ async def test_a_turn_the_config_produces_is_made(tmp_path: Path) -> None:
         ({"max_tokens": 64000}, "max_tokens", "64000 is not within 1..1000"),
         ({"max_tokens": 0}, "max_tokens", "0 is not within 1..1000"),
         ({"purpose": "plan"}, "purpose", "'plan' is not served by workers"),
+        ({"deadline_s": 1e9}, "deadline_s", "1000000000.0 is not within 0..120 s"),
+        ({"deadline_s": -1.0}, "deadline_s", "-1.0 is not within 0..120 s"),
         ({"run_id": "../../etc"}, "run_id", "'../../etc' is not a single safe token"),
         ({"tools": msgspec.Raw(encoder.encode(default_registry().specs(["write_file"])))},
          "tools", "'write_file' is not in the allowlist"),
         ({"tools": msgspec.Raw(b'[{"name": 1}]')}, "tools", "is not a JSON array of tool specs"),
     ],
     ids=["wrong-role", "unexpected-model", "unexpected-system-prompt", "max-tokens-over-cap",
-         "max-tokens-zero", "plan-purpose", "bad-run-id", "tool-not-allowlisted",
-         "undecodable-tools"],
+         "max-tokens-zero", "plan-purpose", "deadline-over-cap", "negative-deadline",
+         "bad-run-id", "tool-not-allowlisted", "undecodable-tools"],
 )
 async def test_a_turn_the_config_would_not_produce_is_refused_and_no_model_is_called(
     tmp_path: Path, changes: dict[str, object], field: str, detail: str
