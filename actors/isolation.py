@@ -5,7 +5,8 @@ case; what else keeps it from the daemon's secrets depends on what this host all
 is chosen once per process (``isolation_in_use``), in this order:
 
 - ``bubblewrap``: the code runs under ``bwrap`` in new PID, user, IPC, UTS (and cgroup)
-  namespaces, and a new network namespace unless the role sets ``network = true``. It
+  namespaces, and a new network namespace unless the role sets ``network = true``, with
+  no capabilities and (bwrap 0.8+) no way to make a user namespace of its own. It
   sees a fresh ``/proc`` (its own processes only: the daemon's ``/proc/<pid>/environ``
   does not exist there), a minimal ``/dev``, a private tmpfs ``/tmp``, read-only binds of
   the system's ``/usr`` (and the ``/bin``, ``/lib*`` links or dirs), the interpreter's
@@ -88,6 +89,8 @@ class SandboxIsolation:
 
     kind: Isolation
     bwrap: str | None = None
+    bwrap_options: tuple[str, ...] = ()
+    """Options this bwrap supports beyond the base set (``--disable-userns``, 0.8+)."""
     uid: int | None = None
     gid: int | None = None
     lost: tuple[str, ...] = ()
@@ -110,7 +113,8 @@ def choose_isolation(settings: SandboxSettings) -> SandboxIsolation:
     if wanted in ("auto", "bubblewrap"):
         bwrap, problem = _working_bwrap()
         if bwrap is not None:
-            return SandboxIsolation(kind="bubblewrap", bwrap=bwrap)
+            options = ("--disable-userns",) if _bwrap_runs(bwrap, "--disable-userns") else ()
+            return SandboxIsolation(kind="bubblewrap", bwrap=bwrap, bwrap_options=options)
         reasons.append(problem)
         if wanted == "bubblewrap":
             raise SandboxUnavailableError("isolation", "bubblewrap", problem)
@@ -160,19 +164,30 @@ def _working_bwrap() -> tuple[str | None, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return None, "bubblewrap (bwrap) is not installed"
-    probe = [
-        bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
-        "--", "/bin/sh", "-c", "exit 0",
-    ]  # fmt: skip
     try:
-        done = subprocess.run(probe, capture_output=True, timeout=30, env={}, check=False)
+        done = _bwrap_probe(bwrap)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"bubblewrap does not run here: {exc}"
     if done.returncode != 0:
         first = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
         return None, f"bubblewrap cannot create namespaces here: {first}"
     return bwrap, ""
+
+
+def _bwrap_runs(bwrap: str, *options: str) -> bool:
+    try:
+        return _bwrap_probe(bwrap, *options).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _bwrap_probe(bwrap: str, *options: str) -> subprocess.CompletedProcess[bytes]:
+    probe = [
+        bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-net", "--die-with-parent", "--cap-drop", "ALL", *options,
+        "--ro-bind", "/", "/", "--proc", "/proc", "--", "/bin/sh", "-c", "exit 0",
+    ]  # fmt: skip
+    return subprocess.run(probe, capture_output=True, timeout=30, env={}, check=False)
 
 
 def _unprivileged_user(user: str) -> tuple[tuple[int, int] | None, str]:
@@ -214,13 +229,21 @@ def _reachable(path: Path, uid: int, gid: int) -> bool:
 
 
 def bubblewrap_argv(
-    bwrap: str, *, cwd: Path, env: Mapping[str, str], network: bool
+    isolation: SandboxIsolation, *, cwd: Path, env: Mapping[str, str], network: bool
 ) -> list[str]:
     """The bwrap command line (up to ``--``) that runs a program in ``cwd`` with ``env``
-    and nothing else of ours (see the module docstring for what is bound)."""
+    and nothing else of ours (see the module docstring for what is bound).
+
+    ``--cap-drop ALL``: bwrap started by root keeps every capability inside its user
+    namespace, where uid 0 is the real root: measured, code could then remount the
+    read-only ``/usr`` read-write and write to the host's. ``--disable-userns`` (where
+    this bwrap has it) keeps it from making a namespace of its own to get them back
+    (``test_sandboxed_code_has_no_capabilities_and_cannot_remount_the_system``).
+    """
+    assert isolation.bwrap is not None
     argv = [
-        bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try",
+        isolation.bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--cap-drop", "ALL", *isolation.bwrap_options,
     ]  # fmt: skip
     if not network:
         argv.append("--unshare-net")

@@ -182,8 +182,7 @@ async def run_sandboxed(
         if not await anyio.Path(cwd).is_dir():
             raise SandboxError("sandbox", f"cannot start {argv[0]!r} in {str(cwd)!r}: "
                                           "no such directory")
-        command = [*bubblewrap_argv(isolation.bwrap, cwd=cwd, env=env, network=network),
-                   *command]
+        command = [*bubblewrap_argv(isolation, cwd=cwd, env=env, network=network), *command]
     elif isolation.uid is not None:
         try:
             await anyio.to_thread.run_sync(hand_over, cwd, isolation)

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from warden.actors import isolation as isolation_module
 from warden.actors.isolation import SandboxIsolation, ensure_private_dir, workspaces_root
@@ -223,3 +224,30 @@ async def test_the_uid_isolation_runs_code_as_the_user_in_a_workspace_handed_to_
     assert result.stdout.split("\n") == [
         str(uid_isolation.uid), str(uid_isolation.gid), "workspace-writable", "",
     ]
+
+
+@pytest.mark.anyio
+async def test_sandboxed_code_has_no_capabilities_and_cannot_remount_the_system(
+    tmp_path: Path,
+) -> None:
+    """bwrap run by root keeps every capability in its namespace unless told otherwise,
+    and there uid 0 is the host's root: this was a way to write to the host's /usr."""
+    require("bubblewrap")
+    if shutil.which("mount") is None:
+        pytest.skip("remounting not checked: no mount program")
+    mark = f"warden-sandbox-escape-{os.getpid()}-{tmp_path.name}"
+    script = (
+        "grep CapEff /proc/self/status\n"
+        "mount -o remount,rw,bind /usr 2>/dev/null && echo remounted\n"
+        f"touch /usr/{mark} 2>/dev/null && echo written\n"
+        "unshare -Urm true 2>/dev/null && echo own-user-namespace\n"
+    )
+    try:
+        result = await run_sandboxed(["sh", "-c", script], cwd=tmp_path,
+                                     settings=SandboxSettings(isolation="bubblewrap"))
+    finally:
+        escaped = anyio.Path("/usr") / mark
+        if await escaped.exists():
+            await escaped.unlink()
+            pytest.fail("sandboxed code wrote to the host's /usr")
+    assert result.stdout.split() == ["CapEff:", "0000000000000000"]
