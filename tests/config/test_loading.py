@@ -38,7 +38,6 @@ def test_environment_overrides_file_which_overrides_defaults(tmp_path: Path) -> 
     [
         ({"WARDEN_LIMITS__MAX_STEPS_PER_RUN": "many"}, "limits.max_steps_per_run", "many",
          "Expected `int`"),
-        ({"WARDEN_LIMITS__MAX_STEPZ": "3"}, "limits.max_stepz", "3", "unknown key"),
         ({"WARDEN_LIMITS__MAX_TURNS_PER_STEP": "0"}, "limits.max_turns_per_step", 0,
          "at least 1"),
         ({"WARDEN_LIMITS__RUN_BUDGET_USD": "-1"}, "limits.run_budget_usd", -1.0,
