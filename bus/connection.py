@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -457,7 +458,7 @@ async def open_bus(
     except FAILURES as exc:
         await _close_quietly(nc)
         if isinstance(exc, TimeoutError):
-            why = f": {refusals[-1]}" if refusals else ""
+            why = f": {_reason(refusals[-1])}" if refusals else ""
             raise BusConnectionError(
                 f"no connection within {connect_timeout:g}s{why}",
                 operation="connect",
@@ -483,6 +484,14 @@ async def open_bus(
                 with contextlib.suppress(*FAILURES):
                     await nc.drain()
             await _close_quietly(nc)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a connection attempt failed, the same on every event loop: the OS's words
+    for an ``OSError`` ("Connection refused"), else the error's own message."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{os.strerror(exc.errno)} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
 
 
 def _expire(waiter: asyncio.Future[bytes]) -> None:
