@@ -11,9 +11,12 @@
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
 
 Client commands find the daemon through ``daemon.json`` in the data directory
-(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``.
-Exit codes: 0 success; 1 a run ended other than ``succeeded``; 2 bad usage, bad config or
-no daemon; 3 timed out.
+(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``; without a daemon, ``runs``
+and ``show`` read the data directory's journal (read-only) and say so on stderr.
+Exit codes: 0 success (also when stdout's reader left early); 1 a run ended other than
+``succeeded``; 2 bad usage, bad config, no daemon or an unreachable bus; 3 timed out;
+130 interrupted. Every error of the user's is one line on stderr, never a traceback,
+also when it was raised inside a task group (``exit_code``).
 """
 
 from __future__ import annotations
