@@ -436,6 +436,10 @@ async def open_bus(
             refusals[:] = [exc]
             log.debug("bus_connect_retry", url=url, error=str(exc))
 
+    async def on_closed() -> None:
+        if buses:  # a connection that never was is not news: the error raised says it
+            await _on_closed()
+
     try:
         with anyio.fail_after(connect_timeout):
             # nats-py annotates these durations as int, but uses them as float seconds
@@ -453,7 +457,7 @@ async def open_bus(
                 error_cb=on_error,
                 disconnected_cb=_disconnect_logger(nc, buses),
                 reconnected_cb=_on_reconnected,
-                closed_cb=_on_closed,
+                closed_cb=on_closed,
             )
     except FAILURES as exc:
         await _close_quietly(nc)

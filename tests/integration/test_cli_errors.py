@@ -276,9 +276,12 @@ def test_runs_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert "BrokenPipe" not in result.stderr
 
 
-def test_a_refused_connection_is_one_line(tmp_path: Path) -> None:
-    result = warden("runs", "--nats", f"nats://127.0.0.1:{_closed_port()}",
-                    "--data-dir", str(tmp_path / "d"))
+@pytest.mark.parametrize("command", [["runs"], ["up"]])
+def test_a_refused_connection_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    # `up` logs at info: a connection that never was is still one line.
+    result = warden(*command, "--nats", f"nats://127.0.0.1:{_closed_port()}",
+                    "--data-dir", str(tmp_path / "d"),
+                    env={"WARDEN_MODELS__PROVIDER": "scripted"})
     assert_one_line(result, 2, "Connection refused")
 
 
