@@ -42,6 +42,7 @@ import nats.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 from warden.bus import jetstream
+from warden.bus.credentials import Credentials
 from warden.bus.errors import FAILURES, BusConnectionError, translate
 from warden.bus.jetstream import PubAck, TaskConsumer, TaskMessage
 from warden.bus.subjects import TASKS_CONSUMER
@@ -385,6 +386,33 @@ async def _on_error(exc: Exception) -> None:
     log.warning("bus_error", error=str(exc), error_type=type(exc).__name__)
 
 
+class _RefusedError(Exception):
+    """The server refused the credentials during the first connection (never escapes)."""
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    # nats-py raises a plain nats.errors.Error("nats: 'Authorization Violation'") for a
+    # refused CONNECT (AuthorizationError only for some paths); the text is the server's.
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def _error_logger(
+    nc: nats.NATS, buses: list[Bus], refused: list[BaseException]
+) -> Callable[[Exception], Awaitable[None]]:
+    async def on_error(exc: Exception) -> None:
+        if not buses and not nc.is_connected and _is_refusal(exc):
+            # Refused while connecting: retrying cannot help. nats-py's first-connection
+            # loop awaits this callback, so raising here ends it; open_bus turns it into
+            # one error, instead of a warning per attempt until the deadline.
+            refused.append(exc)
+            raise _RefusedError from exc
+        await _on_error(exc)
+
+    return on_error
+
+
 def _disconnect_logger(
     nc: nats.NATS, buses: list[Bus]
 ) -> Callable[[], Awaitable[None]]:
@@ -410,18 +438,25 @@ async def _on_closed() -> None:
 
 @contextlib.asynccontextmanager
 async def open_bus(
-    url: str, *, name: str = "warden", connect_timeout: float = 5.0
+    url: str, *, name: str = "warden", connect_timeout: float = 5.0,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Bus]:
-    """Connect to NATS at ``url``; drain and close on exit.
+    """Connect to NATS at ``url`` with ``credentials`` (none: anonymously); drain and
+    close on exit.
 
     Retries the first connection until ``connect_timeout`` seconds have passed, then
-    raises ``BusConnectionError`` (retryable). Once connected, a lost connection is
-    retried forever with exponential backoff (0.1 s doubling to 5 s, jittered) while
-    publishes buffer. On exit, also on cancellation: drain (bounded by
-    ``_CLEANUP_TIMEOUT``), then close.
+    raises ``BusConnectionError`` (retryable). A server that refuses the credentials
+    ends the attempt at once: ``BusConnectionError`` (not retryable) naming ``url`` and
+    the server's "authorization violation". A credential file that is missing or
+    unusable raises ``CredentialsError`` before any connection is tried. Once connected,
+    a lost connection is retried forever with exponential backoff (0.1 s doubling to
+    5 s, jittered) while publishes buffer. On exit, also on cancellation: drain (bounded
+    by ``_CLEANUP_TIMEOUT``), then close.
     """
+    options = (credentials or Credentials()).connect_options()
     nc = nats.NATS()
     buses: list[Bus] = []  # the one Bus of this connection, once made
+    refused: list[BaseException] = []  # the server's refusal, seen by the error callback
     try:
         with anyio.fail_after(connect_timeout):
             # nats-py annotates these durations as int, but uses them as float seconds
@@ -436,13 +471,20 @@ async def open_bus(
                 reconnect_to_server_handler=_reconnect_backoff,
                 ping_interval=30,
                 drain_timeout=_CLEANUP_TIMEOUT,  # type: ignore[arg-type]
-                error_cb=_on_error,
+                error_cb=_error_logger(nc, buses, refused),
                 disconnected_cb=_disconnect_logger(nc, buses),
                 reconnected_cb=_on_reconnected,
                 closed_cb=_on_closed,
+                **options,  # type: ignore[arg-type]
             )
-    except FAILURES as exc:
+    except (_RefusedError, *FAILURES) as exc:
         await _close_quietly(nc)
+        if refused or _is_refusal(exc):
+            raise BusConnectionError(
+                "authorization violation: the server refused "
+                f"{(credentials or Credentials()).describe()}",
+                operation="connect", subject=url, retryable=False,
+            ) from exc
         if isinstance(exc, TimeoutError):
             raise BusConnectionError(
                 f"no connection within {connect_timeout:g}s",

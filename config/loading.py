@@ -4,7 +4,10 @@ Precedence, lowest first: ``defaults.toml`` shipped in this package; the file na
 ``--config`` or ``WARDEN_CONFIG`` (merged key by key, tables recursively); environment
 variables; explicit overrides from the command line. Environment names are
 ``WARDEN_<SECTION>__<KEY>`` (``WARDEN_LIMITS__RUN_BUDGET_USD=0.1``) plus three short
-forms: ``WARDEN_DATA_DIR``, ``WARDEN_NATS_URL`` and ``WARDEN_SCRIPTED_LATENCY_MS``.
+forms: ``WARDEN_DATA_DIR``, ``WARDEN_NATS_URL`` and ``WARDEN_SCRIPTED_LATENCY_MS``, and
+``WARDEN_NATS_<KEY>`` for the NATS credentials (``WARDEN_NATS_CREDS``, ``..._NKEY_SEED``,
+``..._USER``, ``..._PASSWORD``, ``..._TOKEN``, ``..._TLS_CA``, ``..._TLS_CERT``,
+``..._TLS_KEY``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from warden.config.settings import Settings
 _SHORT_FORMS: dict[str, tuple[str, ...]] = {
     "WARDEN_DATA_DIR": ("data_dir",),
     "WARDEN_NATS_URL": ("nats", "url"),
+    # NATS credentials and TLS, under the names NATS users know (``nats.*`` keys).
+    **{f"WARDEN_NATS_{key.upper()}": ("nats", key) for key in (
+        "creds", "nkey_seed", "user", "password", "token", "tls_ca", "tls_cert", "tls_key")},
     "WARDEN_SCRIPTED_LATENCY_MS": ("models", "scripted_latency_ms"),
 }
 _NOT_SETTINGS = {"WARDEN_CONFIG"}
