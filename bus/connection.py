@@ -390,6 +390,9 @@ class _RefusedError(Exception):
     """The server refused the credentials during the first connection (never escapes)."""
 
 
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (_RefusedError, *FAILURES)
+
+
 def _is_refusal(exc: BaseException) -> bool:
     # nats-py raises a plain nats.errors.Error("nats: 'Authorization Violation'") for a
     # refused CONNECT (AuthorizationError only for some paths); the text is the server's.
@@ -477,7 +480,7 @@ async def open_bus(
                 closed_cb=_on_closed,
                 **options,  # type: ignore[arg-type]
             )
-    except (_RefusedError, *FAILURES) as exc:
+    except _CONNECT_FAILURES as exc:
         await _close_quietly(nc)
         if refused or _is_refusal(exc):
             raise BusConnectionError(

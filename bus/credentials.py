@@ -72,7 +72,7 @@ class Credentials:
             return f"user {self.user!r} and password"
         if self.token is not None:
             return "token"
-        return "no credentials (anonymous)"
+        return "an anonymous connection (no credentials)"
 
     @classmethod
     def for_identity(cls, directory: Path, identity: Identity) -> Credentials:

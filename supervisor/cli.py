@@ -11,7 +11,9 @@
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
 
 Client commands find the daemon through ``daemon.json`` in the data directory
-(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``.
+(``--data-dir`` / ``WARDEN_DATA_DIR``) and connect with the seed it names (``client``;
+``operator`` for ``dlq``; ``worker`` for ``warden worker``), or take ``--nats URL`` with
+credentials from config or ``WARDEN_NATS_*`` (README, "Security model").
 Exit codes: 0 success; 1 a run ended other than ``succeeded``; 2 bad usage, bad config or
 no daemon; 3 timed out.
 """
@@ -25,13 +27,16 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
 import anyio
 import msgspec
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
+from warden.bus.credentials import Credentials
 from warden.bus.errors import BusError
+from warden.bus.identities import Identity
 from warden.bus.wire import (
     DeadLetterList,
     DeadLetterRetry,
@@ -76,9 +81,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-def _client_url(settings: Settings) -> str:
+def _connection(settings: Settings, identity: Identity) -> tuple[str, Credentials]:
+    """Where and how to connect as ``identity``: ``--nats URL`` with the configured
+    credentials (``nats.creds``, ``WARDEN_NATS_NKEY_SEED``, ...), else the local
+    daemon's ``daemon.json`` (its URL and the identity's seed file)."""
     if settings.nats.url:
-        return settings.nats.url
+        return settings.nats.url, Credentials.from_settings(settings.nats, identity)
     data_dir = Path(settings.data_dir).resolve()
     info = read_daemon_file(data_dir)
     if info is None:
@@ -86,7 +94,12 @@ def _client_url(settings: Settings) -> str:
             f"no daemon is running for data dir {str(data_dir)!r}: start one with "
             f"`warden up --data-dir {settings.data_dir}` or pass --nats URL"
         )
-    return info.url
+    return info.url, info.credentials(identity, settings.nats)
+
+
+def _open_client(settings: Settings, identity: Identity, name: str) -> AsyncContextManager[Bus]:
+    url, credentials = _connection(settings, identity)
+    return open_bus(url, name=name, credentials=credentials)
 
 
 async def _request(bus: Bus, subject: str, payload: msgspec.Struct, timeout: float) -> object:
@@ -216,7 +229,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(f"--id {run_id!r} must be 1-128 characters of [A-Za-z0-9_-]")
     task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
                           budget_usd=args.budget)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         try:
             status = await submit_and_follow(bus, task, wait=args.wait,
                                              progress=not args.json, timeout=args.timeout)
@@ -233,7 +246,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 async def cmd_runs(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         listing = await _request(bus, subjects.API_RUNS,
                                  RunsQuery(limit=args.limit, status=args.status),
                                  settings.nats.request_timeout_s)
@@ -247,7 +260,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 
 async def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         _print_run(await _show(bus, args.run_id, settings), as_json=args.json)
     return 0
 
@@ -256,7 +269,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
     """``cancel`` and ``resume``: ask the daemon, print the run as it is now."""
     settings = _settings(args)
     subject = subjects.API_CANCEL if args.command == "cancel" else subjects.API_RESUME
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         run = await _request(bus, subject, RunQuery(run_id=args.run_id),
                              settings.nats.request_timeout_s)
     assert isinstance(run, RunSummary)
@@ -266,7 +279,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
 
 async def cmd_dlq(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "operator", "warden-cli") as bus:
         if args.action == "retry":
             if args.id is None:
                 raise UsageError("`warden dlq retry` needs the dead letter's ID")
@@ -304,7 +317,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     tools = default_registry()
     name = "-".join(roles)
-    async with open_bus(_client_url(settings), name=f"warden-worker-{name}") as bus:
+    async with _open_client(settings, "worker", f"warden-worker-{name}") as bus:
         workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
                           data_dir=data_dir) for role in roles]
         specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
@@ -327,7 +340,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
         print(f"warden demo: daemon in-process, NATS {daemon.bus.url}, data dir "
               f"{daemon.data_dir}, model {type(daemon.model).__name__}", file=sys.stderr)
-        async with open_bus(daemon.bus.url, name="warden-demo") as bus:
+        async with open_bus(daemon.bus.url, name="warden-demo",
+                            credentials=daemon.credentials("client")) as bus:
             tasks = [TaskSubmission(id=new_run_id(), text=text) for text in DEMO_TASKS]
             statuses: dict[str, str] = {}
 
