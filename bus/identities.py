@@ -48,6 +48,7 @@ from warden.bus.errors import CredentialsError
 __all__ = (
     "IDENTITIES",
     "PERMISSIONS",
+    "PLACEHOLDER_KEYS",
     "Identity",
     "Permissions",
     "ensure_seeds",
@@ -143,6 +144,10 @@ PERMISSIONS: Mapping[Identity, Permissions] = {
 
 
 # -- the server's authorization block ----------------------------------------------------
+
+PLACEHOLDER_KEYS: Mapping[Identity, str] = {i: f"<{i} public nkey U...>" for i in IDENTITIES}
+"""Stand-ins for public keys, in the block the README shows (``warden nats-permissions``
+without ``--keys``); replace each with the public key of that identity's seed."""
 
 
 def _quoted(items: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@
     warden cancel RUN_ID           cancel a run that has not ended
     warden resume RUN_ID           resume a run stopped in needs_human or failed
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
+    warden nats-permissions        the permissions block for a NATS cluster's server config
 
 Client commands find the daemon through ``daemon.json`` in the data directory
 (``--data-dir`` / ``WARDEN_DATA_DIR``) and connect with the seed it names (``client``;
@@ -36,7 +37,13 @@ from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
 from warden.bus.credentials import Credentials
 from warden.bus.errors import BusError
-from warden.bus.identities import Identity
+from warden.bus.identities import (
+    PLACEHOLDER_KEYS,
+    Identity,
+    ensure_seeds,
+    public_key,
+    render_authorization,
+)
 from warden.bus.wire import (
     DeadLetterList,
     DeadLetterRetry,
@@ -335,6 +342,17 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_nats_permissions(args: argparse.Namespace) -> int:
+    """Print the ``authorization`` block for a nats-server config: with ``--keys DIR``,
+    the public keys of the seeds there (made if missing, mode 0600), else stand-ins."""
+    keys = dict(PLACEHOLDER_KEYS)
+    if args.keys:
+        seeds = ensure_seeds(Path(args.keys))
+        keys = {identity: public_key(path) for identity, path in seeds.items()}
+    print(render_authorization(keys), end="")
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
@@ -447,6 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--role", required=True, action="append",
                         help="research, code or review; repeat to serve several")
     worker.set_defaults(func=cmd_worker, default_level="info")
+
+    permissions = sub.add_parser(
+        "nats-permissions", help="print the NATS permissions block for a server config",
+        description="Print the `authorization` block that gives warden's identities "
+        "(daemon, worker, client, operator) their least-privilege permissions, to paste "
+        "into a nats-server config. With --keys DIR, one nkey seed per identity is made "
+        "in DIR (if missing; mode 0600) and the block names their public keys.")
+    permissions.add_argument("--keys", metavar="DIR",
+                             help="directory of the identities' seeds (<identity>.nk)")
+    permissions.set_defaults(func=cmd_nats_permissions, default_level="warning",
+                             log_level=None, log_json=False)
     return parser
 
 
