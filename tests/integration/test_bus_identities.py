@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import stat
 import subprocess
 import sys
@@ -381,3 +382,27 @@ async def test_no_seed_appears_in_the_logs(tmp_path: Path) -> None:
     text = repr(logs) + server_log
     assert logs and server_log
     assert not [seed for seed in seeds if seed in text]
+
+
+async def test_warden_worker_connects_as_the_worker_daemon_json_names(tmp_path: Path) -> None:
+    async with _daemon(tmp_path, local_workers=False) as daemon:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
+        env["WARDEN_MODELS__PROVIDER"] = "scripted"
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
+            [sys.executable, "-m", "warden", "worker", "--role", "code",
+             "--data-dir", str(daemon.data_dir)],  # no --nats: daemon.json says how
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            with anyio.fail_after(30):  # until it answers on its subject
+                while True:
+                    try:
+                        await daemon.bus.request(subjects.work("code"), b"{}", timeout=2)
+                        break
+                    except NoRespondersError:
+                        await anyio.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(proc.wait, 10)
+    assert code == 0
