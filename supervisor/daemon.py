@@ -110,10 +110,15 @@ class DaemonInfo:
     def credentials(self, identity: Identity, settings: NatsSettings) -> Credentials:
         """How to connect as ``identity``: its seed from ``daemon.json`` when the daemon
         named one, else the configured credentials (a daemon on an external server)."""
-        seed = self.seeds.get(identity)
-        if seed is None:
-            return Credentials.from_settings(settings, identity)
-        return Credentials(nkey_seed=seed, inbox_prefix=inbox_prefix(identity))
+        return _connect_as(identity, self.seeds, settings)
+
+
+def _connect_as(identity: Identity, seeds: Mapping[str, Path],
+                settings: NatsSettings) -> Credentials:
+    seed = seeds.get(identity)
+    if seed is None:
+        return Credentials.from_settings(settings, identity)
+    return Credentials(nkey_seed=seed, inbox_prefix=inbox_prefix(identity))
 
 
 def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
@@ -185,7 +190,7 @@ class Daemon:
     def __init__(
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
-        *, seeds: Mapping[Identity, Path] | None = None,
+        *, seeds: Mapping[str, Path] | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -205,10 +210,7 @@ class Daemon:
     def credentials(self, identity: Identity) -> Credentials:
         """How a client of this daemon connects as ``identity``: the generated seed
         (embedded server), else the configured credentials. Pure."""
-        seed = self._seeds.get(identity)
-        if seed is None:
-            return Credentials.from_settings(self.settings.nats, identity)
-        return Credentials(nkey_seed=seed, inbox_prefix=inbox_prefix(identity))
+        return _connect_as(identity, self._seeds, self.settings.nats)
 
     @property
     def active_runs(self) -> int:

@@ -11,6 +11,7 @@ import re
 import stat
 from pathlib import Path
 
+import anyio
 import nkeys
 import pytest
 from structlog.testing import capture_logs
@@ -179,11 +180,18 @@ def test_a_client_certificate_needs_its_key(tmp_path: Path) -> None:
 def test_warden_nats_permissions_prints_the_block_with_the_seeds_public_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from warden.supervisor.cli import main
+    from warden.supervisor.cli import build_parser
 
-    assert main(["nats-permissions"]) == 0
+    def warden(*argv: str) -> int:
+        # The command's function, not main(): main() configures logging for a process,
+        # which would take the log capture from the tests that run after this one.
+        args = build_parser().parse_args(argv)
+        code: int = anyio.run(args.func, args)
+        return code
+
+    assert warden("nats-permissions") == 0
     assert capsys.readouterr().out == render_authorization(PLACEHOLDER_KEYS)
-    assert main(["nats-permissions", "--keys", str(tmp_path / "keys")]) == 0
+    assert warden("nats-permissions", "--keys", str(tmp_path / "keys")) == 0
     seeds = {i: tmp_path / "keys" / f"{i}.nk" for i in IDENTITIES}
     assert capsys.readouterr().out == render_authorization(
         {i: public_key(p) for i, p in seeds.items()})
