@@ -154,7 +154,8 @@ class _Identities:
     """``None``: local workers share the daemon's connection (external server)."""
     authorization: str | None
     """The embedded server's ``authorization`` block; ``None`` for an external server."""
-    seeds: Mapping[Identity, Path]
+    seeds: Mapping[str, Path]
+    """Every identity's seed file, by identity (embedded server only)."""
 
 
 def _identities(settings: Settings, data_dir: Path) -> _Identities:
@@ -167,7 +168,7 @@ def _identities(settings: Settings, data_dir: Path) -> _Identities:
         daemon=Credentials.for_identity(directory, "daemon"),
         worker=Credentials.for_identity(directory, "worker"),
         authorization=render_authorization({i: public_key(seeds[i]) for i in IDENTITIES}),
-        seeds=seeds,
+        seeds={str(identity): path for identity, path in seeds.items()},
     )
 
 
