@@ -53,6 +53,7 @@ __all__ = (
     "Permissions",
     "ensure_seeds",
     "inbox_prefix",
+    "is_reply_to",
     "public_key",
     "render_authorization",
     "seed_path",
@@ -80,6 +81,20 @@ class Permissions:
 def inbox_prefix(identity: Identity) -> str:
     """The inbox prefix identity ``identity`` connects with: ``_INBOX_<identity>``."""
     return f"_INBOX_{identity}"
+
+
+def is_reply_to(identity: Identity, reply: str) -> bool:
+    """Whether the reply subject ``reply`` lies in ``identity``'s inboxes (``_INBOX_x.``).
+
+    Under these permissions only ``identity`` reads there, and only the daemon may publish
+    on ``warden.work.*``: a work request whose reply is not the daemon's inbox did not come
+    from the daemon. One such path exists: a client may create an events consumer whose
+    delivery subject is ``warden.work.<role>``, and JetStream delivers there whatever the
+    client's publish permissions; those messages carry ``$JS.ACK...`` as their reply
+    (``test_bus_identities.py``), so a worker that serves only ``is_reply_to("daemon",
+    envelope.reply)`` never serves them.
+    """
+    return reply.startswith(inbox_prefix(identity) + ".")
 
 
 def _verb(api_subject: str) -> str:

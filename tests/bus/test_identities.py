@@ -23,6 +23,7 @@ from warden.bus.identities import (
     PLACEHOLDER_KEYS,
     ensure_seeds,
     inbox_prefix,
+    is_reply_to,
     public_key,
     render_authorization,
 )
@@ -112,6 +113,15 @@ def test_every_identity_subscribes_to_its_own_inbox_and_no_other() -> None:
         inboxes = [s for s in PERMISSIONS[identity].subscribe_allow if s.startswith("_INBOX")]
         assert inboxes == [f"_INBOX_{identity}.>"]
         assert inbox_prefix(identity) == f"_INBOX_{identity}"
+
+
+def test_a_reply_is_the_daemons_only_in_the_daemons_inbox() -> None:
+    assert is_reply_to("daemon", "_INBOX_daemon.xyz.12")
+    assert not is_reply_to("daemon", "_INBOX_daemonic.xyz.12")
+    assert not is_reply_to("daemon", "_INBOX.xyz.12")
+    assert not is_reply_to("daemon", "_INBOX_client.xyz.1")
+    assert not is_reply_to("daemon", "$JS.ACK.WARDEN_EVENTS.c.1.1.1.1796302582113595993.0")
+    assert not is_reply_to("daemon", "")
 
 
 def test_subjects_with_a_dollar_are_quoted_for_the_server_config() -> None:
