@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -387,7 +388,8 @@ async def _on_error(exc: Exception) -> None:
 
 
 class _RefusedError(Exception):
-    """The server refused the credentials during the first connection (never escapes)."""
+    """The first connection cannot succeed by retrying: the server refused the credentials,
+    or TLS failed (a certificate that does not verify). Never escapes ``open_bus``."""
 
 
 _CONNECT_FAILURES: tuple[type[BaseException], ...] = (_RefusedError, *FAILURES)
@@ -405,7 +407,9 @@ def _error_logger(
     nc: nats.NATS, buses: list[Bus], refused: list[BaseException]
 ) -> Callable[[Exception], Awaitable[None]]:
     async def on_error(exc: Exception) -> None:
-        if not buses and not nc.is_connected and _is_refusal(exc):
+        if not buses and not nc.is_connected and (
+            _is_refusal(exc) or isinstance(exc, ssl.SSLError)
+        ):
             # Refused while connecting: retrying cannot help. nats-py's first-connection
             # loop awaits this callback, so raising here ends it; open_bus turns it into
             # one error, instead of a warning per attempt until the deadline.
@@ -482,6 +486,11 @@ async def open_bus(
             )
     except _CONNECT_FAILURES as exc:
         await _close_quietly(nc)
+        if refused and isinstance(refused[0], ssl.SSLError):
+            raise BusConnectionError(
+                f"TLS failed: {getattr(refused[0], 'reason', None) or refused[0]}",
+                operation="connect", subject=url, retryable=False,
+            ) from exc
         if refused or _is_refusal(exc):
             raise BusConnectionError(
                 "authorization violation: the server refused "
