@@ -407,6 +407,10 @@ def _error_logger(
     nc: nats.NATS, buses: list[Bus], refused: list[BaseException]
 ) -> Callable[[Exception], Awaitable[None]]:
     async def on_error(exc: Exception) -> None:
+        if refused:
+            # Closing after the refusal (a TLS alert again, say): already reported.
+            log.debug("bus_error_after_refusal", error=str(exc), error_type=type(exc).__name__)
+            return
         if not buses and not nc.is_connected and (
             _is_refusal(exc) or isinstance(exc, ssl.SSLError)
         ):
