@@ -362,7 +362,7 @@ class Bus:
     def follow(self, subject: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """``async with bus.follow(subject) as events``: every stored event on ``subject``
         from the start, then live ones. See ``jetstream.follow``."""
-        return jetstream.follow(self._js, subject)
+        return jetstream.follow(self._nc, self._js, subject)
 
 
 async def _unsubscribe_quietly(sub: NatsSubscription) -> None:

@@ -10,9 +10,9 @@ The identities, each a NATS user with its own nkey and its own inbox prefix:
   it is handed (``allow_responses``); it may publish nothing else, so it can neither
   submit (``warden.tasks``), nor call the API, nor emit events, nor approve.
 - ``client``: submits (``warden.tasks``, ``warden.api.submit``), calls the API's read and
-  control verbs, discovers services (``$SRV.>``), follows a run's events (an ordered
-  consumer on ``WARDEN_EVENTS``: its ``CONSUMER.CREATE`` and flow-control replies only)
-  and waits on ``warden.done.*``. Never ``warden.work.>``.
+  control verbs, discovers services (``$SRV.>``), follows a run's events (direct gets
+  of ``WARDEN_EVENTS``, no consumer) and waits on ``warden.done.*``. Never
+  ``warden.work.>``.
 - ``operator``: the client's rights plus administration (``warden.admin.>``, the API's
   ``dlq`` and ``dlq_retry``) and approvals (``warden.approvals.>``).
 
@@ -88,11 +88,9 @@ def is_reply_to(identity: Identity, reply: str) -> bool:
 
     Under these permissions only ``identity`` reads there, and only the daemon may publish
     on ``warden.work.*``: a work request whose reply is not the daemon's inbox did not come
-    from the daemon. One such path exists: a client may create an events consumer whose
-    delivery subject is ``warden.work.<role>``, and JetStream delivers there whatever the
-    client's publish permissions; those messages carry ``$JS.ACK...`` as their reply
-    (``test_bus_identities.py``), so a worker that serves only ``is_reply_to("daemon",
-    envelope.reply)`` never serves them.
+    from the daemon. A worker can check it as a second line: a message JetStream delivers
+    to a consumer's delivery subject carries ``$JS.ACK...`` as its reply, and on a server
+    whose permissions were pasted with mistakes, a stranger's request carries its own.
     """
     return reply.startswith(inbox_prefix(identity) + ".")
 
@@ -113,13 +111,11 @@ _CLIENT_VERBS = (subjects.API_SUBMIT, subjects.API_RUNS, subjects.API_SHOW,
                  subjects.API_CANCEL, subjects.API_RESUME, subjects.API_PING)
 _OPERATOR_VERBS = (subjects.API_DLQ, subjects.API_DLQ_RETRY)
 
-# What bus.follow (jetstream.follow) sends: nats-py's ordered consumer creates an ephemeral
-# push consumer on the events stream (CONSUMER.CREATE.<stream>, no name: the server
-# refuses a durable there), re-creates it the same way after a gap, and answers the
-# stream's flow-control messages on $JS.FC.<stream>.>. Deliveries and API replies come to
-# the connection's own inbox.
-_FOLLOW_EVENTS = (f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}",
-                  f"$JS.FC.{subjects.EVENTS_STREAM}.>")
+# What bus.follow (jetstream.follow) sends: direct gets of the events stream, answered in
+# the connection's own inbox. Not a consumer: whoever may create one chooses its delivery
+# subject, and JetStream delivers there whatever the creator's publish permissions (a
+# client's consumer delivering onto warden.work.code was measured to work).
+_FOLLOW_EVENTS = (f"$JS.API.DIRECT.GET.{subjects.EVENTS_STREAM}",)
 
 _WORK_ALL = "warden.work.>"
 

@@ -30,7 +30,7 @@ from warden.bus.connection import Bus, open_bus
 from warden.bus.credentials import Credentials
 from warden.bus.embedded import CONFIG_FILE, LOG_FILE
 from warden.bus.errors import BusConnectionError, BusTimeoutError, NoRespondersError
-from warden.bus.identities import IDENTITIES, Identity, ensure_seeds, is_reply_to
+from warden.bus.identities import IDENTITIES, Identity, ensure_seeds
 from warden.bus.wire import DeadLetterList, RunList, RunsQuery, encoder, reply_decoder
 from warden.supervisor.daemon import CREDENTIALS_DIR, DAEMON_FILE, Daemon, open_daemon
 
@@ -331,26 +331,35 @@ async def test_the_operator_lists_dead_letters_a_client_may_not(tmp_path: Path) 
     assert isinstance(letters, DeadLetterList)
 
 
-async def test_events_a_client_redirects_onto_a_work_subject_are_not_the_daemons_requests(
-    tmp_path: Path,
-) -> None:
-    # The gap the README names: a consumer's delivery subject is its creator's choice, and
-    # JetStream delivers there across publish permissions. What arrives is a stored event
-    # with JetStream's ack subject as its reply, never the daemon's inbox.
+@pytest.mark.parametrize("identity", ["client", "operator", "worker"])
+async def test_only_the_daemon_may_create_a_consumer(identity: Identity, tmp_path: Path) -> None:
+    # A consumer's delivery subject is its creator's choice, and JetStream delivers there
+    # across publish permissions (measured: a client's consumer on WARDEN_EVENTS with
+    # delivery subject warden.work.code had stored events delivered there). So clients
+    # follow events with direct gets and may create no consumer at all.
+    stream = subjects.EVENTS_STREAM
+    create = f"$JS.API.CONSUMER.CREATE.{stream}"
+    config = {"deliver_subject": subjects.work("code"), "ack_policy": "none",
+              "filter_subject": subjects.run_events("r-1")}
     async with _daemon(tmp_path, local_workers=False) as daemon, _connections(daemon) as bus:
         async with bus["daemon"].subscribe(subjects.work("code")) as work:
             await bus["daemon"].publish(subjects.run_events("r-1"), b'{"stored": 1}')
-            config = {"deliver_subject": subjects.work("code"), "ack_policy": "none",
-                      "filter_subject": subjects.run_events("r-1")}
-            created = json.loads(await bus["client"].request(
-                f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}",
-                json.dumps({"stream_name": subjects.EVENTS_STREAM, "config": config}).encode(),
-                timeout=5))
-            with anyio.fail_after(_DEADLINE):
+            with capture_logs() as logs:
+                with pytest.raises(BusTimeoutError):  # refused: no answer comes
+                    await bus[identity].request(create, json.dumps(
+                        {"stream_name": stream, "config": config}).encode(), timeout=2)
+            assert _violated(logs, "publish", create)
+            with anyio.move_on_after(0.5):  # what a consumer would have delivered at once
                 delivered = await work.__anext__()
-    assert "error" not in created
-    assert delivered.data == b'{"stored": 1}'
-    assert delivered.reply.startswith("$JS.ACK.") and not is_reply_to("daemon", delivered.reply)
+                pytest.fail(f"a consumer delivered {delivered.data!r} onto warden.work.code")
+        # The client still follows events: history and live, by direct gets.
+        if identity == "client":
+            async with bus["client"].follow(subjects.run_events("r-1")) as events:
+                with anyio.fail_after(_DEADLINE):
+                    first = await anext(events)
+                    await bus["daemon"].publish(subjects.run_events("r-1"), b'{"live": 2}')
+                    second = await anext(events)
+            assert (first, second) == (b'{"stored": 1}', b'{"live": 2}')
 
 
 # -- the files ------------------------------------------------------------------------------
