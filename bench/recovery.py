@@ -44,6 +44,7 @@ from typing import NamedTuple
 import psutil
 from warden.bus import subjects
 from warden.bus.connection import open_bus
+from warden.bus.credentials import Credentials
 from warden.bus.embedded import PID_FILE, is_alive
 from warden.bus.errors import BusError
 from warden.bus.wire import TaskSubmission, encoder
@@ -118,6 +119,7 @@ class DaemonProcess:
                  "--log-level", "error"],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.url: str | None = None
+        self.client: Credentials | None = None
         self.nats_pid: int | None = None
 
     @property
@@ -136,13 +138,14 @@ class DaemonProcess:
         if info is None or info.pid != self.pid:
             return False
         self.url = info.url
+        self.client = Credentials(nkey_seed=info.seeds["client"], inbox_prefix="_INBOX_client")
         return True
 
     async def wait_ready(self) -> None:
         """Until ``daemon.json`` names this process and the daemon answers a ping."""
         await poll_until(self._written, READY_TIMEOUT_S, "daemon.json of the new daemon")
         assert self.url is not None
-        async with open_bus(self.url, name="bench-recovery-ping") as bus:
+        async with open_bus(self.url, name="bench-recovery-ping", credentials=self.client) as bus:
             await bus.request(subjects.API_PING, b"", timeout=PING_TIMEOUT_S)
         self.nats_pid = _read_pid(self.data_dir / PID_FILE)
 
@@ -197,9 +200,9 @@ def _wait_dead(pid: int, timeout_s: float) -> bool:
 # --- the measure ------------------------------------------------------------------------
 
 
-async def submit(url: str, runs: int) -> None:
+async def submit(url: str, runs: int, credentials: Credentials | None) -> None:
     """Publish ``runs`` triad tasks (ids t0, t1, ...) and wait for the stream's acks."""
-    async with open_bus(url, name="bench-recovery-driver") as bus:
+    async with open_bus(url, name="bench-recovery-driver", credentials=credentials) as bus:
         async def one(i: int) -> None:
             task = TaskSubmission(id=f"t{i}", text=GOAL, scenario=SCENARIO)
             await bus.publish_task(encoder.encode(task), msg_id=f"t{i}", timeout=60)
@@ -287,7 +290,7 @@ async def measure_recovery(runs: int, latency_ms: float, *, workdir: Path | None
             assert first.url is not None
             if first.nats_pid is not None:
                 nats_pids.append(first.nats_pid)
-            await submit(first.url, runs)
+            await submit(first.url, runs, first.client)
             await poll_until(lambda: all_under_way(data_dir / JOURNAL_FILE, runs), timeout_s,
                              f"{runs} runs under way")
             figures = await _kill_and_restart(config, root, first, runs, timeout_s)

@@ -114,13 +114,17 @@ class WardenTriad:
 
 
 @asynccontextmanager
-async def _worker_process(config: Path, url: str) -> AsyncIterator[int]:
-    """``warden worker`` serving every role, in a second process; stopped by pid."""
+async def _worker_process(config: Path, url: str, seed: Path | None) -> AsyncIterator[int]:
+    """``warden worker`` serving every role, in a second process, connected as the
+    ``worker`` identity (``seed``); stopped by pid."""
     roles = [arg for role in ROLES for arg in ("--role", role)]
+    env = dict(os.environ)
+    if seed is not None:
+        env["WARDEN_NATS_NKEY_SEED"] = str(seed)
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits go to a thread
         [sys.executable, "-m", "warden", "worker", *roles, "--config", str(config),
          "--nats", url, "--log-level", "error"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert proc.stderr is not None
@@ -146,8 +150,11 @@ async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncItera
     async with AsyncExitStack() as stack:
         daemon = await stack.enter_async_context(open_daemon(settings))
         if remote:
-            await stack.enter_async_context(_worker_process(config, daemon.bus.url))
-        client = await stack.enter_async_context(open_bus(daemon.bus.url, name="bench-driver"))
+            worker = daemon.credentials("worker")
+            await stack.enter_async_context(
+                _worker_process(config, daemon.bus.url, worker.nkey_seed))
+        client = await stack.enter_async_context(
+            open_bus(daemon.bus.url, name="bench-driver", credentials=daemon.credentials("client")))
         runtime = WardenTriad(daemon, client)
         watcher = asyncio.create_task(runtime.watch())
         await asyncio.sleep(0)  # the watcher subscribes

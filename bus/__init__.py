@@ -1,12 +1,12 @@
-"""Everything NATS: the embedded server, the connection (core NATS and, through it,
-JetStream), subjects and wire messages.
+"""Everything NATS: the embedded server, identities and their permissions, credentials,
+the connection (core NATS and, through it, JetStream), subjects and wire messages.
 
 The only package that imports ``nats``. It knows nothing of agents.
 """
 
 from __future__ import annotations
 
-from warden.bus import subjects, wire
+from warden.bus import identities, subjects, wire
 from warden.bus.connection import (
     Bus,
     BusStatistics,
@@ -17,11 +17,13 @@ from warden.bus.connection import (
     TaskMessage,
     open_bus,
 )
+from warden.bus.credentials import Credentials
 from warden.bus.embedded import EmbeddedServer, nats_server_binary, open_embedded_server
 from warden.bus.errors import (
     BusConnectionError,
     BusError,
     BusTimeoutError,
+    CredentialsError,
     EmbeddedServerError,
     JetStreamError,
     NoRespondersError,
@@ -35,6 +37,8 @@ __all__ = (
     "BusError",
     "BusStatistics",
     "BusTimeoutError",
+    "Credentials",
+    "CredentialsError",
     "EmbeddedServer",
     "EmbeddedServerError",
     "Envelope",
@@ -45,6 +49,7 @@ __all__ = (
     "Subscription",
     "TaskConsumer",
     "TaskMessage",
+    "identities",
     "nats_server_binary",
     "open_bus",
     "open_embedded_server",

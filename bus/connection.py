@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import os
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import nats.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 from warden.bus import jetstream
+from warden.bus.credentials import Credentials
 from warden.bus.errors import FAILURES, BusConnectionError, translate
 from warden.bus.jetstream import PubAck, TaskConsumer, TaskMessage
 from warden.bus.subjects import TASKS_CONSUMER
@@ -361,7 +363,7 @@ class Bus:
     def follow(self, subject: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """``async with bus.follow(subject) as events``: every stored event on ``subject``
         from the start, then live ones. See ``jetstream.follow``."""
-        return jetstream.follow(self._js, subject)
+        return jetstream.follow(self._nc, self._js, subject)
 
 
 async def _unsubscribe_quietly(sub: NatsSubscription) -> None:
@@ -384,6 +386,51 @@ def _reconnect_backoff(servers: list[Server], info: dict[str, object]) -> tuple[
 
 async def _on_error(exc: Exception) -> None:
     log.warning("bus_error", error=str(exc), error_type=type(exc).__name__)
+
+
+class _RefusedError(Exception):
+    """The first connection cannot succeed by retrying: the server refused the credentials,
+    or TLS failed (a certificate that does not verify). Never escapes ``open_bus``."""
+
+
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (_RefusedError, *FAILURES)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    # nats-py raises a plain nats.errors.Error("nats: 'Authorization Violation'") for a
+    # refused CONNECT (AuthorizationError only for some paths); the text is the server's.
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def _error_logger(
+    nc: nats.NATS, buses: list[Bus], refused: list[BaseException], retries: list[Exception],
+    url: str,
+) -> Callable[[Exception], Awaitable[None]]:
+    async def on_error(exc: Exception) -> None:
+        if refused:
+            # Closing after the refusal (a TLS alert again, say): already reported.
+            log.debug("bus_error_after_refusal", error=str(exc), error_type=type(exc).__name__)
+            return
+        if not buses and not nc.is_connected and (
+            _is_refusal(exc) or isinstance(exc, ssl.SSLError)
+        ):
+            # Refused while connecting: retrying cannot help. nats-py's first-connection
+            # loop awaits this callback, so raising here ends it; open_bus turns it into
+            # one error, instead of a warning per attempt until the deadline.
+            refused.append(exc)
+            raise _RefusedError from exc
+        if buses or nc.is_connected:
+            await _on_error(exc)
+            return
+        # Until the first connection, every retry fails the same way (a refused port:
+        # twenty in 5 s): that is one line, the error raised at the deadline, not a
+        # warning per retry. Pinned by test_a_refused_connection_is_one_line.
+        retries[:] = [exc]
+        log.debug("bus_connect_retry", url=url, error=str(exc))
+
+    return on_error
 
 
 def _disconnect_logger(
@@ -411,30 +458,27 @@ async def _on_closed() -> None:
 
 @contextlib.asynccontextmanager
 async def open_bus(
-    url: str, *, name: str = "warden", connect_timeout: float = 5.0
+    url: str, *, name: str = "warden", connect_timeout: float = 5.0,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Bus]:
-    """Connect to NATS at ``url``; drain and close on exit.
+    """Connect to NATS at ``url`` with ``credentials`` (none: anonymously); drain and
+    close on exit.
 
     Retries the first connection until ``connect_timeout`` seconds have passed, then
     raises ``BusConnectionError`` (retryable) with the last retry's error; the retries
-    are logged at debug only. Once connected, a lost connection is
-    retried forever with exponential backoff (0.1 s doubling to 5 s, jittered) while
-    publishes buffer. On exit, also on cancellation: drain (bounded by
+    are logged at debug only. A server that refuses the credentials ends the attempt at
+    once: ``BusConnectionError`` (not retryable) naming ``url`` and the server's
+    "authorization violation". A credential file that is missing or unusable raises
+    ``CredentialsError`` before any connection is tried. Once connected, a lost
+    connection is retried forever with exponential backoff (0.1 s doubling to 5 s,
+    jittered) while publishes buffer. On exit, also on cancellation: drain (bounded by
     ``_CLEANUP_TIMEOUT``), then close.
     """
+    options = (credentials or Credentials()).connect_options()
     nc = nats.NATS()
     buses: list[Bus] = []  # the one Bus of this connection, once made
+    refused: list[BaseException] = []  # the server's refusal, seen by the error callback
     refusals: list[Exception] = []  # why the first connection is not made yet
-
-    async def on_error(exc: Exception) -> None:
-        # Until the first connection, every retry fails the same way (a refused port:
-        # twenty in 5 s): that is one line, the error raised at the deadline, not a
-        # warning per retry. Pinned by test_a_refused_connection_is_one_line.
-        if buses or nc.is_connected:
-            await _on_error(exc)
-        else:
-            refusals[:] = [exc]
-            log.debug("bus_connect_retry", url=url, error=str(exc))
 
     async def on_closed() -> None:
         if buses:  # a connection that never was is not news: the error raised says it
@@ -454,13 +498,25 @@ async def open_bus(
                 reconnect_to_server_handler=_reconnect_backoff,
                 ping_interval=30,
                 drain_timeout=_CLEANUP_TIMEOUT,  # type: ignore[arg-type]
-                error_cb=on_error,
+                error_cb=_error_logger(nc, buses, refused, refusals, url),
                 disconnected_cb=_disconnect_logger(nc, buses),
                 reconnected_cb=_on_reconnected,
                 closed_cb=on_closed,
+                **options,  # type: ignore[arg-type]
             )
-    except FAILURES as exc:
+    except _CONNECT_FAILURES as exc:
         await _close_quietly(nc)
+        if refused and isinstance(refused[0], ssl.SSLError):
+            raise BusConnectionError(
+                f"TLS failed: {getattr(refused[0], 'reason', None) or refused[0]}",
+                operation="connect", subject=url, retryable=False,
+            ) from exc
+        if refused or _is_refusal(exc):
+            raise BusConnectionError(
+                "authorization violation: the server refused "
+                f"{(credentials or Credentials()).describe()}",
+                operation="connect", subject=url, retryable=False,
+            ) from exc
         if isinstance(exc, TimeoutError):
             why = f": {_reason(refusals[-1])}" if refusals else ""
             raise BusConnectionError(

@@ -7,6 +7,7 @@ falling back to ``nats-server`` on ``PATH``. Layout under ``data_dir``::
     data_dir/nats-server.log       the server's stdout and stderr (previous: ``.log.1``)
     data_dir/nats-server.pid       pid of the running server; stale after a hard kill
     data_dir/nats-server_<pid>.ports   written by the server once it listens
+    data_dir/nats-server.conf      with ``authorization``: the server's config (0600)
 
 Guarantees, each pinned by ``tests/bus/test_embedded_server.py``:
 
@@ -17,7 +18,11 @@ Guarantees, each pinned by ``tests/bus/test_embedded_server.py``:
 - on Linux the server gets ``PR_SET_PDEATHSIG=SIGKILL``, so it does not outlive a parent
   killed with SIGKILL (``test_server_dies_when_its_parent_is_killed``);
 - a stale pid file left by a killed daemon is honoured: if it names a live nats-server
-  serving this very store, that server is killed before the new one starts.
+  serving this very store, that server is killed before the new one starts;
+- with ``authorization`` (an ``authorization { ... }`` block, ``bus.identities``), the
+  server runs with it from a config file of mode 0600 and admits no one else: no
+  anonymous user, no ``no_auth_user`` (``tests/integration/test_bus_identities.py``).
+  The daemon always passes one; without it the server is open, for tests of the bus.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = ("EmbeddedServer", "is_alive", "nats_server_binary", "open_embedded_se
 log = structlog.get_logger(__name__)
 
 PID_FILE = "nats-server.pid"
+CONFIG_FILE = "nats-server.conf"
 LOG_FILE = "nats-server.log"
 STORE_DIR = "nats"
 
@@ -81,7 +87,8 @@ def nats_server_binary() -> Path:
 
 @contextlib.asynccontextmanager
 async def open_embedded_server(
-    data_dir: Path, *, port: int = 0, ready_timeout: float = 5.0
+    data_dir: Path, *, port: int = 0, ready_timeout: float = 5.0,
+    authorization: str | None = None,
 ) -> AsyncIterator[EmbeddedServer]:
     """Start a nats-server with JetStream under ``data_dir``; stop it on exit.
 
@@ -93,6 +100,11 @@ async def open_embedded_server(
 
     Raises ``EmbeddedServerError`` (with the log tail) if the binary is missing, the
     server exits early or is not ready in time, or a stale server cannot be killed.
+
+    ``authorization`` is the ``authorization { users = [...] }`` block the server
+    enforces (``bus.identities.render_authorization``); it is written, with nothing
+    else, to ``nats-server.conf`` (mode 0600) and given to the server with ``-c``.
+    The command line keeps the address, port and store, which take precedence.
     """
     data_dir, store_dir, pid_path, log_path = _layout(data_dir)
     await _clean_stale_server(pid_path, store_dir, data_dir)
@@ -107,6 +119,8 @@ async def open_embedded_server(
         "--store_dir", str(store_dir),
         "--ports_file_dir", str(data_dir),
     ]  # fmt: skip
+    if authorization is not None:
+        command += ["--config", str(_write_config(data_dir / CONFIG_FILE, authorization))]
     proc = _spawn(command, log_path, data_dir)
     try:
         _write_pid_file(pid_path, proc.pid)
@@ -179,6 +193,18 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def _write_config(path: Path, text: str) -> Path:
+    # 0600 from the first byte (the file names who may connect, and how), then renamed
+    # into place, so the server never reads half a config.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    tmp.replace(path)
+    return path
 
 
 def _write_pid_file(pid_path: Path, pid: int) -> None:

@@ -8,7 +8,8 @@
     ├── NoRespondersError         a request found nobody subscribed to its subject
     ├── PublishError              a message was refused (too big, bad subject, no stream)
     ├── JetStreamError            the JetStream API answered with an error
-    └── EmbeddedServerError       the embedded nats-server could not start or stop
+    ├── EmbeddedServerError       the embedded nats-server could not start or stop
+    └── CredentialsError          a credential file is missing, unreadable or malformed
 
 ``retryable`` says whether the same call, made again unchanged a little later, may
 succeed: a timeout or a lost connection may heal; a bad subject or a refused credential
@@ -35,6 +36,7 @@ __all__ = (
     "BusConnectionError",
     "BusError",
     "BusTimeoutError",
+    "CredentialsError",
     "EmbeddedServerError",
     "JetStreamError",
     "NoRespondersError",
@@ -173,6 +175,20 @@ class EmbeddedServerError(BusError):
         if not self.log_tail:
             return head
         return f"{head}\n--- nats-server log (tail) ---\n{self.log_tail}"
+
+
+class CredentialsError(BusError):
+    """Raised when a credential file (nkey seed, ``.creds``, TLS key or certificate) is
+    missing, cannot be read, or does not hold what it should. The message names the file,
+    never its content."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(problem, operation="read credentials", subject=str(path))
+
+    def _message(self) -> str:
+        return f"credential file {str(self.path)!r} {self.problem}"
 
 
 # -- the translation table --------------------------------------------------------------

@@ -13,8 +13,11 @@ it leaves this module.
 - ``task_consumer`` binds the durable pull consumer the daemon fetches tasks from
   (``TaskConsumer``), whose ``TaskMessage``\\ s are settled with exactly one of ``ack``,
   ``nak`` and ``term``.
-- ``follow`` replays a run's events from the start through an ordered consumer, then
-  goes on live.
+- ``follow`` reads a run's events from the start with direct gets, then goes on live,
+  woken by a core subscription to the run's subject. No consumer: a client that may
+  create one chooses where JetStream delivers (any subject, across its publish
+  permissions), so clients are given only ``$JS.API.DIRECT.GET.WARDEN_EVENTS``
+  (``bus.identities``).
 
 Nothing here is on the hot path: a task is published and fetched once per run, where a
 run makes many core requests (``connection.py``).
@@ -36,6 +39,7 @@ from warden.bus.errors import FAILURES, translate
 from warden.bus.subjects import EVENTS_STREAM, EVENTS_WILDCARD, TASKS, TASKS_CONSUMER, TASKS_STREAM
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
@@ -151,26 +155,53 @@ class TaskConsumer:
 
 # -- event replay -----------------------------------------------------------------------
 
+_FOLLOW_POLL = 0.25
+"""Longest wait between direct gets while a followed subject is quiet: a core message
+can reach the follower before the stream has stored it, so a wake-up that finds nothing
+is retried, at the latest after this long."""
+
 
 class _EventFeed:
-    """Payloads of an ordered consumer, oldest first; ends when the feed is closed."""
+    """Payloads stored on one subject of ``WARDEN_EVENTS``, oldest first, then live ones.
 
-    __slots__ = ("_psub", "_subject")
+    Each payload comes from a direct get of the next stored message on the subject (so the
+    order is the stream's and nothing repeats); a core subscription to the subject only
+    wakes the feed when a new message may be there.
+    """
 
-    def __init__(self, subject: str, psub: JetStreamContext.PushSubscription) -> None:
+    __slots__ = ("_js", "_next_seq", "_subject", "_woken")
+
+    def __init__(self, js: JetStreamContext, subject: str, woken: anyio.Event) -> None:
+        self._js = js
         self._subject = subject
-        self._psub = psub
+        self._woken = woken
+        self._next_seq = 1
 
     def __aiter__(self) -> _EventFeed:
         return self
 
+    def wake(self) -> None:
+        self._woken.set()
+
     async def __anext__(self) -> bytes:
-        try:
-            # PushSubscription.next_msg also answers JetStream flow control.
-            msg = await self._psub.next_msg(timeout=None)
-        except FAILURES as exc:
-            raise translate(exc, operation="follow", subject=self._subject) from exc
-        return msg.data
+        wait = 0.001
+        while True:
+            try:
+                msg = await self._js.get_msg(EVENTS_STREAM, seq=self._next_seq,
+                                             subject=self._subject, next=True, direct=True)
+            except nats.js.errors.NotFoundError:
+                with anyio.move_on_after(wait):
+                    await self._woken.wait()
+                if self._woken.is_set():
+                    self._woken = anyio.Event()
+                    wait = 0.001  # a message was published: it is stored very soon
+                else:
+                    wait = min(_FOLLOW_POLL, wait * 4)
+                continue
+            except FAILURES as exc:
+                raise translate(exc, operation="follow", subject=self._subject) from exc
+            self._next_seq = (msg.seq or self._next_seq) + 1
+            return msg.data or b""
 
 
 # -- operations -------------------------------------------------------------------------
@@ -195,6 +226,7 @@ async def ensure_streams(js: JetStreamContext, *, duplicate_window: float = 120.
         retention=jsapi.RetentionPolicy.LIMITS,
         storage=jsapi.StorageType.FILE,
         max_age=EVENTS_MAX_AGE,
+        allow_direct=True,  # follow reads it with direct gets
     )
     for config in (tasks, events):
         await _ensure_stream(js, config)
@@ -265,21 +297,32 @@ async def task_consumer(
 
 
 @contextlib.asynccontextmanager
-async def follow(js: JetStreamContext, subject: str) -> AsyncIterator[AsyncIterator[bytes]]:
+async def follow(
+    nc: Client, js: JetStreamContext, subject: str
+) -> AsyncIterator[AsyncIterator[bytes]]:
     """Replay every stored event on ``subject`` from the start, then live ones.
 
-    Backed by an ordered (ephemeral, flow-controlled) consumer on ``WARDEN_EVENTS``,
-    so a follower that attaches late still sees the whole history, in order. The
-    iterator blocks for the next event and is a cancellation point.
+    Reads ``WARDEN_EVENTS`` with direct gets (``$JS.API.DIRECT.GET.WARDEN_EVENTS``), so a
+    follower that attaches late still sees the whole history, in the stream's order, and
+    creates no consumer. The iterator blocks for the next event and is a cancellation
+    point; a live event is seen at once, at worst ``_FOLLOW_POLL`` seconds late.
     """
+    feed = _EventFeed(js, subject, anyio.Event())
+
+    async def wake(msg: Msg) -> None:
+        feed.wake()
+
     try:
-        psub = await js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
+        # Subscribed before the first get: whatever is published after it wakes the feed.
+        sub = await nc.subscribe(subject, cb=wake)
     except FAILURES as exc:
         raise translate(exc, operation="follow", subject=subject) from exc
     try:
-        yield _EventFeed(subject, psub)
+        yield feed
     finally:
-        await _unsubscribe_quietly(psub)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+            with contextlib.suppress(*FAILURES):
+                await sub.unsubscribe()
 
 
 async def _unsubscribe_quietly(

@@ -34,6 +34,36 @@ class NatsSettings(_Config, frozen=True, kw_only=True):
     default: each would be a stored JetStream message (11 more per triad task, next to its
     13 other events), the journal records every call in full either way, and the run's
     status, step and turn events carry its running tokens and cost."""
+    # Credentials for ``url`` (README, "Security model"). With the embedded server none
+    # are needed: the daemon generates its identities and ``daemon.json`` names them.
+    creds: str | None = None
+    """A ``.creds`` file (user JWT and nkey seed). ``WARDEN_NATS_CREDS``."""
+    nkey_seed: str | None = None
+    """A file holding a user nkey seed (``SU...``). ``WARDEN_NATS_NKEY_SEED``."""
+    user: str | None = None
+    """User name, with ``password``. ``WARDEN_NATS_USER``."""
+    password: str | None = None
+    """Password of ``user``; never shown in a repr or a log. ``WARDEN_NATS_PASSWORD``."""
+    token: str | None = None
+    """An authentication token; never shown in a repr or a log. ``WARDEN_NATS_TOKEN``."""
+    tls_ca: str | None = None
+    """CA certificates (PEM) to verify the server with. ``WARDEN_NATS_TLS_CA``."""
+    tls_cert: str | None = None
+    """Client certificate (PEM) for mutual TLS, with ``tls_key``. ``WARDEN_NATS_TLS_CERT``."""
+    tls_key: str | None = None
+    """Key of ``tls_cert`` (PEM). ``WARDEN_NATS_TLS_KEY``."""
+
+    def __repr__(self) -> str:
+        # Settings are printed and logged whole; the secrets among them never are.
+        shown = ", ".join(
+            f"{name}={'***' if name in _SECRET_KEYS and value is not None else repr(value)}"
+            for name in self.__struct_fields__
+            for value in (getattr(self, name),)
+        )
+        return f"NatsSettings({shown})"
+
+
+_SECRET_KEYS = frozenset({"password", "token"})
 
 
 class PriceEntry(_Config, frozen=True, kw_only=True):

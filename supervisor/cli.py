@@ -9,10 +9,14 @@
     warden cancel RUN_ID           cancel a run that has not ended
     warden resume RUN_ID           resume a run stopped in needs_human or failed
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
+    warden nats-permissions        the permissions block for a NATS cluster's server config
 
 Client commands find the daemon through ``daemon.json`` in the data directory
-(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``; without a daemon, ``runs``
-and ``show`` read the data directory's journal (read-only) and say so on stderr.
+(``--data-dir`` / ``WARDEN_DATA_DIR``) and connect with the seed it names (``client``;
+``operator`` for ``dlq``; ``worker`` for ``warden worker``), or take ``--nats URL`` with
+credentials from config or ``WARDEN_NATS_*`` (README, "Security model"); without a
+daemon, ``runs`` and ``show`` read the data directory's journal (read-only) and say so on
+stderr.
 Exit codes: 0 success (also when stdout's reader left early); 1 a run ended other than
 ``succeeded``; 2 bad usage, bad config, no daemon or an unreachable bus; 3 timed out;
 130 interrupted. Every error of the user's is one line on stderr, never a traceback,
@@ -30,13 +34,22 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
 import anyio
 import msgspec
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
+from warden.bus.credentials import Credentials
 from warden.bus.errors import BusError
+from warden.bus.identities import (
+    PLACEHOLDER_KEYS,
+    Identity,
+    ensure_seeds,
+    public_key,
+    render_authorization,
+)
 from warden.bus.wire import (
     DeadLetterList,
     DeadLetterRetry,
@@ -86,9 +99,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-def _client_url(settings: Settings) -> str:
+def _connection(settings: Settings, identity: Identity) -> tuple[str, Credentials]:
+    """Where and how to connect as ``identity``: ``--nats URL`` with the configured
+    credentials (``nats.creds``, ``WARDEN_NATS_NKEY_SEED``, ...), else the local
+    daemon's ``daemon.json`` (its URL and the identity's seed file)."""
     if settings.nats.url:
-        return settings.nats.url
+        return settings.nats.url, Credentials.from_settings(settings.nats, identity)
     data_dir = Path(settings.data_dir).resolve()
     info = read_daemon_file(data_dir)
     if info is None:
@@ -96,7 +112,12 @@ def _client_url(settings: Settings) -> str:
             f"no daemon is running for data dir {str(data_dir)!r}: start one with "
             f"`warden up --data-dir {settings.data_dir}` or pass --nats URL"
         )
-    return info.url
+    return info.url, info.credentials(identity, settings.nats)
+
+
+def _open_client(settings: Settings, identity: Identity, name: str) -> AsyncContextManager[Bus]:
+    url, credentials = _connection(settings, identity)
+    return open_bus(url, name=name, credentials=credentials)
 
 
 async def _request(bus: Bus, subject: str, payload: msgspec.Struct, timeout: float) -> object:
@@ -252,7 +273,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
                           budget_usd=args.budget)
     check_task(task, max_task_bytes=settings.limits.max_task_bytes)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         try:
             status = await submit_and_follow(bus, task, wait=args.wait,
                                              progress=not args.json, timeout=args.timeout)
@@ -288,7 +309,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
             listing: object = RunList(
                 runs=await journal.list_runs(limit=args.limit, status=args.status))
     else:
-        async with open_bus(_client_url(settings), name="warden-cli") as bus:
+        async with _open_client(settings, "client", "warden-cli") as bus:
             listing = await _request(bus, subjects.API_RUNS,
                                      RunsQuery(limit=args.limit, status=args.status),
                                      settings.nats.request_timeout_s)
@@ -310,7 +331,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
             raise UsageError(f"no run {args.run_id!r}")
         _print_run(run, as_json=args.json)
         return 0
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         _print_run(await _show(bus, args.run_id, settings), as_json=args.json)
     return 0
 
@@ -319,7 +340,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
     """``cancel`` and ``resume``: ask the daemon, print the run as it is now."""
     settings = _settings(args)
     subject = subjects.API_CANCEL if args.command == "cancel" else subjects.API_RESUME
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "client", "warden-cli") as bus:
         run = await _request(bus, subject, RunQuery(run_id=args.run_id),
                              settings.nats.request_timeout_s)
     assert isinstance(run, RunSummary)
@@ -329,7 +350,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
 
 async def cmd_dlq(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
+    async with _open_client(settings, "operator", "warden-cli") as bus:
         if args.action == "retry":
             if args.id is None:
                 raise UsageError("`warden dlq retry` needs the dead letter's ID")
@@ -366,7 +387,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     model = preflight(settings, tools, api_key=os.environ.get("ANTHROPIC_API_KEY"), roles=roles)
     data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     name = "-".join(roles)
-    async with open_bus(_client_url(settings), name=f"warden-worker-{name}") as bus:
+    async with _open_client(settings, "worker", f"warden-worker-{name}") as bus:
         workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
                           data_dir=data_dir, models=settings.models) for role in roles]
         specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
@@ -384,12 +405,24 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_nats_permissions(args: argparse.Namespace) -> int:
+    """Print the ``authorization`` block for a nats-server config: with ``--keys DIR``,
+    the public keys of the seeds there (made if missing, mode 0600), else stand-ins."""
+    keys = dict(PLACEHOLDER_KEYS)
+    if args.keys:
+        seeds = ensure_seeds(Path(args.keys))
+        keys = {identity: public_key(path) for identity, path in seeds.items()}
+    print(render_authorization(keys), end="")
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
         print(f"warden demo: daemon in-process, NATS {daemon.bus.url}, data dir "
               f"{daemon.data_dir}, model {type(daemon.model).__name__}", file=sys.stderr)
-        async with open_bus(daemon.bus.url, name="warden-demo") as bus:
+        async with open_bus(daemon.bus.url, name="warden-demo",
+                            credentials=daemon.credentials("client")) as bus:
             tasks = [TaskSubmission(id=new_run_id(), text=text) for text in DEMO_TASKS]
             statuses: dict[str, str] = {}
 
@@ -499,6 +532,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--role", required=True, action="append",
                         help="research, code or review; repeat to serve several")
     worker.set_defaults(func=cmd_worker, default_level="info")
+
+    permissions = sub.add_parser(
+        "nats-permissions", help="print the NATS permissions block for a server config",
+        description="Print the `authorization` block that gives warden's identities "
+        "(daemon, worker, client, operator) their least-privilege permissions, to paste "
+        "into a nats-server config. With --keys DIR, one nkey seed per identity is made "
+        "in DIR (if missing; mode 0600) and the block names their public keys.")
+    permissions.add_argument("--keys", metavar="DIR",
+                             help="directory of the identities' seeds (<identity>.nk)")
+    permissions.set_defaults(func=cmd_nats_permissions, default_level="warning",
+                             log_level=None, log_json=False)
     return parser
 
 

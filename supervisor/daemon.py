@@ -23,9 +23,18 @@ Resources the tree runs on, opened in this order and closed in reverse: the embe
 nats-server (unless ``nats.url`` is set), the bus connection (JetStream streams ensured),
 the journal. The tree stops in reverse: intake and api first (no new runs), then the runs
 (cut off where they stand, resumed at the next start), then the workers. The running
-daemon writes ``daemon.json`` (its pid and the NATS URL) into the data directory; that is
-how client commands find it. A ``daemon.json`` left by a killed daemon is detected (its
+daemon writes ``daemon.json`` (mode 0600: its pid, the NATS URL and the paths of the
+client, operator and worker seed files) into the data directory; that is how client
+commands find it and connect. A ``daemon.json`` left by a killed daemon is detected (its
 pid is gone) and replaced.
+
+Identities (``bus.identities``): with the embedded server, the daemon makes sure
+``<data_dir>/credentials/`` holds an nkey seed per identity, starts the server with their
+public keys and permissions (nobody else is admitted), connects as ``daemon``, and gives
+its local workers their own connection as ``worker``, so they hold in-process only the
+rights a remote worker has. With ``nats.url`` set, it connects with the configured
+credentials (``nats.creds``, ``nats.nkey_seed``, ...) and its local workers share that
+connection.
 """
 
 from __future__ import annotations
@@ -35,9 +44,9 @@ import functools
 import json
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -48,8 +57,18 @@ from warden.actors.model import Model
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
 from warden.bus.connection import Bus, open_bus
+from warden.bus.credentials import Credentials
 from warden.bus.embedded import is_alive, open_embedded_server
+from warden.bus.identities import (
+    IDENTITIES,
+    Identity,
+    ensure_seeds,
+    inbox_prefix,
+    public_key,
+    render_authorization,
+)
 from warden.config import Settings
+from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import NatsDispatcher
@@ -67,22 +86,40 @@ from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
 
-__all__ = ("DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo", "open_daemon",
-           "read_daemon_file")
+__all__ = ("CREDENTIALS_DIR", "DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo",
+           "open_daemon", "read_daemon_file")
 
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"
 JOURNAL_FILE = "journal.sqlite"
+CREDENTIALS_DIR = "credentials"
+_SHARED_IDENTITIES: tuple[Identity, ...] = ("client", "operator", "worker")
+"""The identities whose seed paths ``daemon.json`` names; never the daemon's own."""
 
 
 @dataclass(frozen=True)
 class DaemonInfo:
-    """What a started daemon tells its caller."""
+    """What a running daemon tells local clients through ``daemon.json``."""
 
     url: str
     data_dir: Path
     pid: int
+    seeds: Mapping[str, Path] = field(default_factory=dict)
+    """Seed files of the client, operator and worker identities (embedded server only)."""
+
+    def credentials(self, identity: Identity, settings: NatsSettings) -> Credentials:
+        """How to connect as ``identity``: its seed from ``daemon.json`` when the daemon
+        named one, else the configured credentials (a daemon on an external server)."""
+        return _connect_as(identity, self.seeds, settings)
+
+
+def _connect_as(identity: Identity, seeds: Mapping[str, Path],
+                settings: NatsSettings) -> Credentials:
+    seed = seeds.get(identity)
+    if seed is None:
+        return Credentials.from_settings(settings, identity)
+    return Credentials(nkey_seed=seed, inbox_prefix=inbox_prefix(identity))
 
 
 def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
@@ -90,10 +127,50 @@ def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
     path = data_dir / DAEMON_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        seeds = {str(k): Path(v) for k, v in dict(record.get("credentials", {})).items()}
+        info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]),
+                          seeds=seeds)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return info if is_alive(info.pid) else None
+
+
+def _write_daemon_file(path: Path, record: Mapping[str, object]) -> None:
+    # 0600 from the first byte: it tells whoever reads it how to connect as client,
+    # operator and worker. Renamed into place, so a reader never sees half of it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(record, file)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class _Identities:
+    """How the daemon and its local workers connect, and what the server admits."""
+
+    daemon: Credentials
+    worker: Credentials | None
+    """``None``: local workers share the daemon's connection (external server)."""
+    authorization: str | None
+    """The embedded server's ``authorization`` block; ``None`` for an external server."""
+    seeds: Mapping[str, Path]
+    """Every identity's seed file, by identity (embedded server only)."""
+
+
+def _identities(settings: Settings, data_dir: Path) -> _Identities:
+    if settings.nats.url is not None:
+        return _Identities(daemon=Credentials.from_settings(settings.nats, "daemon"),
+                           worker=None, authorization=None, seeds={})
+    directory = data_dir / CREDENTIALS_DIR
+    seeds = ensure_seeds(directory)
+    return _Identities(
+        daemon=Credentials.for_identity(directory, "daemon"),
+        worker=Credentials.for_identity(directory, "worker"),
+        authorization=render_authorization({i: public_key(seeds[i]) for i in IDENTITIES}),
+        seeds={str(identity): path for identity, path in seeds.items()},
+    )
 
 
 def _claim_data_dir(data_dir: Path) -> None:
@@ -115,9 +192,11 @@ class Daemon:
     def __init__(
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
+        *, seeds: Mapping[str, Path] | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
+        self._seeds = dict(seeds or {})
         self.bus = bus
         self.journal = journal
         self.model = model
@@ -129,6 +208,11 @@ class Daemon:
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
+
+    def credentials(self, identity: Identity) -> Credentials:
+        """How a client of this daemon connects as ``identity``: the generated seed
+        (embedded server), else the configured credentials. Pure."""
+        return _connect_as(identity, self._seeds, self.settings.nats)
 
     @property
     def active_runs(self) -> int:
@@ -305,20 +389,31 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     # Config errors before a server or a task group exists: one ConfigError, no group.
     tools = default_registry()
     model = preflight(settings, tools, api_key=api_key)
+    identities = _identities(settings, data_dir)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(model.aclose)
         url = settings.nats.url
         if url is None:
             server = await stack.enter_async_context(
                 open_embedded_server(data_dir, port=settings.nats.port,
-                                     ready_timeout=settings.nats.connect_timeout_s)
+                                     ready_timeout=settings.nats.connect_timeout_s,
+                                     authorization=identities.authorization)
             )
             url = server.url
         bus = await stack.enter_async_context(
             open_bus(url, name=f"warden-daemon-{os.getpid()}",
-                     connect_timeout=settings.nats.connect_timeout_s)
+                     connect_timeout=settings.nats.connect_timeout_s,
+                     credentials=identities.daemon)
         )
         await bus.ensure_streams()
+        worker_bus = bus
+        if identities.worker is not None and settings.local_workers:
+            # Opened before the root supervisor, so it closes after the workers stopped.
+            worker_bus = await stack.enter_async_context(
+                open_bus(url, name=f"warden-workers-{os.getpid()}",
+                         connect_timeout=settings.nats.connect_timeout_s,
+                         credentials=identities.worker)
+            )
         journal = await stack.enter_async_context(open_journal(data_dir / JOURNAL_FILE))
         supervision = settings.supervision
         root = await stack.enter_async_context(
@@ -329,9 +424,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         )
         events = EventStream(journal, standard_observers(
             journal, bus, publish_calls=settings.nats.publish_call_events))
-        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
+        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
+                        seeds=identities.seeds)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
-            worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
+            worker = Worker(worker_bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir, models=settings.models)
             await root.start_child(ChildSpec(
                 name=f"worker.{role}", start=worker.run,
@@ -346,7 +442,11 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
         daemon_file = data_dir / DAEMON_FILE
-        daemon_file.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+        _write_daemon_file(daemon_file, {
+            "pid": os.getpid(), "url": url,
+            "credentials": {i: str(identities.seeds[i]) for i in _SHARED_IDENTITIES
+                            if i in identities.seeds},
+        })
         stack.callback(daemon_file.unlink, missing_ok=True)
         log.info("daemon_ready", url=url, data_dir=str(data_dir), pid=os.getpid(),
                  model=type(model).__name__)

@@ -44,6 +44,7 @@ from types import TracebackType
 
 import anyio
 from warden.bus.connection import open_bus
+from warden.bus.credentials import Credentials
 from warden.bus.embedded import is_alive, nats_server_binary
 from warden.bus.errors import BusError
 
@@ -144,6 +145,8 @@ class DaemonProcess:
         self.log_path = log_path
         self.crash_at = crash_at
         self.url = ""
+        self.client: Credentials | None = None
+        """How a client connects to this daemon (``daemon.json``); ``None``: anonymously."""
         self.server_pid: int | None = None
         command = [sys.executable, "-m", "warden", "up", "--data-dir", str(data_dir)]
         if nats_url:
@@ -178,6 +181,9 @@ class DaemonProcess:
                 raise ChaosError(f"{self!r} not ready within {timeout:g}s:\n{self.log_tail()}")
             time.sleep(0.01)
         self.url = str(record["url"])
+        seed = dict(record.get("credentials") or {}).get("client")
+        if seed:
+            self.client = Credentials(nkey_seed=Path(seed), inbox_prefix="_INBOX_client")
         with contextlib.suppress(OSError, ValueError):
             self.server_pid = int((self.data_dir / NATS_PID_FILE).read_text().strip())
         return True
@@ -385,7 +391,8 @@ class Cluster:
 
 
 def publish_tasks(
-    url: str, run_ids: Sequence[str], *, scenario: str = "ledger", timeout: float = 3.0
+    url: str, run_ids: Sequence[str], *, scenario: str = "ledger", timeout: float = 3.0,
+    credentials: Credentials | None = None,
 ) -> list[str]:
     """Publish one ``scenario`` task per id on ``warden.tasks`` (``Nats-Msg-Id`` = the id),
     each waiting for the stream's ack. Blocks. Returns the ids acked, in order; stops at
@@ -395,7 +402,8 @@ def publish_tasks(
     async def publish() -> list[str]:
         acked: list[str] = []
         try:
-            async with open_bus(url, name="chaos", connect_timeout=timeout) as bus:
+            async with open_bus(url, name="chaos", connect_timeout=timeout,
+                                credentials=credentials) as bus:
                 for run_id in run_ids:
                     data = json.dumps({"id": run_id, "text": f"chaos entry of {run_id}",
                                        "scenario": scenario}).encode()
@@ -408,14 +416,17 @@ def publish_tasks(
     return anyio.run(publish)
 
 
-def publish_all(url: str, run_ids: Sequence[str], *, timeout: float = 15.0) -> None:
+def publish_all(
+    url: str, run_ids: Sequence[str], *, timeout: float = 15.0,
+    credentials: Credentials | None = None,
+) -> None:
     """``publish_tasks`` again for the rest until every id is acked (a server just
     restarted may take a moment to serve its streams). Blocks; ``ChaosError`` with the
     ids left if that takes longer than ``timeout`` seconds."""
     rest = list(run_ids)
     deadline = time.monotonic() + timeout
     while rest:
-        del rest[:len(publish_tasks(url, rest))]
+        del rest[:len(publish_tasks(url, rest, credentials=credentials))]
         if rest and time.monotonic() > deadline:
             raise ChaosError(f"{len(rest)} tasks not acked within {timeout:g}s: {rest[:5]}")
 
@@ -732,7 +743,7 @@ def run_chaos(
     def submit(daemon: DaemonProcess, count: int) -> None:
         wave = pending[:count]
         if wave:
-            acked = publish_tasks(daemon.url, wave)
+            acked = publish_tasks(daemon.url, wave, credentials=daemon.client)
             submitted.extend(acked)
             del pending[:len(acked)]
 

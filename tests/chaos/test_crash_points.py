@@ -43,7 +43,7 @@ def test_runs_succeed_exactly_once_after_the_daemon_dies_at(
         # The daemon may die while these are published, and a publish without an ack may
         # or may not have landed: the client sends every task again, same ids (the acked
         # ones too, since a duplicate must change nothing).
-        publish_tasks(doomed.url, run_ids)
+        publish_tasks(doomed.url, run_ids, credentials=doomed.client)
         status = doomed.wait_exit(30)
         assert status == -signal.SIGKILL, (
             f"WARDEN_CRASH_AT={crash_at}: daemon {'still runs' if status is None else status}"
@@ -51,7 +51,7 @@ def test_runs_succeed_exactly_once_after_the_daemon_dies_at(
         )
         daemon = cluster.start_daemon(latency_ms=20)
         assert daemon.wait_ready(), daemon.log_tail()
-        assert publish_tasks(daemon.url, run_ids) == run_ids
+        assert publish_tasks(daemon.url, run_ids, credentials=daemon.client) == run_ids
         wait_for_terminal(cluster.data_dir, run_ids, timeout=45, daemon=daemon)
         assert daemon.stop() == 0, daemon.log_tail()
         report = check_invariants(cluster.data_dir, run_ids)

@@ -47,7 +47,7 @@ def test_runs_succeed_exactly_once_when_nats_server_is_killed_and_restarted(
         submitted: list[str] = []
         in_flight_at_kill = []
         for outage, wave in enumerate(waves[:-1]):
-            publish_all(daemon.url, wave)
+            publish_all(daemon.url, wave, credentials=daemon.client)
             submitted += wave
             # Random moments are the chaos: how long the runs go on, how long NATS is away.
             if daemon.wait_exit(rng.uniform(0.2, 1.0)) is not None:
@@ -58,7 +58,7 @@ def test_runs_succeed_exactly_once_when_nats_server_is_killed_and_restarted(
             if daemon.wait_exit(rng.uniform(0.1, 1.5)) is not None:
                 raise ChaosError(f"daemon exited during outage {outage}:\n{daemon.log_tail()}")
             nats.start()
-        publish_all(daemon.url, waves[-1])
+        publish_all(daemon.url, waves[-1], credentials=daemon.client)
         print(f"runs in flight at each nats-server kill: {in_flight_at_kill}")
         assert all(n > 0 for n in in_flight_at_kill), in_flight_at_kill
         wait_for_terminal(cluster.data_dir, run_ids, timeout=45, daemon=daemon)

@@ -67,10 +67,11 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 @asynccontextmanager
 async def running_daemon(settings: Settings) -> AsyncIterator[tuple[Daemon, Bus]]:
-    """A daemon in-process and a separate client connection to it."""
+    """A daemon in-process and a separate connection to it as the ``client`` identity."""
     async with (
         open_daemon(settings) as daemon,
-        open_bus(daemon.bus.url, name="test-client") as client,
+        open_bus(daemon.bus.url, name="test-client",
+                 credentials=daemon.credentials("client")) as client,
     ):
         yield daemon, client
 

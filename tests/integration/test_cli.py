@@ -146,11 +146,14 @@ def test_garbage_on_the_task_subject_shows_up_in_runs_as_rejected(daemon: Daemon
     import anyio
     from warden.bus import subjects
     from warden.bus.connection import open_bus
+    from warden.bus.credentials import Credentials
 
-    url = json.loads((daemon.data_dir / "daemon.json").read_text())["url"]
+    record = json.loads((daemon.data_dir / "daemon.json").read_text())
+    client = Credentials(nkey_seed=Path(record["credentials"]["client"]),
+                         inbox_prefix="_INBOX_client")
 
     async def publish() -> None:
-        async with open_bus(url, name="garbage") as bus:
+        async with open_bus(record["url"], name="garbage", credentials=client) as bus:
             await bus.publish(subjects.TASKS, b"{not json")
 
     anyio.run(publish)

@@ -91,7 +91,8 @@ async def running_daemon_with_key(settings: Settings) -> AsyncIterator[tuple[Dae
     """``harness.running_daemon``, with an API key for the Anthropic client."""
     async with (
         open_daemon(settings, api_key=API_KEY) as daemon,
-        open_bus(daemon.bus.url, name="test-client") as client,
+        open_bus(daemon.bus.url, name="test-client",
+                 credentials=daemon.credentials("client")) as client,
     ):
         yield daemon, client
 

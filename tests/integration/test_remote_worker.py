@@ -28,6 +28,8 @@ async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
         env["WARDEN_MODELS__PROVIDER"] = "scripted"
+        # With --nats, a worker connects as configured: the worker identity's seed.
+        env["WARDEN_NATS_NKEY_SEED"] = str(daemon.credentials("worker").nkey_seed)
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
             [sys.executable, "-m", "warden", "worker", "--role", "code",
              "--nats", daemon.bus.url, "--data-dir", str(daemon.data_dir)],
@@ -37,7 +39,9 @@ async def test_a_worker_in_another_process_serves_the_steps_of_its_role(tmp_path
             with anyio.fail_after(30):  # until the remote worker answers on its subject
                 while True:
                     try:
-                        raw = await client.request(subjects.work("code"), b"{}", timeout=2)
+                        # Only the daemon identity may send work: its own connection.
+                        raw = await daemon.bus.request(subjects.work("code"), b"{}",
+                                                       timeout=2)
                     except NoRespondersError:
                         await anyio.sleep(0.05)
                         continue
@@ -61,6 +65,8 @@ async def test_with_local_workers_off_one_worker_process_serves_every_role(
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
         env["WARDEN_MODELS__PROVIDER"] = "scripted"
+        # With --nats, a worker connects as configured: the worker identity's seed.
+        env["WARDEN_NATS_NKEY_SEED"] = str(daemon.credentials("worker").nkey_seed)
         roles = [arg for role in ("research", "code", "review") for arg in ("--role", role)]
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
             [sys.executable, "-m", "warden", "worker", *roles, "--log-level", "error",
