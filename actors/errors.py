@@ -9,6 +9,7 @@ The tree::
     │   └── ModelRequestError      the request itself is wrong (4xx but 429): never retryable
     ├── UnknownModelPriceError     the price table has no entry for a model
     ├── ScriptError                a scripted model's script is missing or malformed
+    ├── SandboxUnavailableError    the configured sandbox isolation is not possible here
     └── ToolError                  a tool could not do what was asked
         ├── ToolNotAllowedError    the role's allowlist does not include the tool
         ├── ToolArgumentsError     the arguments do not match the tool's schema
@@ -35,6 +36,7 @@ __all__ = (
     "ModelRequestError",
     "ModelUnavailableError",
     "SandboxError",
+    "SandboxUnavailableError",
     "ScriptError",
     "ToolArgumentsError",
     "ToolError",
@@ -213,3 +215,15 @@ class WorkspaceEscapeError(ToolError):
 class SandboxError(ToolError):
     """Raised when a sandboxed process could not be started, or ended in a way that is no
     answer (killed by a signal, or a helper such as grep's search failed)."""
+
+
+class SandboxUnavailableError(ActorError):
+    """Raised when ``sandbox.<key>`` names an isolation this host cannot give (no working
+    bubblewrap, not root, no such user): a worker refuses to start rather than run code
+    less isolated than configured."""
+
+    def __init__(self, key: str, value: str, problem: str) -> None:
+        self.key = key
+        self.value = value
+        self.problem = problem
+        super().__init__(f"sandbox.{key} = {value!r} is not possible here: {problem}")

@@ -8,6 +8,7 @@ imported only when asked for, so the scripted path never loads the SDK.
 
 from __future__ import annotations
 
+from warden.actors.errors import ScriptError
 from warden.actors.model import Model
 from warden.actors.scripted_model import ScriptedModel, load_scripts
 from warden.config import ConfigError, Settings
@@ -19,8 +20,9 @@ def build_model(settings: Settings, *, api_key: str | None) -> Model:
     """The model client the settings ask for; does not block.
 
     ``provider = "auto"`` picks anthropic when ``api_key`` is set and the scripted model
-    otherwise. Raises ``ConfigError`` when anthropic is asked for without a key, and
-    ``ScriptError`` when a script file of the scripted model cannot be loaded.
+    otherwise. Raises ``ConfigError`` when anthropic is asked for without a key, or when
+    a script file of the scripted model cannot be loaded (key ``models.script_files``,
+    the file as its value): both are the user's settings, so both are config errors.
     """
     provider = settings.models.provider
     if provider == "auto":
@@ -36,7 +38,8 @@ def build_model(settings: Settings, *, api_key: str | None) -> Model:
             timeout=settings.models.timeout_s,
             max_retries=settings.models.max_retries,
         )
-    return ScriptedModel(
-        latency_ms=settings.models.scripted_latency_ms,
-        scenarios=load_scripts(settings.models.script_files),
-    )
+    try:
+        scenarios = load_scripts(settings.models.script_files)
+    except ScriptError as exc:
+        raise ConfigError("models.script_files", exc.source, exc.problem) from exc
+    return ScriptedModel(latency_ms=settings.models.scripted_latency_ms, scenarios=scenarios)

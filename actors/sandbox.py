@@ -3,7 +3,7 @@
 ``run_sandboxed`` is the one way warden runs code a model wrote. What it guarantees:
 
 - **environment**: built from nothing, never copied from ours: ``PATH`` (the venv's
-  ``bin`` first, then the system's), ``HOME`` (the working directory), ``LANG``, and
+  ``bin`` first, then the system's), ``HOME`` and ``PWD`` (the working directory), ``LANG``, and
   ``PYTHON*`` switches. No API key, token, secret, ``ANTHROPIC_*`` or ``WARDEN_*``
   variable can reach the child, because none is ever added
   (``test_child_cannot_see_secrets_from_our_environment``);
@@ -21,8 +21,14 @@
 - **bounded output**: stdout and stderr are each kept up to ``max_output_bytes`` and the
   rest counted and dropped (still read, so the child never blocks on a full pipe).
 
-What it does not do: confine the file system or the network. A grandchild that starts
-its own session escapes the group kill; ``RLIMIT_CPU`` still bounds it.
+- **isolation** (``isolation.py``): under bubblewrap, new PID, user, IPC, UTS and
+  network namespaces, only the interpreter, the system's libraries and the workspace
+  visible; else, as root, an unprivileged user; else nothing more, with a warning. The
+  daemon's ``/proc/<pid>/environ``, its data directory and ``$HOME`` are out of reach in
+  the first two (``tests/actors/test_sandbox_isolation.py``).
+
+Without bubblewrap a grandchild that starts its own session escapes the group kill
+(``RLIMIT_CPU`` still bounds it); under bubblewrap it dies with the namespace.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import anyio
 import anyio.abc
 import msgspec
 from warden.actors.errors import SandboxError
+from warden.actors.isolation import bubblewrap_argv, hand_over, isolation_in_use
 from warden.config.settings import SandboxSettings
 
 _MIB = 1024 * 1024
@@ -55,13 +62,20 @@ for kind, value in limits:
     resource.setrlimit(kind, (value, value + 1 if kind == resource.RLIMIT_CPU else value))
 for name in ("SIGPIPE", "SIGXFSZ"):
     signal.signal(getattr(signal, name), signal.SIG_DFL)
-os.execv(sys.argv[5], sys.argv[5:])
+uid, gid = int(sys.argv[5]), int(sys.argv[6])
+if uid >= 0:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+os.execv(sys.argv[7], sys.argv[7:])
 """
-"""Runs as ``python -I -S -c _LAUNCHER cpu as nofile fsize executable args...``.
+"""Runs as ``python -I -S -c _LAUNCHER cpu as nofile fsize uid gid executable args...``.
 
 Python ignores SIGPIPE and SIGXFSZ and an ignored signal survives ``exec``; the launcher
 restores both, as ``subprocess``'s ``restore_signals`` would. The CPU hard limit is one
-second above the soft one, so SIGXCPU comes first and SIGKILL if it is ignored.
+second above the soft one, so SIGXCPU comes first and SIGKILL if it is ignored. A ``uid``
+of -1 keeps ours; another is taken (group first, no supplementary groups) after the
+limits, so the code can raise none of them back.
 """
 
 _SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -119,6 +133,7 @@ def sandbox_environment(cwd: Path) -> dict[str, str]:
     return {
         "PATH": f"{venv_bin}:{_SYSTEM_PATH}",
         "HOME": str(cwd),
+        "PWD": str(cwd),  # what bubblewrap's --chdir sets: the same in every isolation
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
@@ -132,13 +147,17 @@ async def run_sandboxed(
     cwd: Path,
     settings: SandboxSettings,
     stdin: bytes | None = None,
+    network: bool = False,
 ) -> SandboxResult:
-    """Run ``argv`` in ``cwd`` under the limits of ``settings`` and return how it ended.
+    """Run ``argv`` in ``cwd`` under the limits of ``settings``, isolated as this process
+    can (``isolation_in_use``; ``network``: whether it may use the network, which only
+    bubblewrap can refuse), and return how it ended.
 
     Blocks until the process exits or ``settings.timeout_s`` passes; a cancellation
     point. A non-zero exit, a signal or a timeout is a result, not an error. Raises
     ``SandboxError`` only if the process cannot be started (no such program, no such
-    ``cwd``). On cancellation the process group is killed and reaped before the
+    ``cwd``), and ``SandboxUnavailableError`` when the configured isolation is not
+    possible. On cancellation the process group is killed and reaped before the
     cancellation propagates.
     """
     if not argv:
@@ -147,15 +166,29 @@ async def run_sandboxed(
     executable = shutil.which(argv[0], path=env["PATH"])
     if executable is None:
         raise SandboxError("sandbox", f"program {argv[0]!r} not found on the sandbox PATH")
+    isolation = await isolation_in_use(settings)
     command = [
         sys.executable, "-I", "-S", "-c", _LAUNCHER,
         str(settings.cpu_seconds),
         str(settings.memory_mb * _MIB),
         str(settings.open_files),
         str(settings.file_size_mb * _MIB),
+        str(isolation.uid if isolation.uid is not None else -1),
+        str(isolation.gid if isolation.gid is not None else -1),
         executable,
         *argv[1:],
     ]  # fmt: skip
+    if isolation.bwrap is not None:
+        if not await anyio.Path(cwd).is_dir():
+            raise SandboxError("sandbox", f"cannot start {argv[0]!r} in {str(cwd)!r}: "
+                                          "no such directory")
+        command = [*bubblewrap_argv(isolation, cwd=cwd, env=env, network=network), *command]
+    elif isolation.uid is not None:
+        try:
+            await anyio.to_thread.run_sync(hand_over, cwd, isolation)
+        except OSError as exc:
+            raise SandboxError("sandbox", f"cannot start {argv[0]!r} in {str(cwd)!r}: {exc}"
+                               ) from None
     started = anyio.current_time()
     try:
         process = await anyio.open_process(
@@ -189,6 +222,9 @@ async def run_sandboxed(
             await process.wait()
             await process.aclose()
     code = process.returncode if process.returncode is not None else -signal.SIGKILL
+    if isolation.bwrap is not None and 128 < code < 128 + signal.NSIG:
+        # bwrap's PID 1 exits 128 + N when signal N killed the code, as a shell does.
+        code = 128 - code
     return SandboxResult(
         exit_code=code,
         stdout=out.text(),

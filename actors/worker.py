@@ -13,6 +13,11 @@ share the load. It answers two requests, both sent by a run supervisor's call ga
   own root; answered with a ``ToolReply``; or, in ``reconcile`` mode, whether an
   interrupted call with that key already acted.
 
+It trusts nothing on the wire: every request is first checked against the worker's own
+config (``admission.py``: run id, role, purpose, model, system prompt, ``max_tokens``,
+tools) and a refused one is answered with the reason and never executed. At start it
+settles, once per process, how its sandbox is isolated (``isolation.py``) and logs it.
+
 It never loops and never decides policy: the parent owns the step's loop, retries,
 budgets and journal. ``execute_turn`` and ``execute_tool`` are what a worker does with a
 request; the in-memory dispatcher of the run logic's tests calls the same two functions.
@@ -30,8 +35,11 @@ from pathlib import Path
 import anyio
 import msgspec
 import structlog
+from anyio.abc import TaskStatus
 from warden.actors.actor import Actor
+from warden.actors.admission import Refusal, refuse_tool, refuse_turn, step_turn
 from warden.actors.errors import ModelDeadlineError, ModelError, ToolError
+from warden.actors.isolation import ensure_private_dir, isolation_in_use, workspaces_root
 from warden.actors.model import Model, ModelRequest
 from warden.actors.tools import ToolContext, ToolRegistry
 from warden.actors.workspace import Workspace
@@ -48,13 +56,14 @@ from warden.bus.wire import (
     tool_specs_decoder,
     work_request_decoder,
 )
-from warden.config import RoleSettings, SandboxSettings
+from warden.config import ModelSettings, RoleSettings, SandboxSettings
 from warden.config.crashpoints import crash_point
 
 log = structlog.get_logger("warden.worker")
 
 WORKSPACES = "workspaces"
-"""The folder of a worker's data directory that holds one workspace per run."""
+"""The folder of a worker's data directory that holds one workspace per run (elsewhere
+under the ``uid`` isolation: ``isolation.workspaces_root``)."""
 
 
 _KNOWN_WORKSPACES = 4096
@@ -125,7 +134,7 @@ async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) 
 
 async def execute_tool(
     tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
-    sandbox: SandboxSettings, data_dir: Path | None,
+    sandbox: SandboxSettings, data_dir: Path | None, network: bool = False,
 ) -> ToolReply:
     """Run (or reconcile) the one tool call ``request`` describes, in the run's workspace
     under ``workspaces``. A tool's own failure is a record with ``ok=False``; a request
@@ -139,7 +148,7 @@ async def execute_tool(
     ctx = ToolContext(
         workspace=workspace, sandbox=sandbox, role=request.role, run_id=request.run_id,
         step=request.step, call_index=request.call_index, idempotency_key=key,
-        data_dir=data_dir,
+        data_dir=data_dir, network=network,
     )
     if request.mode == "reconcile":
         try:
@@ -153,7 +162,11 @@ async def execute_tool(
 
 
 class Worker(Actor):
-    """One role's worker pool: serves ``warden.work.<role>`` with a model and tools."""
+    """One role's worker pool: serves ``warden.work.<role>`` with a model and tools.
+
+    ``models`` is the config's model section: with the role's settings it says what a
+    step turn of this role is (``admission.step_turn``), and nothing else is accepted.
+    """
 
     def __init__(
         self,
@@ -165,6 +178,7 @@ class Worker(Actor):
         sandbox: SandboxSettings,
         *,
         data_dir: Path,
+        models: ModelSettings,
         timeout_s: float = 120.0,
     ) -> None:
         super().__init__(
@@ -179,10 +193,38 @@ class Worker(Actor):
         self.data_dir = data_dir
         self.workspaces = (data_dir / WORKSPACES).resolve()
         self.timeout_s = timeout_s
+        self.expected = step_turn(settings, models)
 
     @property
     def name(self) -> str:
         return f"worker.{self.role}"
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Settle the sandbox's isolation (logged once per process; raises
+        ``SandboxUnavailableError`` if the configured one is not possible here) and the
+        workspaces' root, then serve as ``Actor.run`` does."""
+        isolation = await isolation_in_use(self.sandbox)
+        await anyio.to_thread.run_sync(ensure_private_dir, self.data_dir)
+        self.workspaces = await anyio.to_thread.run_sync(
+            workspaces_root, self.data_dir, isolation)
+        network = ("on" if self.settings.network
+                   else "off" if isolation.isolates_network else "not enforced")
+        log.info("worker_sandbox", role=self.role, sandbox=isolation.kind, network=network)
+        await super().run(task_status=task_status)
+
+    async def _refuse(self, envelope: Envelope, request: TurnRequest | ToolRequest,
+                      refusal: Refusal) -> None:
+        log.warning("work_request_refused", role=self.role, field=refusal.field,
+                    problem=refusal.problem, run_id=request.run_id[:128])
+        run_id = request.run_id[:128]  # a refused id may be anything, of any length
+        answer: TurnReply | ToolReply = (
+            TurnReply(run_id=run_id, step=request.step, turn=request.turn,
+                      error=str(refusal), retryable=False)
+            if isinstance(request, TurnRequest)
+            else ToolReply(run_id=run_id, idempotency_key=request.idempotency_key[:256],
+                           error=str(refusal))
+        )
+        await self.bus.respond(envelope, encoder.encode(answer))
 
     async def handle(self, envelope: Envelope) -> None:
         try:
@@ -192,17 +234,33 @@ class Worker(Actor):
             reply = TurnReply(run_id="?", step=-1, turn=-1, error=f"bad turn request: {exc}")
             await self.bus.respond(envelope, encoder.encode(reply))
             return
+        allowlist = self.settings.tools
         try:
             match request:
                 case TurnRequest():
+                    try:
+                        specs = _tool_specs(bytes(request.tools))
+                    except msgspec.MsgspecError as exc:
+                        refusal: Refusal | None = Refusal(
+                            "tools", f"is not a JSON array of tool specs: {exc}")
+                    else:
+                        refusal = refuse_turn(request, role=self.role, expected=self.expected,
+                                              tools=specs, allowlist=allowlist)
+                    if refusal is not None:
+                        await self._refuse(envelope, request, refusal)
+                        return
                     answer: TurnReply | ToolReply = await execute_turn(
                         self.model, request, timeout_s=self.timeout_s
                     )
                 case ToolRequest():
+                    refusal = refuse_tool(request, role=self.role, allowlist=allowlist)
+                    if refusal is not None:
+                        await self._refuse(envelope, request, refusal)
+                        return
                     answer = await execute_tool(
-                        self.tools, request, allowlist=self.settings.tools,
+                        self.tools, request, allowlist=allowlist,
                         workspaces=self.workspaces, sandbox=self.sandbox,
-                        data_dir=self.data_dir,
+                        data_dir=self.data_dir, network=self.settings.network,
                     )
         except Exception as exc:
             error = f"worker {self.role!r} crashed: {exc!r}"

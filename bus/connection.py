@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -415,13 +416,30 @@ async def open_bus(
     """Connect to NATS at ``url``; drain and close on exit.
 
     Retries the first connection until ``connect_timeout`` seconds have passed, then
-    raises ``BusConnectionError`` (retryable). Once connected, a lost connection is
+    raises ``BusConnectionError`` (retryable) with the last retry's error; the retries
+    are logged at debug only. Once connected, a lost connection is
     retried forever with exponential backoff (0.1 s doubling to 5 s, jittered) while
     publishes buffer. On exit, also on cancellation: drain (bounded by
     ``_CLEANUP_TIMEOUT``), then close.
     """
     nc = nats.NATS()
     buses: list[Bus] = []  # the one Bus of this connection, once made
+    refusals: list[Exception] = []  # why the first connection is not made yet
+
+    async def on_error(exc: Exception) -> None:
+        # Until the first connection, every retry fails the same way (a refused port:
+        # twenty in 5 s): that is one line, the error raised at the deadline, not a
+        # warning per retry. Pinned by test_a_refused_connection_is_one_line.
+        if buses or nc.is_connected:
+            await _on_error(exc)
+        else:
+            refusals[:] = [exc]
+            log.debug("bus_connect_retry", url=url, error=str(exc))
+
+    async def on_closed() -> None:
+        if buses:  # a connection that never was is not news: the error raised says it
+            await _on_closed()
+
     try:
         with anyio.fail_after(connect_timeout):
             # nats-py annotates these durations as int, but uses them as float seconds
@@ -436,16 +454,17 @@ async def open_bus(
                 reconnect_to_server_handler=_reconnect_backoff,
                 ping_interval=30,
                 drain_timeout=_CLEANUP_TIMEOUT,  # type: ignore[arg-type]
-                error_cb=_on_error,
+                error_cb=on_error,
                 disconnected_cb=_disconnect_logger(nc, buses),
                 reconnected_cb=_on_reconnected,
-                closed_cb=_on_closed,
+                closed_cb=on_closed,
             )
     except FAILURES as exc:
         await _close_quietly(nc)
         if isinstance(exc, TimeoutError):
+            why = f": {_reason(refusals[-1])}" if refusals else ""
             raise BusConnectionError(
-                f"no connection within {connect_timeout:g}s",
+                f"no connection within {connect_timeout:g}s{why}",
                 operation="connect",
                 subject=url,
                 retryable=True,
@@ -469,6 +488,14 @@ async def open_bus(
                 with contextlib.suppress(*FAILURES):
                     await nc.drain()
             await _close_quietly(nc)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a connection attempt failed, the same on every event loop: the OS's words
+    for an ``OSError`` ("Connection refused"), else the error's own message."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{os.strerror(exc.errno)} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
 
 
 def _expire(waiter: asyncio.Future[bytes]) -> None:

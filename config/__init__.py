@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from warden.config.errors import ConfigError, ConfigFileError
+from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.loading import load_settings, validate
 from warden.config.settings import (
     ROLES,
@@ -24,6 +24,7 @@ __all__ = (
     "BreakerSettings",
     "ConfigError",
     "ConfigFileError",
+    "ConfigVariableError",
     "IntakeSettings",
     "LimitSettings",
     "ModelSettings",

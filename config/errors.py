@@ -3,7 +3,8 @@
 The tree::
 
     ConfigError              the settings cannot be used; names the key and the bad value
-    └── ConfigFileError      the TOML file is missing or is not valid TOML
+    ├── ConfigFileError      the TOML file is missing or is not valid TOML
+    └── ConfigVariableError  a WARDEN_* environment variable sets no key (or could set two)
 """
 
 from __future__ import annotations
@@ -31,3 +32,15 @@ class ConfigFileError(ConfigError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__("<file>", path, problem)
         self.path = path
+
+
+class ConfigVariableError(ConfigError):
+    """Raised when a ``WARDEN_*`` environment variable sets no setting, or could mean
+    two. ``key`` is the variable's name; its value is not kept, nor said: a mistyped
+    name may hold a credential."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.key = name
+        self.value = None
+        self.problem = problem
+        Exception.__init__(self, f"environment variable {name} {problem}")

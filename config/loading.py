@@ -2,30 +2,50 @@
 
 Precedence, lowest first: ``defaults.toml`` shipped in this package; the file named by
 ``--config`` or ``WARDEN_CONFIG`` (merged key by key, tables recursively); environment
-variables; explicit overrides from the command line. Environment names are
-``WARDEN_<SECTION>__<KEY>`` (``WARDEN_LIMITS__RUN_BUDGET_USD=0.1``) plus three short
-forms: ``WARDEN_DATA_DIR``, ``WARDEN_NATS_URL`` and ``WARDEN_SCRIPTED_LATENCY_MS``.
+variables; explicit overrides from the command line.
+
+Every ``WARDEN_*`` variable sets a key or is refused (``ConfigError`` naming it), but
+those of ``NOT_SETTINGS``. Its name is the key's path: ``WARDEN_<KEY>`` for a top-level
+key (``WARDEN_LOCAL_WORKERS``, ``WARDEN_DATA_DIR``), ``WARDEN_<SECTION>_<KEY>`` for a
+section's (``WARDEN_NATS_URL``, ``WARDEN_LIMITS_RUN_BUDGET_USD``), ``WARDEN_<A>__<B>__<C>``
+for any (``WARDEN_ROLES__CODE__MODEL``); plus the old short form
+``WARDEN_SCRIPTED_LATENCY_MS``. The mapping is derived from ``Settings``, so a new field
+has its variable at once. A value is read as the key's type: a boolean from ``true``/
+``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``), a list or table as JSON,
+numbers and strings as written.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import msgspec
-from warden.config.errors import ConfigError, ConfigFileError
+from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.settings import Settings
 
-_SHORT_FORMS: dict[str, tuple[str, ...]] = {
-    "WARDEN_DATA_DIR": ("data_dir",),
-    "WARDEN_NATS_URL": ("nats", "url"),
+_ALIASES: dict[str, tuple[str, ...]] = {
     "WARDEN_SCRIPTED_LATENCY_MS": ("models", "scripted_latency_ms"),
 }
-_NOT_SETTINGS = {"WARDEN_CONFIG"}
+"""Short names kept from before the generic mapping (``WARDEN_MODELS_SCRIPTED_LATENCY_MS``
+is the same key)."""
+NOT_SETTINGS: frozenset[str] = frozenset({
+    "WARDEN_CONFIG",     # the settings file (this module)
+    "WARDEN_CRASH_AT",   # crash points of the chaos tests (config/crashpoints.py)
+    "WARDEN_UNLOCKED",   # `make test-latest`: the suite on unlocked versions (tests/)
+    "WARDEN_BENCH_LOG",  # log level of the benchmark's warden (bench/warden_triad.py)
+})
+"""``WARDEN_*`` variables that are not settings: read elsewhere, never refused here."""
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_SETTINGS_INFO = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(Settings))
 _PATH_IN_ERROR = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 
 Overrides = Mapping[tuple[str, ...], object]
@@ -67,16 +87,116 @@ def _set(tree: dict[str, object], path: tuple[str, ...], value: object) -> None:
     node[path[-1]] = value
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], object]:
-    found: dict[tuple[str, ...], object] = {}
-    for name, value in env.items():
-        if not name.startswith("WARDEN_") or name in _NOT_SETTINGS:
+def _child(node: msgspec.inspect.Type, part: str) -> msgspec.inspect.Type | None:
+    """The type one key below ``node`` (a field of a Struct, any key of a dict), or
+    ``None`` if ``node`` has no such key."""
+    if isinstance(node, msgspec.inspect.StructType):
+        return next((f.type for f in node.fields if f.encode_name == part), None)
+    if isinstance(node, msgspec.inspect.DictType):
+        return node.value_type
+    return None
+
+
+def _type_at(path: tuple[str, ...]) -> msgspec.inspect.Type | None:
+    node: msgspec.inspect.Type | None = _SETTINGS_INFO
+    for part in path:
+        node = None if node is None else _child(node, part)
+    return node
+
+
+def _is_scalar(node: msgspec.inspect.Type) -> bool:
+    return not isinstance(node, (msgspec.inspect.StructType, msgspec.inspect.DictType))
+
+
+def _resolve(name: str) -> tuple[str, ...]:
+    """The settings key the variable ``name`` (``WARDEN_...``) sets.
+
+    ``WARDEN_<KEY>`` sets a top-level key (``WARDEN_LOCAL_WORKERS``), ``WARDEN_<SECTION>_
+    <KEY>`` a key of a section (``WARDEN_NATS_URL``), ``WARDEN_<A>__<B>__<C>`` any key,
+    dict entries too (``WARDEN_ROLES__CODE__MODEL``). Generic over ``Settings``: a field
+    added there gets its variables with it. Raises ``ConfigError`` naming the variable
+    when it sets no key, or could mean two.
+    """
+    if name in _ALIASES:
+        return _ALIASES[name]
+    rest = name.removeprefix("WARDEN_").lower()
+    if "__" in rest:
+        path = tuple(rest.split("__"))
+        node: msgspec.inspect.Type | None = _SETTINGS_INFO
+        for depth, part in enumerate(path):
+            below = None if node is None else _child(node, part)
+            if below is None:
+                raise ConfigVariableError(
+                    name, f"names unknown key {'.'.join(path[: depth + 1])!r}")
+            node = below
+        return path
+    found: list[tuple[str, ...]] = []
+    for field in _SETTINGS_INFO.fields:
+        key = field.encode_name
+        if rest == key and _is_scalar(field.type):
+            found.append((key,))
+        elif rest.startswith(key + "_") and isinstance(field.type, msgspec.inspect.StructType):
+            inner = rest[len(key) + 1:]
+            below = _child(field.type, inner)
+            if below is not None and _is_scalar(below):
+                found.append((key, inner))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigVariableError(name, "could set " + " or ".join(
+            ".".join(p) for p in found) + ": name the key with __ (WARDEN_<SECTION>__<KEY>)")
+    close = difflib.get_close_matches(name, [*_variable_names(), *NOT_SETTINGS], n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigVariableError(
+        name,
+        f"is not a setting ({hint}WARDEN_<KEY>, WARDEN_<SECTION>_<KEY> or "
+        f"WARDEN_<A>__<B>__<C> name a key; {', '.join(sorted(NOT_SETTINGS))} are not keys)",
+    )
+
+
+def _variable_names() -> list[str]:
+    """The short name of every top-level key and every key of a section."""
+    names: list[str] = []
+    for field in _SETTINGS_INFO.fields:
+        if _is_scalar(field.type):
+            names.append(f"WARDEN_{field.encode_name.upper()}")
+        elif isinstance(field.type, msgspec.inspect.StructType):
+            names.extend(f"WARDEN_{field.encode_name.upper()}_{inner.encode_name.upper()}"
+                         for inner in field.type.fields if _is_scalar(inner.type))
+    return names
+
+
+def _parse(name: str, path: tuple[str, ...], text: str) -> object:
+    """The variable's text as a value of the key's type: booleans by word, lists,
+    tables and sections as JSON, the rest left to ``msgspec.convert``."""
+    node = _type_at(path)
+    if isinstance(node, msgspec.inspect.BoolType):
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ConfigError(".".join(path), text,
+                          f"must be true or false (from {name})")
+    if isinstance(node, (msgspec.inspect.ListType, msgspec.inspect.DictType,
+                         msgspec.inspect.StructType)):
+        try:
+            return msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(".".join(path), text,
+                              f"must be JSON here (from {name}): {exc}") from exc
+    return text
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, object]]:
+    """Every ``WARDEN_*`` variable of ``env`` as ``{key path: (variable, value)}``.
+
+    Raises ``ConfigError`` for a variable that sets no key (outside ``NOT_SETTINGS``)
+    and for a value the key's type cannot take."""
+    found: dict[tuple[str, ...], tuple[str, object]] = {}
+    for name, text in sorted(env.items()):
+        if not name.startswith("WARDEN_") or name in NOT_SETTINGS:
             continue
-        if name in _SHORT_FORMS:
-            found[_SHORT_FORMS[name]] = value
-        elif "__" in name:
-            path = tuple(p.lower() for p in name.removeprefix("WARDEN_").split("__"))
-            found[path] = value
+        path = _resolve(name)
+        found[path] = (name, _parse(name, path, text))
     return found
 
 
@@ -113,7 +233,10 @@ def load_settings(
     path = path or env.get("WARDEN_CONFIG")
     if path:
         tree = _merge(tree, _read_file(path))
-    for key_path, value in {**_env_overrides(env), **dict(overrides or {})}.items():
+    from_env = _env_overrides(env)
+    origins = {".".join(path): name for path, (name, _) in from_env.items()}
+    values = {path: value for path, (_, value) in from_env.items()}
+    for key_path, value in {**values, **dict(overrides or {})}.items():
         if value is not None:
             _set(tree, key_path, value)
     try:
@@ -126,10 +249,35 @@ def load_settings(
         if problem.startswith("Object contains unknown field"):
             unknown = problem.split("`")[1] if "`" in problem else "?"
             dotted = f"{dotted}.{unknown}" if dotted else unknown
-            raise ConfigError(dotted, _value_at(tree, dotted), "unknown key") from exc
+            problem = "unknown key"
+        if dotted in origins:
+            problem = f"{problem} (from {origins[dotted]})"
         raise ConfigError(dotted, _value_at(tree, dotted), problem) from exc
-    validate(settings)
+    try:
+        validate(settings)
+    except ConfigError as exc:
+        if exc.key in origins:
+            raise ConfigError(exc.key, exc.value,
+                              f"{exc.problem} (from {origins[exc.key]})") from exc
+        raise
     return settings
+
+
+def _check_finite(value: object, key: str) -> None:
+    """Every number in the settings is finite: TOML and the environment can spell
+    ``nan`` and ``inf``, which no limit, price or duration means (``nan`` passes every
+    ``<= 0`` check). Raises ``ConfigError`` naming the first key that is not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            _check_finite(getattr(value, name), f"{key}.{name}" if key else name)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, f"{key}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{key}[{index}]")
 
 
 def validate(settings: Settings) -> None:
@@ -137,6 +285,7 @@ def validate(settings: Settings) -> None:
 
     Raises ``ConfigError`` naming the first bad key.
     """
+    _check_finite(settings, "")
     limits = settings.limits
     for name in (
         "max_steps_per_run",

@@ -93,6 +93,11 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     on_failure: Literal["fail", "skip", "escalate"] = "fail"
     """What a step of this role that failed every retry does to the run: fail it, skip
     the step and go on, or stop and escalate to a human (``needs_human``)."""
+    network: bool = False
+    """Whether code this role runs in the sandbox (``run_python``, ``run_tests``) may use
+    the network. Off: under bubblewrap the code gets a network namespace of its own with
+    only a loopback on which nothing listens; without bubblewrap this cannot be enforced,
+    which the worker's start-up warning says."""
 
 
 class LimitSettings(_Config, frozen=True, kw_only=True):
@@ -151,6 +156,14 @@ class SandboxSettings(_Config, frozen=True, kw_only=True):
     open_files: int = 256
     file_size_mb: int = 16
     max_output_bytes: int = 65536
+    isolation: Literal["auto", "bubblewrap", "uid", "none"] = "auto"
+    """How the sandbox is kept from the daemon (``actors/isolation.py``). ``auto``: the
+    best that works here: ``bubblewrap`` (own PID, user, IPC, UTS and network namespaces,
+    only the interpreter and the workspace visible), else ``uid`` when running as root (the
+    code runs as ``user``), else ``none`` with a warning naming what is lost. Naming one
+    makes it a requirement: a worker refuses to start without it."""
+    user: str = "nobody"
+    """The unprivileged user (and its group) the ``uid`` isolation runs code as."""
 
 
 class Settings(_Config, frozen=True, kw_only=True):

@@ -11,14 +11,19 @@
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
 
 Client commands find the daemon through ``daemon.json`` in the data directory
-(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``.
-Exit codes: 0 success; 1 a run ended other than ``succeeded``; 2 bad usage, bad config or
-no daemon; 3 timed out.
+(``--data-dir`` / ``WARDEN_DATA_DIR``), or take ``--nats URL``; without a daemon, ``runs``
+and ``show`` read the data directory's journal (read-only) and say so on stderr.
+Exit codes: 0 success (also when stdout's reader left early); 1 a run ended other than
+``succeeded``; 2 bad usage, bad config, no daemon or an unreachable bus; 3 timed out;
+130 interrupted. Every error of the user's is one line on stderr, never a traceback,
+also when it was raised inside a task group (``exit_code``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import secrets
 import signal
@@ -46,10 +51,15 @@ from warden.bus.wire import (
     reply_decoder,
 )
 from warden.config import ConfigError, Settings, load_settings
-from warden.supervisor.daemon import open_daemon, read_daemon_file
-from warden.supervisor.errors import DaemonError
+from warden.supervisor.daemon import JOURNAL_FILE, open_daemon, read_daemon_file
+from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
+from warden.supervisor.intake import Rejection, check_submission
+from warden.supervisor.journal import open_journal_reader
 from warden.supervisor.logs import configure_logging
+from warden.supervisor.preflight import preflight
 from warden.supervisor.run_states import TERMINAL
+
+from warden import __version__
 
 DEMO_TASKS: tuple[str, ...] = (
     "Write fizzbuzz(n) in Python, with pytest tests.",
@@ -193,6 +203,31 @@ async def submit_and_follow(
     return status
 
 
+def check_task(task: TaskSubmission, *, max_task_bytes: int) -> None:
+    """Return if the daemon would take ``task`` in, checked before it is published.
+
+    The text must not be empty and, encoded, fit ``limits.max_task_bytes``; a budget must
+    be a finite number greater than 0 (JSON has no NaN or infinity: encoded, they would
+    become ``null``, the configured budget, not what was asked). Then the intake's own
+    rules (``check_submission``), so the CLI refuses whatever the daemon would reject.
+    Raises ``UsageError`` naming the argument.
+    """
+    if not task.text.strip():
+        raise UsageError("TEXT must not be empty")
+    budget = task.budget_usd
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UsageError(f"--budget {budget!r} must be a finite number greater than 0")
+    data = encoder.encode(task)
+    if len(data) > max_task_bytes:
+        raise UsageError(
+            f"TEXT is too large: the task is {len(data)} bytes, more than "
+            f"limits.max_task_bytes ({max_task_bytes})"
+        )
+    checked = check_submission(data, max_bytes=max_task_bytes, fallback_id=task.id or "-")
+    if isinstance(checked, Rejection):
+        raise UsageError(checked.error)
+
+
 # -- commands ------------------------------------------------------------------------
 
 
@@ -216,6 +251,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(f"--id {run_id!r} must be 1-128 characters of [A-Za-z0-9_-]")
     task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
                           budget_usd=args.budget)
+    check_task(task, max_task_bytes=settings.limits.max_task_bytes)
     async with open_bus(_client_url(settings), name="warden-cli") as bus:
         try:
             status = await submit_and_follow(bus, task, wait=args.wait,
@@ -231,12 +267,31 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         return 0 if status == "succeeded" else 1
 
 
+def _journal_without_daemon(settings: Settings) -> Path | None:
+    """The journal of the data dir when no daemon runs for it (and no ``--nats`` was
+    given), after saying so on stderr; ``None`` when a daemon should be asked."""
+    if settings.nats.url:
+        return None
+    data_dir = Path(settings.data_dir).resolve()
+    path = data_dir / JOURNAL_FILE
+    if read_daemon_file(data_dir) is not None or not path.exists():
+        return None
+    _say(f"no daemon is running for data dir {str(data_dir)!r}: read from its journal")
+    return path
+
+
 async def cmd_runs(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    async with open_bus(_client_url(settings), name="warden-cli") as bus:
-        listing = await _request(bus, subjects.API_RUNS,
-                                 RunsQuery(limit=args.limit, status=args.status),
-                                 settings.nats.request_timeout_s)
+    journal_path = _journal_without_daemon(settings)
+    if journal_path is not None:
+        async with open_journal_reader(journal_path) as journal:
+            listing: object = RunList(
+                runs=await journal.list_runs(limit=args.limit, status=args.status))
+    else:
+        async with open_bus(_client_url(settings), name="warden-cli") as bus:
+            listing = await _request(bus, subjects.API_RUNS,
+                                     RunsQuery(limit=args.limit, status=args.status),
+                                     settings.nats.request_timeout_s)
     assert isinstance(listing, RunList)
     if args.json:
         print(encoder.encode(listing.runs).decode())
@@ -247,6 +302,14 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 
 async def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    journal_path = _journal_without_daemon(settings)
+    if journal_path is not None:
+        async with open_journal_reader(journal_path) as journal:
+            run = await journal.get_run(args.run_id)
+        if run is None:
+            raise UsageError(f"no run {args.run_id!r}")
+        _print_run(run, as_json=args.json)
+        return 0
     async with open_bus(_client_url(settings), name="warden-cli") as bus:
         _print_run(await _show(bus, args.run_id, settings), as_json=args.json)
     return 0
@@ -290,7 +353,6 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from warden.actors.model_factory import build_model
     from warden.actors.tools import default_registry
     from warden.actors.worker import Worker
     from warden.supervisor.supervision import ChildSpec, open_supervisor
@@ -300,13 +362,13 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     unknown = [role for role in roles if role not in settings.roles]
     if unknown:
         raise UsageError(f"--role {unknown[0]!r} is not one of {sorted(settings.roles)}")
-    model = build_model(settings, api_key=os.environ.get("ANTHROPIC_API_KEY"))
-    data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     tools = default_registry()
+    model = preflight(settings, tools, api_key=os.environ.get("ANTHROPIC_API_KEY"), roles=roles)
+    data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     name = "-".join(roles)
     async with open_bus(_client_url(settings), name=f"warden-worker-{name}") as bus:
         workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
-                          data_dir=data_dir) for role in roles]
+                          data_dir=data_dir, models=settings.models) for role in roles]
         specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
         async with open_supervisor(
             specs, name=f"worker-{name}", max_restarts=settings.supervision.max_restarts,
@@ -333,13 +395,16 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
             async def one(task: TaskSubmission) -> None:
                 statuses[task.id or ""] = await submit_and_follow(
-                    bus, task, wait=True, progress=True, timeout=args.timeout
+                    bus, task, wait=True, progress=True, timeout=math.inf
                 )
 
             try:
-                async with anyio.create_task_group() as tg:
-                    for task in tasks:
-                        tg.start_soon(one, task)
+                # One deadline outside the group: it expires as one TimeoutError, not a
+                # group of one per task (test_demo_timeout_is_one_line_and_exit_3).
+                with anyio.fail_after(args.timeout):
+                    async with anyio.create_task_group() as tg:
+                        for task in tasks:
+                            tg.start_soon(one, task)
             except TimeoutError:
                 print(f"warden demo: runs did not finish within {args.timeout:g}s",
                       file=sys.stderr)
@@ -374,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `warden demo`, or `warden up` in one shell and "
                "`warden submit \"...\" --wait` in another.",
     )
+    parser.add_argument("--version", action="version", version=f"warden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", parents=[common], help="run the daemon in the foreground",
@@ -436,20 +502,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_USER_ERRORS: tuple[type[Exception], ...] = (
+    UsageError, ConfigError, DaemonError, JournalError, RunNotFoundError, BusError,
+)
+"""Errors that are the user's to act on: one line on stderr, exit 2, no traceback."""
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``: itself, or the leaves of an exception group (what
+    a task group raises when one of its tasks fails)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _say(message: str) -> None:
+    """One line on stderr; nothing if stderr is gone too (``2>&1 | head``)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"warden: {message}", file=sys.stderr, flush=True)
+
+
+def _stdout_gone() -> int:
+    # The reader of our stdout went away (`warden runs | head -1`): that is its choice,
+    # not an error. Point stdout at /dev/null so the interpreter's last flush cannot
+    # fail again ("Exception ignored ... BrokenPipeError"), and exit 0 quietly.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 0
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code for ``exc`` escaping a command, after saying why in one line; or
+    ``None`` when it is not one the user can act on (a defect: its traceback is shown).
+
+    2 for a usage, config, daemon or bus error; 3 for a deadline (``--timeout``); 130
+    for Ctrl-C; 0 when stdout's reader went away. An exception group (from a task group)
+    is judged by its leaves, so a ``ConfigError`` raised in a task is still one line.
+    """
+    leaves = _leaves(exc)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 130
+    if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+        return _stdout_gone()
+    if all(isinstance(leaf, _USER_ERRORS) for leaf in leaves):
+        _say(str(leaves[0]))
+        return 2
+    if all(isinstance(leaf, TimeoutError) for leaf in leaves):
+        _say("timed out (--timeout)")
+        return 3
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``warden`` console script; returns the exit code."""
+    """Entry point of the ``warden`` console script; returns the exit code.
+
+    Exit codes: 0 success; 1 a run ended other than ``succeeded``; 2 bad usage, bad
+    config, no daemon or an unreachable bus (one line on stderr); 3 a ``--timeout``
+    expired; 130 interrupted (Ctrl-C).
+    """
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level or args.default_level, json=args.log_json)
     try:
         code: int = anyio.run(args.func, args, backend_options={"use_uvloop": True})
-    except (UsageError, ConfigError, DaemonError) as exc:
-        print(f"warden: {exc}", file=sys.stderr)
-        return 2
-    except BusError as exc:
-        print(f"warden: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        sys.stdout.flush()  # here, where a gone reader is caught, not at interpreter exit
+    except BaseException as exc:
+        known = exit_code(exc)
+        if known is None:
+            raise
+        return known
     return code
 
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from warden.actors.isolation import ensure_private_dir
 from warden.actors.model import Model
-from warden.actors.model_factory import build_model
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
 from warden.bus.connection import Bus, open_bus
@@ -62,6 +62,7 @@ from warden.supervisor.errors import (
 from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
+from warden.supervisor.preflight import preflight
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
@@ -294,13 +295,18 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     """Start the whole daemon; leaving the context shuts it down, in reverse order.
 
     Blocks until the tree is ready (every child started, streams and journal open).
-    Raises ``DaemonError`` when another daemon serves the data directory, and the
-    bus's, journal's or config's own errors when those cannot start.
+    Raises ``ConfigError`` (before starting anything) for settings the code refuses
+    (``supervisor/preflight.py``), ``DaemonError`` when another daemon serves the data
+    directory, and the bus's or journal's own errors when those cannot start.
     """
     data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, at start-up
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(data_dir)  # 0700: the sandbox may not read the journal or credentials
     _claim_data_dir(data_dir)
+    # Config errors before a server or a task group exists: one ConfigError, no group.
+    tools = default_registry()
+    model = preflight(settings, tools, api_key=api_key)
     async with AsyncExitStack() as stack:
+        stack.push_async_callback(model.aclose)
         url = settings.nats.url
         if url is None:
             server = await stack.enter_async_context(
@@ -314,9 +320,6 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         )
         await bus.ensure_streams()
         journal = await stack.enter_async_context(open_journal(data_dir / JOURNAL_FILE))
-        model = build_model(settings, api_key=api_key)
-        stack.push_async_callback(model.aclose)
-        tools = default_registry()
         supervision = settings.supervision
         root = await stack.enter_async_context(
             open_supervisor(
@@ -329,7 +332,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
-                            data_dir=data_dir)
+                            data_dir=data_dir, models=settings.models)
             await root.start_child(ChildSpec(
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,

@@ -133,5 +133,5 @@ class InMemoryDispatcher:
         return await execute_tool(
             self._tools, request, allowlist=role.tools if role else [],
             workspaces=self._workspaces, sandbox=self._settings.sandbox,
-            data_dir=self._data_dir,
+            data_dir=self._data_dir, network=role.network if role else False,
         )

@@ -58,7 +58,7 @@ import msgspec
 import structlog
 from warden.bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
-from warden.supervisor.journal_schema import GUARD_MESSAGE
+from warden.supervisor.journal_schema import GUARD_MESSAGE, SCHEMA_VERSION
 from warden.supervisor.journal_writer import JournalWriter, Statement, open_journal_writer
 from warden.supervisor.run_states import (
     TERMINAL,
@@ -76,6 +76,7 @@ __all__ = (
     "RecordedCall",
     "RunState",
     "open_journal",
+    "open_journal_reader",
 )
 
 log = structlog.get_logger("warden.journal")
@@ -191,7 +192,8 @@ class Journal:
         wait: bool = True,
     ) -> None:
         """Set the run's status (and what came with it) and append its ``status`` event,
-        in one transaction.
+        in one transaction; a terminal status also ends the run's ``running`` steps in
+        that status (a step cut off by a cancel is ``cancelled``, not left ``running``).
 
         ``status`` is a ``RunStatus``; the change is checked against the run's current
         status (``check_transition``) before anything is queued. Does not read the file
@@ -208,21 +210,26 @@ class Journal:
         check_transition(run_id, old, status)
         self._remember(run_id, status)
         now = time.time()
+        statements: list[Statement] = [
+            (
+                "UPDATE runs SET status = ?, updated_at = ?, "
+                "error = COALESCE(?, error), result = COALESCE(?, result), "
+                "plan = COALESCE(?, plan), tokens = COALESCE(?, tokens), "
+                "cost_usd = COALESCE(?, cost_usd) WHERE id = ?",
+                (status, now, error, result, plan, tokens, cost_usd, run_id),
+            ),
+            _event(run_id, "status", status, message or error or "", None, now),
+        ]
+        if status in TERMINAL:
+            # A run that ended has no running step: one cut off where it stood (a run
+            # cancelled mid-step) ends with the run, in its status. Pinned by
+            # test_a_run_that_ends_ends_its_running_steps_in_its_status.
+            statements.append((
+                "UPDATE steps SET status = ? WHERE run_id = ? AND status = 'running'",
+                (status, run_id),
+            ))
         try:
-            await self._writer.write(
-                [
-                    (
-                        "UPDATE runs SET status = ?, updated_at = ?, "
-                        "error = COALESCE(?, error), result = COALESCE(?, result), "
-                        "plan = COALESCE(?, plan), tokens = COALESCE(?, tokens), "
-                        "cost_usd = COALESCE(?, cost_usd) WHERE id = ?",
-                        (status, now, error, result, plan, tokens, cost_usd, run_id),
-                    ),
-                    _event(run_id, "status", status, message or error or "", None, now),
-                ],
-                wait=wait,
-                tag=run_id,
-            )
+            await self._writer.write(statements, wait=wait, tag=run_id)
         except JournalError as exc:
             if GUARD_MESSAGE not in str(exc):
                 raise
@@ -603,3 +610,43 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
         finally:
             with anyio.CancelScope(shield=True):
                 await reader.close()
+
+
+@asynccontextmanager
+async def open_journal_reader(path: Path) -> AsyncIterator[Journal]:
+    """Open the journal at ``path`` read-only: to read runs while no daemon holds it
+    (``warden runs`` and ``warden show`` without a daemon).
+
+    Nothing is created, migrated or written (SQLite's ``mode=ro``); the reads are
+    ``open_journal``'s, and every write raises ``JournalError`` (its writer is closed
+    from the start). Raises ``JournalError`` when the file is missing, is not a warden
+    journal, or has a newer schema.
+    """
+    uri = f"{path.absolute().as_uri()}?mode=ro"  # noqa: ASYNC240 - no I/O: cwd only
+    try:
+        reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalError(str(path), f"cannot be read: {exc}") from exc
+    try:
+        try:
+            version = (await _rows_of(reader, "PRAGMA user_version"))[0][0]
+            # The writer's connection, never written through: its writer is closed.
+            unused = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(str(path), f"cannot be read: {exc}") from exc
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise JournalError(str(path), f"is not a journal this warden reads (schema "
+                                          f"version {version}, this warden's {SCHEMA_VERSION})")
+        writer = JournalWriter(path, unused)
+        writer.close()
+        try:
+            yield Journal(path, writer, reader)
+        finally:
+            unused.close()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.close()
+
+
+async def _rows_of(conn: aiosqlite.Connection, sql: str) -> list[Row]:
+    return [tuple(row) for row in await conn.execute_fetchall(sql)]

@@ -47,6 +47,7 @@ from typing import TypedDict
 
 import anyio
 import structlog
+from warden.actors.admission import step_turn
 from warden.bus.wire import (
     Block,
     Message,
@@ -324,7 +325,8 @@ class RunSupervisor:
     ) -> str:
         ctx = self.ctx
         limits = ctx.settings.limits
-        role = ctx.settings.roles[step.role]
+        # The same function the role's workers check a turn with (actors/admission.py).
+        shape = step_turn(ctx.settings.roles[step.role], ctx.settings.models)
         before_cost, before_tokens = self.budget.spent_usd, self.tokens
         messages = [Message(role="user", content=[TextBlock(
             text=step_prompt(self.state.text, step.instruction, self._outputs, feedback))])]
@@ -348,10 +350,10 @@ class RunSupervisor:
             key = f"{self._step_key(index, attempt)}/t{turn}"
             try:
                 content = await self.gate.model(ModelCall(
-                    key=key, purpose="step", role=step.role, model=role.model,
-                    system=role.prompt, messages=messages,
+                    key=key, purpose="step", role=step.role, model=shape.model,
+                    system=shape.system, messages=messages,
                     tools=ctx.tool_specs.get(step.role, []),
-                    max_tokens=ctx.settings.models.max_tokens, step=index, turn=turn,
+                    max_tokens=shape.max_tokens, step=index, turn=turn,
                     stored_from=stored,
                 ))
                 stored = len(messages)

@@ -64,6 +64,9 @@ class ToolContext:
     """Derived by the parent from (run, step, attempt, turn, call); the same on a replay."""
     data_dir: Path | None = None
     """The worker's data directory (where ``ledger_append`` keeps ``ledger.txt``)."""
+    network: bool = False
+    """Whether code the tool runs in the sandbox may use the network (the role's
+    ``network``)."""
 
 
 class Tool(Protocol):

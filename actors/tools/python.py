@@ -74,7 +74,8 @@ class RunPython(ToolBase[RunPythonArgs]):
             argv = [sys.executable, "-", *args.args]
             stdin = (args.code or "").encode("utf-8")
         result = await run_sandboxed(
-            argv, cwd=ctx.workspace.root, settings=ctx.sandbox, stdin=stdin
+            argv, cwd=ctx.workspace.root, settings=ctx.sandbox, stdin=stdin,
+            network=ctx.network,
         )
         _raise_unless_exited(self.name, result, ctx, prefix="")
         return result.report
@@ -113,7 +114,8 @@ class RunTests(ToolBase[RunTestsArgs]):
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *isolate,
             ctx.workspace.relative(target) or ".",
         ]  # fmt: skip
-        result = await run_sandboxed(argv, cwd=root, settings=ctx.sandbox)
+        result = await run_sandboxed(argv, cwd=root, settings=ctx.sandbox,
+                                     network=ctx.network)
         _raise_unless_exited(self.name, result, ctx, prefix="FAIL: ")
         if result.exit_code != 0:  # a check's failing verdict is not ok: the step cannot pass
             raise CheckFailedError(self.name, f"FAIL\n{result.report}")

@@ -1,9 +1,11 @@
-"""The sandbox runs code with a scrubbed environment, hard limits and a group kill."""
+"""The sandbox runs code with a scrubbed environment, hard limits and a group kill, in
+every isolation this host offers (``isolation`` fixture, tests/actors/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -17,8 +19,9 @@ from warden.config.settings import SandboxSettings
 
 
 @pytest.fixture
-def settings() -> SandboxSettings:
-    return SandboxSettings(timeout_s=20.0, cpu_seconds=10, memory_mb=512)
+def settings(isolation: str) -> SandboxSettings:
+    return SandboxSettings(timeout_s=20.0, cpu_seconds=10, memory_mb=512,
+                           isolation=isolation)  # type: ignore[arg-type]
 
 
 async def python(
@@ -30,13 +33,24 @@ async def python(
     return result.exit_code, result.stdout, result.stderr
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie waiting for init to reap it counts as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+def running(token: str) -> list[int]:
+    """The live processes whose command line holds ``token``, seen from here (under
+    bubblewrap the code's own pids are a namespace's, so they cannot be asked for)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if token.encode() not in cmdline.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue  # a zombie waiting for init to reap it counts as dead
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(int(entry))
+    return found
 
 
 async def eventually(predicate: Callable[[], bool]) -> None:
@@ -48,19 +62,18 @@ async def eventually(predicate: Callable[[], bool]) -> None:
             await anyio.sleep(0.01)
 
 
-def pids_written(path: Path) -> bool:
-    return path.exists() and path.read_text().endswith("\n")
-
-
-# A script that starts a grandchild, says both pids, then spins forever.
-SPIN_WITH_GRANDCHILD = """\
-import os, subprocess
-child = subprocess.Popen(["sleep", "1000"])
-with open("pids.txt", "w") as f:
-    f.write(f"{os.getpid()} {child.pid}\\n")
-while True:
-    pass
-"""
+def spin_with_grandchild() -> tuple[list[str], str]:
+    """A command that starts a grandchild, writes ``started``, then spins forever; and
+    the token both carry in their command lines."""
+    token = f"1000.{secrets.randbelow(10**9):09d}"
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen(['sleep', sys.argv[1]])\n"
+        "open('started', 'w').close()\n"
+        "while True:\n"
+        "    pass\n"
+    )
+    return [sys.executable, "-c", code, token], token
 
 
 @pytest.mark.anyio
@@ -107,7 +120,8 @@ async def test_child_cannot_see_secrets_from_our_environment(
     assert seen == sandbox_environment(tmp_path)
     assert seen["HOME"] == str(tmp_path)
     assert set(seen) == {
-        "PATH", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONUNBUFFERED"
+        "PATH", "HOME", "PWD", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
+        "PYTHONUNBUFFERED",
     }  # fmt: skip
     for value in secrets.values():
         assert value not in stdout
@@ -115,57 +129,51 @@ async def test_child_cannot_see_secrets_from_our_environment(
 
 @pytest.mark.anyio
 async def test_infinite_loop_is_killed_at_the_timeout_with_its_whole_group(
-    tmp_path: Path,
+    tmp_path: Path, isolation: str
 ) -> None:
-    settings = SandboxSettings(timeout_s=1.0)
-    result = await run_sandboxed(
-        [sys.executable, "-c", SPIN_WITH_GRANDCHILD], cwd=tmp_path, settings=settings
-    )
+    settings = SandboxSettings(timeout_s=1.0, isolation=isolation)  # type: ignore[arg-type]
+    command, token = spin_with_grandchild()
+    result = await run_sandboxed(command, cwd=tmp_path, settings=settings)
     assert result.timed_out
     assert result.killed_by_signal == signal.SIGKILL
     assert result.exit_code == -signal.SIGKILL
     assert result.duration_s >= 1.0
-    child, grandchild = (int(pid) for pid in (tmp_path / "pids.txt").read_text().split())
-    with pytest.raises(ProcessLookupError):
-        os.kill(child, 0)  # reaped, not a zombie
-    await eventually(lambda: not alive(grandchild))
+    assert (tmp_path / "started").exists()
+    await eventually(lambda: not running(token))
 
 
 @pytest.mark.anyio
 async def test_a_cancelled_caller_leaves_no_process_behind(
     tmp_path: Path, settings: SandboxSettings
 ) -> None:
+    command, token = spin_with_grandchild()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            lambda: run_sandboxed(
-                [sys.executable, "-c", SPIN_WITH_GRANDCHILD], cwd=tmp_path, settings=settings
-            )
-        )
-        await eventually(lambda: pids_written(tmp_path / "pids.txt"))
+        tg.start_soon(lambda: run_sandboxed(command, cwd=tmp_path, settings=settings))
+        await eventually(lambda: (tmp_path / "started").exists())
+        await eventually(lambda: len(running(token)) >= 2)  # the code and its grandchild
         tg.cancel_scope.cancel()
-    child, grandchild = (int(pid) for pid in (tmp_path / "pids.txt").read_text().split())
-    with pytest.raises(ProcessLookupError):
-        os.kill(child, 0)
-    await eventually(lambda: not alive(grandchild))
+    await eventually(lambda: not running(token))
 
 
 @pytest.mark.anyio
 async def test_a_background_grandchild_does_not_outlive_a_normal_exit(
     tmp_path: Path, settings: SandboxSettings
 ) -> None:
+    token = f"1000.{secrets.randbelow(10**9):09d}"
     code = (
         "import subprocess, sys\n"
-        "child = subprocess.Popen(['sleep', '1000'], stdout=subprocess.DEVNULL)\n"
-        "print(child.pid)\n"
+        f"subprocess.Popen(['sleep', '{token}'], stdout=subprocess.DEVNULL)\n"
+        "print('started')\n"
     )
     exit_code, stdout, _ = await python(code, tmp_path, settings)
-    assert exit_code == 0
-    await eventually(lambda: not alive(int(stdout)))
+    assert (exit_code, stdout) == (0, "started\n")
+    await eventually(lambda: not running(token))
 
 
 @pytest.mark.anyio
-async def test_cpu_limit_kills_a_busy_loop(tmp_path: Path) -> None:
-    settings = SandboxSettings(timeout_s=30.0, cpu_seconds=1)
+async def test_cpu_limit_kills_a_busy_loop(tmp_path: Path, isolation: str) -> None:
+    settings = SandboxSettings(timeout_s=30.0, cpu_seconds=1,
+                               isolation=isolation)  # type: ignore[arg-type]
     result = await run_sandboxed(
         [sys.executable, "-c", "while True: pass"], cwd=tmp_path, settings=settings
     )
@@ -174,16 +182,16 @@ async def test_cpu_limit_kills_a_busy_loop(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_allocating_beyond_memory_mb_fails(tmp_path: Path) -> None:
-    settings = SandboxSettings(memory_mb=256)
+async def test_allocating_beyond_memory_mb_fails(tmp_path: Path, isolation: str) -> None:
+    settings = SandboxSettings(memory_mb=256, isolation=isolation)  # type: ignore[arg-type]
     exit_code, _, stderr = await python("b = bytearray(1024 * 1024 * 1024)", tmp_path, settings)
     assert exit_code != 0
     assert "MemoryError" in stderr
 
 
 @pytest.mark.anyio
-async def test_writing_beyond_file_size_mb_fails(tmp_path: Path) -> None:
-    settings = SandboxSettings(file_size_mb=1)
+async def test_writing_beyond_file_size_mb_fails(tmp_path: Path, isolation: str) -> None:
+    settings = SandboxSettings(file_size_mb=1, isolation=isolation)  # type: ignore[arg-type]
     code = "open('big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))"
     exit_code, _, stderr = await python(code, tmp_path, settings)
     assert exit_code != 0
@@ -192,8 +200,8 @@ async def test_writing_beyond_file_size_mb_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_opening_beyond_open_files_fails(tmp_path: Path) -> None:
-    settings = SandboxSettings(open_files=32)
+async def test_opening_beyond_open_files_fails(tmp_path: Path, isolation: str) -> None:
+    settings = SandboxSettings(open_files=32, isolation=isolation)  # type: ignore[arg-type]
     code = "files = [open('f.txt', 'w') for _ in range(64)]"
     exit_code, _, stderr = await python(code, tmp_path, settings)
     assert exit_code != 0
@@ -201,8 +209,9 @@ async def test_opening_beyond_open_files_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_output_is_truncated_with_a_marker(tmp_path: Path) -> None:
-    settings = SandboxSettings(max_output_bytes=100)
+async def test_output_is_truncated_with_a_marker(tmp_path: Path, isolation: str) -> None:
+    settings = SandboxSettings(max_output_bytes=100,
+                               isolation=isolation)  # type: ignore[arg-type]
     code = "import sys; sys.stdout.write('a' * 10000); sys.stderr.write('b' * 150)"
     exit_code, stdout, stderr = await python(code, tmp_path, settings)
     assert exit_code == 0

@@ -198,6 +198,19 @@ async def test_connecting_where_no_server_listens_fails_within_the_timeout() -> 
     assert caught.value.retryable
 
 
+async def test_a_refused_connection_is_one_error_naming_why_and_no_warning_per_retry() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with capture_logs() as logs, pytest.raises(BusConnectionError) as caught:
+        async with open_bus(f"nats://127.0.0.1:{port}", connect_timeout=1.0):
+            pytest.fail("connected to nothing")
+    assert "refused" in str(caught.value).lower()
+    retries = [e for e in logs if e["event"] == "bus_connect_retry"]
+    assert len(retries) >= 2  # it did retry, quietly
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+
+
 async def test_the_bus_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "nats-data"
     first_server = open_embedded_server(data_dir)

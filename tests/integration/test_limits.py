@@ -95,7 +95,8 @@ async def test_breaker_opens_fails_fast_and_recovers_through_half_open(tmp_path:
         assert "circuit breaker 'worker.review' is open" in (second.error or "")
         # Bring the worker back; after the cooldown a probe goes through and closes it.
         worker = Worker(client, "review", settings.roles["review"], daemon.model,
-                        default_registry(), settings.sandbox, data_dir=daemon.data_dir)
+                        default_registry(), settings.sandbox, data_dir=daemon.data_dir,
+                        models=settings.models)
         await daemon.root.start_child(ChildSpec(name="worker.review", start=worker.run))
         with anyio.fail_after(10):
             while breaker.state == "open":  # noqa: ASYNC110 - the breaker has no event

@@ -26,7 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,18 +156,19 @@ class WardenUp:
 @contextmanager
 def warden_up(
     tmp_path: Path, settings: Mapping[str, object], *, api_key: str | None = None,
-    ready_within: float = 30.0,
+    ready_within: float = 30.0, env: Mapping[str, str] | None = None, args: Sequence[str] = (),
 ) -> Iterator[WardenUp]:
-    """Start ``warden up`` with ``settings``; wait until it serves (``daemon.json`` names
-    its pid); stop it, and its nats-server, on the way out, whatever happened."""
+    """Start ``warden up`` with ``settings`` (and ``args``; ``env`` added to its
+    environment); wait until it serves (``daemon.json`` names its pid); stop it, and its
+    nats-server, on the way out, whatever happened."""
     data_dir = tmp_path / "data"
     config = tmp_path / "warden.toml"
     config.write_text(toml_text(settings), encoding="utf-8")
     log = (tmp_path / "warden-up.log").open("w", encoding="utf-8")
-    env = child_env(api_key)
+    env = {**child_env(api_key), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "warden", "up", "--data-dir", str(data_dir),
-         "--config", str(config)],
+         "--config", str(config), *args],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     try:

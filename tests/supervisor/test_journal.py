@@ -11,7 +11,7 @@ import anyio
 import pytest
 from warden.bus.wire import ToolCallRecord, Usage
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
-from warden.supervisor.journal import open_journal
+from warden.supervisor.journal import open_journal, open_journal_reader
 
 pytestmark = pytest.mark.anyio
 
@@ -299,3 +299,68 @@ async def test_unfinished_runs_are_those_of_the_unfinished_statuses(tmp_path: Pa
                 await journal.transition(run_id, status)
         await journal.create_run("x", text="t", status="rejected")
         assert [s.id for s in await journal.unfinished_runs()] == ["q", "p", "r"]
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "failed"])
+async def test_a_run_that_ends_ends_its_running_steps_in_its_status(
+    tmp_path: Path, ending: str
+) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        for run_id in ("r-1", "r-other"):
+            await journal.create_run(run_id, text="t", status="queued")
+            await journal.transition(run_id, "running")
+            await journal.record_step(run_id, 0, role="research", instruction="look",
+                                      status="succeeded")
+            await journal.record_step(run_id, 1, role="code", instruction="write",
+                                      status="running")
+        await journal.transition("r-1", ending, error="stopped")
+        run = await journal.get_run("r-1")
+        other = await journal.get_run("r-other")
+    assert run is not None and other is not None
+    assert [(s.index, s.status) for s in run.steps] == [(0, "succeeded"), (1, ending)]
+    # Only the run that ended: another run's running step is its own.
+    assert [(s.index, s.status) for s in other.steps] == [(0, "succeeded"), (1, "running")]
+
+
+async def test_a_status_that_is_not_an_ending_leaves_running_steps_running(
+    tmp_path: Path,
+) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        await journal.create_run("r-1", text="t", status="queued")
+        await journal.transition("r-1", "running")
+        await journal.record_step("r-1", 0, role="code", instruction="write", status="running")
+        await journal.transition("r-1", "awaiting_approval")
+        run = await journal.get_run("r-1")
+    assert run is not None and [s.status for s in run.steps] == ["running"]
+
+
+async def test_the_read_only_journal_reads_runs_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("r-1", text="first", status="queued")
+        await journal.create_run("r-2", text="second", status="rejected", error="bad")
+    before = path.read_bytes()
+    async with open_journal_reader(path) as journal:
+        assert [(r.id, r.status) for r in await journal.list_runs()] == [
+            ("r-1", "queued"), ("r-2", "rejected")]
+        run = await journal.get_run("r-2")
+        assert run is not None and run.error == "bad"
+        assert await journal.get_run("r-3") is None
+        with pytest.raises(JournalError, match="closed"):
+            await journal.create_run("r-3", text="t", status="queued")
+    assert path.read_bytes() == before
+
+
+async def test_the_read_only_journal_refuses_a_missing_file_or_another_database(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(JournalError, match="cannot be read"):
+        async with open_journal_reader(tmp_path / "absent.sqlite"):
+            pytest.fail("opened a file that does not exist")
+    assert not (tmp_path / "absent.sqlite").exists()
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(JournalError, match="not a journal"):
+        async with open_journal_reader(other):
+            pytest.fail("opened a database that is not a journal")
