@@ -98,17 +98,21 @@ def _tool_specs(encoded: bytes) -> list[ToolSpec]:
     return tool_specs_decoder.decode(encoded)
 
 
-async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) -> TurnReply:
+async def execute_turn(
+    model: Model, request: TurnRequest, *, timeout_s: float, tools: list[ToolSpec] | None = None,
+) -> TurnReply:
     """Make the one model call ``request`` describes; never raises a ``ModelError``.
 
     A cancellation point. The call ends by the request's ``deadline_s`` (or ``timeout_s``
     when the request sets none): the model client abandons its HTTP request there
-    (``ModelDeadlineError``), and the reply says so (retryable). Raises only on a crash.
+    (``ModelDeadlineError``), and the reply says so (retryable). ``tools``: the request's
+    tool specs when the caller has decoded them already. Raises only on a crash.
     """
     deadline = request.deadline_s or timeout_s
     call = ModelRequest(
         model=request.model, system=request.system, messages=request.messages,
-        max_tokens=request.max_tokens, tools=_tool_specs(bytes(request.tools)),
+        max_tokens=request.max_tokens,
+        tools=_tool_specs(bytes(request.tools)) if tools is None else tools,
         purpose=request.purpose,
         role=request.role if request.purpose == "step" else None, scenario=request.scenario,
         deadline_s=deadline,
@@ -250,7 +254,7 @@ class Worker(Actor):
                         await self._refuse(envelope, request, refusal)
                         return
                     answer: TurnReply | ToolReply = await execute_turn(
-                        self.model, request, timeout_s=self.timeout_s
+                        self.model, request, timeout_s=self.timeout_s, tools=specs
                     )
                 case ToolRequest():
                     refusal = refuse_tool(request, role=self.role, allowlist=allowlist)
