@@ -16,6 +16,9 @@ translated into the ``ModelError`` tree by one function, ``translate_sdk_error``
   (credentials, misuse of the SDK, webhook validation), configuration that retrying does
   not repair.
 
+A call still running at its request's ``deadline_s`` is cancelled (the HTTP request
+abandoned) and raises ``ModelDeadlineError`` (retryable).
+
 ``tests/actors/test_sdk_error_mapping.py`` enumerates every ``AnthropicError`` subclass of
 the installed SDK and fails on one it has not been told about.
 
@@ -38,6 +41,7 @@ provider sent (``retry-after-ms``, seconds or an HTTP date) travels on the error
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -47,6 +51,7 @@ import anyio
 import structlog
 from anthropic import types as api
 from warden.actors.errors import (
+    ModelDeadlineError,
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
@@ -143,18 +148,25 @@ class AnthropicModel:
         Logs ``model_call`` on success and ``model_call_failed`` on failure.
         """
         started = anyio.current_time()
+        deadline = math.inf if request.deadline_s is None else request.deadline_s
         try:
-            message: object = await self._client.messages.create(
-                model=request.model,
-                # Empty ``system`` and ``tools`` are left out rather than sent empty: the
-                # API's validation of empty values has varied, their absence never has.
-                system=request.system or anthropic.omit,
-                messages=[_to_api_message(m) for m in request.messages],
-                max_tokens=request.max_tokens,
-                tools=[_to_api_tool(t) for t in request.tools] if request.tools else anthropic.omit,
-            )
+            with anyio.fail_after(deadline):
+                message: object = await self._client.messages.create(
+                    model=request.model,
+                    # Empty ``system`` and ``tools`` are left out rather than sent empty: the
+                    # API's validation of empty values has varied, their absence never has.
+                    system=request.system or anthropic.omit,
+                    messages=[_to_api_message(m) for m in request.messages],
+                    max_tokens=request.max_tokens,
+                    tools=([_to_api_tool(t) for t in request.tools] if request.tools
+                           else anthropic.omit),
+                )
         except anthropic.AnthropicError as exc:
             error = translate_sdk_error(exc, model=request.model, secrets=self._secrets)
+            self._log_failure(error, started)
+            raise error from None
+        except TimeoutError:
+            error = ModelDeadlineError(request.model, deadline)
             self._log_failure(error, started)
             raise error from None
         latency_ms = _elapsed_ms(started)

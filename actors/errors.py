@@ -96,6 +96,16 @@ class ModelUnavailableError(ModelError):
         super().__init__(model, problem, retryable=True, status=status, retry_after=retry_after)
 
 
+class ModelDeadlineError(ModelError):
+    """Raised when a model call passed its request's ``deadline_s`` and was abandoned
+    (the HTTP request cancelled, not left running); retryable."""
+
+    def __init__(self, model: str, deadline_s: float) -> None:
+        super().__init__(model, f"passed its deadline of {deadline_s:g} s and was cancelled",
+                         retryable=True)
+        self.deadline_s = deadline_s
+
+
 class ModelRequestError(ModelError):
     """Raised when the provider refused the request itself (a 4xx other than 429); never
     retryable."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import msgspec
-from warden.actors.errors import ScriptError
+from warden.actors.errors import ModelDeadlineError, ScriptError
 from warden.actors.model import ModelReply, ModelRequest
 from warden.bus.wire import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 
@@ -166,6 +166,10 @@ class ScriptedModel:
         return sorted(self._scenarios)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        deadline = request.deadline_s
+        if deadline is not None and self._latency_s > deadline:
+            await anyio.sleep(deadline)  # a real call would be abandoned there
+            raise ModelDeadlineError(request.model, deadline)
         if self._latency_s > 0:
             await anyio.sleep(self._latency_s)
         else:

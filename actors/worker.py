@@ -38,7 +38,7 @@ import structlog
 from anyio.abc import TaskStatus
 from warden.actors.actor import Actor
 from warden.actors.admission import Refusal, refuse_tool, refuse_turn, step_turn
-from warden.actors.errors import ModelError, ToolError
+from warden.actors.errors import ModelDeadlineError, ModelError, ToolError
 from warden.actors.isolation import ensure_private_dir, isolation_in_use, workspaces_root
 from warden.actors.model import Model, ModelRequest
 from warden.actors.tools import ToolContext, ToolRegistry
@@ -98,37 +98,35 @@ def _tool_specs(encoded: bytes) -> list[ToolSpec]:
     return tool_specs_decoder.decode(encoded)
 
 
-async def execute_turn(model: Model, request: TurnRequest, *, timeout_s: float) -> TurnReply:
+async def execute_turn(
+    model: Model, request: TurnRequest, *, timeout_s: float, tools: list[ToolSpec] | None = None,
+) -> TurnReply:
     """Make the one model call ``request`` describes; never raises a ``ModelError``.
 
-    A cancellation point. The call is cancelled at the request's ``deadline_s`` (or at
-    ``timeout_s`` when the request sets none): the HTTP request is abandoned, not left
-    running, and the reply says so (retryable). Raises only on a crash.
+    A cancellation point. The call ends by the request's ``deadline_s`` (or ``timeout_s``
+    when the request sets none): the model client abandons its HTTP request there
+    (``ModelDeadlineError``), and the reply says so (retryable). ``tools``: the request's
+    tool specs when the caller has decoded them already. Raises only on a crash.
     """
     deadline = request.deadline_s or timeout_s
     call = ModelRequest(
         model=request.model, system=request.system, messages=request.messages,
-        max_tokens=request.max_tokens, tools=_tool_specs(bytes(request.tools)),
+        max_tokens=request.max_tokens,
+        tools=_tool_specs(bytes(request.tools)) if tools is None else tools,
         purpose=request.purpose,
         role=request.role if request.purpose == "step" else None, scenario=request.scenario,
+        deadline_s=deadline,
     )
-    with anyio.move_on_after(deadline) as scope:
-        try:
-            answer = await model.complete(call)
-        except ModelError as exc:
-            return TurnReply(
-                run_id=request.run_id, step=request.step, turn=request.turn,
-                error=str(exc), retryable=exc.retryable, model=request.model,
-                retry_after_s=exc.retry_after,
-            )
-    if scope.cancelled_caught:
-        log.warning("model_call_deadline", run_id=request.run_id, model=request.model,
-                    deadline_s=deadline)
+    try:
+        answer = await model.complete(call)
+    except ModelError as exc:
+        if isinstance(exc, ModelDeadlineError):
+            log.warning("model_call_deadline", run_id=request.run_id, model=request.model,
+                        deadline_s=deadline)
         return TurnReply(
-            run_id=request.run_id, step=request.step, turn=request.turn, model=request.model,
-            error=f"model {request.model!r} call passed its deadline of {deadline:g} s "
-                  "and was cancelled",
-            retryable=True,
+            run_id=request.run_id, step=request.step, turn=request.turn,
+            error=str(exc), retryable=exc.retryable, model=request.model,
+            retry_after_s=exc.retry_after,
         )
     return TurnReply(
         run_id=request.run_id, step=request.step, turn=request.turn,
@@ -256,7 +254,7 @@ class Worker(Actor):
                         await self._refuse(envelope, request, refusal)
                         return
                     answer: TurnReply | ToolReply = await execute_turn(
-                        self.model, request, timeout_s=self.timeout_s
+                        self.model, request, timeout_s=self.timeout_s, tools=specs
                     )
                 case ToolRequest():
                     refusal = refuse_tool(request, role=self.role, allowlist=allowlist)

@@ -15,6 +15,7 @@ Nothing else in warden spells a subject; tests and the CLI import these too.
 
 from __future__ import annotations
 
+import functools
 import re
 
 TASKS = "warden.tasks"
@@ -65,4 +66,11 @@ def work(role: str) -> str:
 
 def is_valid_id(value: str) -> bool:
     """Whether ``value`` can be used as a run id (a single subject token)."""
+    return len(value) <= 128 and _is_token(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_token(value: str) -> bool:
+    # Cached: the same ids are checked on every request of their runs (a string keeps
+    # its hash); only short strings get here, so the cache stays small.
     return bool(_TOKEN.fullmatch(value))

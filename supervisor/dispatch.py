@@ -77,6 +77,8 @@ class NatsDispatcher:
         self._bus = bus
         self._model = model
         self._timeout_s = timeout_s
+        self._subjects: dict[str, str] = {}
+        """Each role's work subject, checked and built once."""
 
     async def model(self, request: TurnRequest, *, wait_s: float) -> TurnReply:
         if request.purpose != "step":
@@ -90,9 +92,11 @@ class NatsDispatcher:
         self, role: str, payload: TurnRequest | ToolRequest,
         decoder: msgspec.json.Decoder[Reply], wait_s: float,
     ) -> Reply:
+        subject = self._subjects.get(role)
+        if subject is None:
+            subject = self._subjects[role] = subjects.work(role)
         try:
-            raw = await self._bus.request(subjects.work(role), encoder.encode(payload),
-                                          timeout=wait_s)
+            raw = await self._bus.request(subject, encoder.encode(payload), timeout=wait_s)
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise DispatchError(f"undecodable reply: {exc}", maybe_delivered=True,

@@ -253,25 +253,47 @@ _event_encoder = msgspec.json.Encoder()
 class Observer(Protocol):
     """Something told of every run event (journal, NATS, log; later traces, metrics)."""
 
+    def takes(self, kind: EventKind) -> bool:
+        """Whether this observer wants events of ``kind`` at all. Asked once per kind,
+        after start-up (so a log level set at start counts); the answer is kept."""
+        ...
+
     async def observe(self, event: Event) -> None:
         """Take one event. May raise: the stream logs it and goes on."""
         ...
 
 
 class EventStream:
-    """Emits each run event once to every observer, in order; see the module docstring."""
+    """Emits each run event once to every observer, in order; see the module docstring.
+
+    Each event goes only to the observers that take its kind (``Observer.takes``, asked
+    once per kind), and ``wants(kind)`` tells an emitter whether anyone does, so an
+    event nobody takes is not even built (the call events, by default: the journal has
+    them in their own tables, NATS skips them, the log has them at debug).
+    """
 
     def __init__(self, journal: Journal, observers: Sequence[Observer]) -> None:
         self.journal = journal
         self.observers = tuple(observers)
+        self._routes: dict[EventKind, tuple[Observer, ...]] = {}
+
+    def _route(self, kind: EventKind) -> tuple[Observer, ...]:
+        route = self._routes.get(kind)
+        if route is None:
+            route = self._routes[kind] = tuple(o for o in self.observers if o.takes(kind))
+        return route
+
+    def wants(self, kind: EventKind) -> bool:
+        """Whether any observer takes events of ``kind``."""
+        return bool(self._route(kind))
 
     async def emit(self, event: Event) -> None:
-        """Tell every observer of ``event``, one after another.
+        """Tell every observer that takes ``event``'s kind, one after another.
 
         A cancellation point (an observer may await). Never raises for an observer's
         failure: that is logged as ``observer_failed`` and the next observer is told.
         """
-        for observer in self.observers:
+        for observer in self._route(event.kind):
             try:
                 await observer.observe(event)
             except Exception as exc:
@@ -319,19 +341,22 @@ class JournalObserver:
     Not ``run_created`` nor ``status``: the journal writes those rows with the run and
     with each status change, in the same transaction (a crash cannot separate them).
     Not ``model_call`` nor ``tool_call``: those are recorded in full, under their keys,
-    in ``model_calls`` and ``tool_calls``. Not waited for: nothing a replay needs.
+    in ``model_calls`` and ``tool_calls``; nor ``turn``, which is its model call's row
+    (the reply's tool uses) and its tool calls' rows. Not waited for: nothing a replay
+    needs.
     """
 
     _RECORDED_ELSEWHERE: ClassVar[frozenset[EventKind]] = frozenset({
-        "run_created", "status", "model_call", "tool_call",
+        "run_created", "status", "model_call", "tool_call", "turn",
     })
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
+    def takes(self, kind: EventKind) -> bool:
+        return kind not in self._RECORDED_ELSEWHERE
+
     async def observe(self, event: Event) -> None:
-        if event.kind in self._RECORDED_ELSEWHERE:
-            return
         await self.journal.record_event(event.run_id, event.kind, event.status,
                                         event.summary(), _event_encoder.encode(event))
 
@@ -358,10 +383,13 @@ class NatsObserver:
         """Kinds not published (``model_call`` and ``tool_call`` unless
         ``nats.publish_call_events``)."""
         self._seq = 0
+        self._subjects: dict[str, str] = {}
+        """Each live run's events subject, built once (dropped at its end)."""
+
+    def takes(self, kind: EventKind) -> bool:
+        return kind not in self.skip
 
     async def observe(self, event: Event) -> None:
-        if event.kind in self.skip:
-            return
         run_id = event.run_id
         self._seq += 1
         ending = isinstance(event, RunCreated | StatusChanged) and event.status in TERMINAL
@@ -375,8 +403,12 @@ class NatsObserver:
             message=event.summary(), step=step, role=role, tokens=event.tokens,
             cost_usd=event.cost_usd,
         ))
-        await self.bus.publish(subjects.run_events(run_id), data)
+        subject = self._subjects.get(run_id)
+        if subject is None:
+            subject = self._subjects[run_id] = subjects.run_events(run_id)
+        await self.bus.publish(subject, data)
         if ending:
+            self._subjects.pop(run_id, None)
             await self.bus.publish(subjects.run_done(run_id), data)
 
 
@@ -391,19 +423,14 @@ class LogObserver:
         "step_skipped": logging.WARNING,
     }
 
-    def __init__(self) -> None:
-        self._enabled: dict[int, bool] = {}
-        """Whether each level is logged, asked once: the answer goes through structlog's
-        lazy logger proxy, a cost per event; the level is set once, at start-up."""
+    def takes(self, kind: EventKind) -> bool:
+        # Asked once per kind (the stream keeps the answer): the level is set at start-up.
+        return bool(log.is_enabled_for(self._LEVELS.get(kind, logging.INFO)))
 
     async def observe(self, event: Event) -> None:
-        level = self._LEVELS.get(event.kind, logging.INFO)
-        enabled = self._enabled.get(level)
-        if enabled is None:
-            enabled = self._enabled[level] = log.is_enabled_for(level)
-        if enabled:  # spares building the fields of a dropped event
-            log.log(level, self._NAMES.get(event.kind, event.kind), kind=event.kind,
-                    **msgspec.structs.asdict(event))
+        log.log(self._LEVELS.get(event.kind, logging.INFO),
+                self._NAMES.get(event.kind, event.kind), kind=event.kind,
+                **msgspec.structs.asdict(event))
 
 
 CALL_KINDS: frozenset[EventKind] = frozenset({"model_call", "tool_call"})

@@ -33,7 +33,8 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
 6. **record** in the journal, under the call's key (a model reply and a side effect's
    outcome are waited for: a replay depends on them).
 7. **observers** are told: ``ModelCallMade`` / ``ToolCallMade`` on the run's event stream
-   (not for a call answered by the replay).
+   (not for a call answered by the replay; not built at all when no observer takes its
+   kind, ``EventStream.wants``).
 
 A step retry first calls ``settle()``: every intent of the run still without an outcome
 is reconciled by its tool (or repeated under its own key when the tool is idempotent by
@@ -277,13 +278,14 @@ class CallGate:
             request=request, response=content, usage=usage, cost_usd=cost,
             latency_ms=latency_ms,
         )
-        await self.ctx.events.emit(ModelCallMade(
-            run_id=self.run_id, status=self.status, tokens=self.tokens,
-            cost_usd=round(self.budget.spent_usd, 6), key=call.key, purpose=call.purpose,
-            model=model, step=None if call.step < 0 else call.step, role=call.role,
-            turn=None if call.turn < 0 else call.turn, usage=usage, call_cost_usd=cost,
-            latency_ms=latency_ms, decided_by=decided_by,
-        ))
+        if self.ctx.events.wants("model_call"):
+            await self.ctx.events.emit(ModelCallMade(
+                run_id=self.run_id, status=self.status, tokens=self.tokens,
+                cost_usd=round(self.budget.spent_usd, 6), key=call.key, purpose=call.purpose,
+                model=model, step=None if call.step < 0 else call.step, role=call.role,
+                turn=None if call.turn < 0 else call.turn, usage=usage, call_cost_usd=cost,
+                latency_ms=latency_ms, decided_by=decided_by,
+            ))
 
     def _tools_json(self, call: ModelCall) -> msgspec.Raw:
         """The call's tool specs as JSON: the role's, encoded once per daemon, or these."""
@@ -440,12 +442,13 @@ class CallGate:
         self._open.pop(call.key, None)
         await self.ctx.journal.record_outcome(call.key, run_id=self.run_id, step=call.step,
                                               turn=call.turn, record=record, wait=wait)
-        await self.ctx.events.emit(ToolCallMade(
-            run_id=self.run_id, status=self.status, tokens=self.tokens,
-            cost_usd=round(self.budget.spent_usd, 6), key=call.key, step=call.step,
-            role=call.role, turn=call.turn, name=call.name, ok=record.ok,
-            duration_ms=record.duration_ms, decided_by=by,
-        ))
+        if self.ctx.events.wants("tool_call"):
+            await self.ctx.events.emit(ToolCallMade(
+                run_id=self.run_id, status=self.status, tokens=self.tokens,
+                cost_usd=round(self.budget.spent_usd, 6), key=call.key, step=call.step,
+                role=call.role, turn=call.turn, name=call.name, ok=record.ok,
+                duration_ms=record.duration_ms, decided_by=by,
+            ))
 
     def _tool_request(self, call: ToolCall, mode: Literal["run", "reconcile"]) -> ToolRequest:
         return ToolRequest(

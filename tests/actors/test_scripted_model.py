@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from warden.actors.errors import ScriptError
+from warden.actors.errors import ModelDeadlineError, ScriptError
 from warden.actors.model import ModelRequest
 from warden.actors.scripted_model import ScriptedModel, load_scripts
 from warden.bus.wire import Message, TextBlock, ToolResultBlock, ToolUseBlock
@@ -83,6 +83,17 @@ async def test_latency_is_applied_on_anyios_clock() -> None:
     started = anyio.current_time()
     await model.complete(_request("plan", "x"))
     assert anyio.current_time() - started >= 0.05
+
+
+async def test_a_latency_past_the_deadline_ends_the_call_at_the_deadline() -> None:
+    model = ScriptedModel(latency_ms=10_000)
+    started = anyio.current_time()
+    with pytest.raises(ModelDeadlineError) as caught:
+        await model.complete(msgspec.structs.replace(_request("plan", "x"), deadline_s=0.05))
+    waited = anyio.current_time() - started
+    assert 0.05 <= waited < 5.0
+    assert caught.value.retryable and "deadline of 0.05 s" in str(caught.value)
+    assert model.calls == 0
 
 
 def test_extra_script_files_come_first_and_bad_ones_name_the_file(tmp_path: Path) -> None:

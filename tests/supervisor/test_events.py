@@ -37,6 +37,7 @@ from warden.supervisor.events import (
     standard_observers,
 )
 from warden.supervisor.journal import Journal, open_journal
+from warden.supervisor.logs import configure_logging
 
 pytestmark = pytest.mark.anyio
 
@@ -64,11 +65,17 @@ class Recording:
         self.name = name
         self.seen = seen
 
+    def takes(self, kind: str) -> bool:
+        return True
+
     async def observe(self, event: Event) -> None:
         self.seen.append((self.name, event))
 
 
 class Broken:
+    def takes(self, kind: str) -> bool:
+        return True
+
     async def observe(self, event: Event) -> None:
         raise RuntimeError("observer down")
 
@@ -130,6 +137,9 @@ async def test_a_transition_is_committed_before_its_status_event_is_emitted(
     statuses_seen: list[str | None] = []
 
     class ReadsBack:
+        def takes(self, kind: str) -> bool:
+            return True
+
         async def observe(self, event: Event) -> None:
             statuses_seen.append(await journal.run_status(event.run_id))
 
@@ -182,9 +192,9 @@ async def test_the_journal_observer_writes_the_events_the_journal_does_not_recor
         rows = db.execute("SELECT kind, status, message, data FROM events WHERE run_id = 'r-1' "
                           "ORDER BY seq").fetchall()
     # The run_created row is the journal's own (create_run); status rows come with
-    # transitions; model and tool calls are in their own tables.
+    # transitions; model and tool calls (and so turns) are in their own tables.
     assert [r[0] for r in rows] == ["run_created", "plan_invalid", "step_started",
-                                    "step_retry", "turn", "step_finished", "step_skipped"]
+                                    "step_retry", "step_finished", "step_skipped"]
     _, status, message, data = rows[2]
     assert (status, message) == ("running", "Write it.")
     assert msgspec.json.decode(data, type=Event) == SAMPLES[3]
@@ -217,11 +227,12 @@ async def test_call_events_go_on_nats_only_when_asked_for(
 ) -> None:
     bus = RecordingBus()
     _, nats, _ = standard_observers(journal, bus, publish_calls=publish_calls)  # type: ignore[arg-type]
+    stream = EventStream(journal, [nats])
     calls = [e for e in SAMPLES if isinstance(e, ModelCallMade | ToolCallMade)]
     others = [e for e in SAMPLES if not isinstance(e, ModelCallMade | ToolCallMade)]
     assert calls and others
     for event in SAMPLES:
-        await nats.observe(event)
+        await stream.emit(event)
     kinds = {wire.kind for _, wire in bus.published}
     assert ({"model_call", "tool_call"} <= kinds) is publish_calls
     assert not ({"model_call", "tool_call"} & kinds) or publish_calls
@@ -248,3 +259,32 @@ async def test_the_log_observer_logs_each_event_under_a_fixed_name_with_its_fiel
         "r-1", "failed", "crashed")
     assert logs[1]["reason"] == "FAIL: no tests"
 
+
+
+@pytest.mark.parametrize("publish_calls", [False, True])
+async def test_call_events_are_wanted_only_by_an_observer_that_takes_them(
+    journal: Journal, publish_calls: bool
+) -> None:
+    # At the default level (info) the log does not take calls; the journal never does
+    # (they have their own tables); NATS only when asked for. Nobody: the gate builds none.
+    stream = EventStream(journal, standard_observers(
+        journal, RecordingBus(), publish_calls=publish_calls))  # type: ignore[arg-type]
+    configure_logging("info", cache=False)
+    try:
+        assert stream.wants("model_call") is publish_calls
+        assert stream.wants("tool_call") is publish_calls
+        assert stream.wants("step_started") and stream.wants("status")
+    finally:
+        configure_logging("debug", cache=False)  # the suite's level (tests/conftest.py)
+
+
+def test_the_log_observer_takes_a_kind_only_when_its_level_is_logged() -> None:
+    observer = LogObserver()
+    try:
+        configure_logging("debug", cache=False)
+        assert observer.takes("model_call") and observer.takes("step_retry")
+        configure_logging("info", cache=False)
+        assert not observer.takes("model_call") and not observer.takes("turn")
+        assert observer.takes("step_retry") and observer.takes("status")
+    finally:
+        configure_logging("debug", cache=False)  # the suite's level (tests/conftest.py)
