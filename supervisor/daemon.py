@@ -6,8 +6,8 @@ root supervisor (one_for_one)
  ├── runs             supervisor (one_for_one); starts with the journal's unfinished runs
  │    └── run:<id>    supervisor per active run (temporary; its own restart intensity)
  │         └── run    the run supervisor (transient: a crash restarts it, a replay)
- ├── api              warden.api.* request/reply
- └── intake           JetStream consumer of warden.tasks
+ ├── api              warden.api.<daemon_id>.* (a nats.micro service named "warden")
+ └── intake           JetStream consumer of warden.tasks, while it holds the intake lease
 ```
 
 A run's own supervisor restarts a crashed run supervisor as a replay from the journal
@@ -23,9 +23,14 @@ Resources the tree runs on, opened in this order and closed in reverse: the embe
 nats-server (unless ``nats.url`` is set), the bus connection (JetStream streams ensured),
 the journal. The tree stops in reverse: intake and api first (no new runs), then the runs
 (cut off where they stand, resumed at the next start), then the workers. The running
-daemon writes ``daemon.json`` (its pid and the NATS URL) into the data directory; that is
-how client commands find it. A ``daemon.json`` left by a killed daemon is detected (its
-pid is gone) and replaced.
+daemon writes ``daemon.json`` (its pid, the NATS URL and its daemon id) into the data
+directory; that is how client commands find it and address it. A ``daemon.json`` left by
+a killed daemon is detected (its pid is gone) and replaced.
+
+The daemon id (``daemon-id`` in the data directory, made at the first start) names this
+daemon on the bus: in its API subjects (``warden.api.<daemon_id>.<verb>``), its service
+metadata, and the intake lease. It belongs to the data directory, not the process, so a
+restarted daemon answers on the same subjects and takes its own intake lease back at once.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import functools
 import json
 import math
 import os
+import re
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -47,8 +55,10 @@ from warden.actors.model import Model
 from warden.actors.model_factory import build_model
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
+from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
 from warden.bus.embedded import is_alive, open_embedded_server
+from warden.bus.wire import DaemonHealth
 from warden.config import Settings
 from warden.supervisor.api import Api
 from warden.supervisor.context import RunContext
@@ -66,13 +76,17 @@ from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
 
-__all__ = ("DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo", "open_daemon",
-           "read_daemon_file")
+from warden import __version__
+
+__all__ = ("DAEMON_FILE", "DAEMON_ID_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo",
+           "daemon_id_of", "open_daemon", "read_daemon_file", "service_version")
 
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"
+DAEMON_ID_FILE = "daemon-id"
 JOURNAL_FILE = "journal.sqlite"
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class DaemonInfo:
     url: str
     data_dir: Path
     pid: int
+    daemon_id: str | None = None
+    """``None`` in a ``daemon.json`` written before daemons had ids."""
 
 
 def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
@@ -89,10 +105,35 @@ def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
     path = data_dir / DAEMON_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        daemon_id = record.get("daemon_id")
+        info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]),
+                          daemon_id=None if daemon_id is None else str(daemon_id))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return info if is_alive(info.pid) else None
+
+
+def daemon_id_of(data_dir: Path) -> str:
+    """The id of the daemon of ``data_dir``: read from ``daemon-id``, made there (``d`` and
+    12 hex digits) at the first start. Raises ``OSError`` when the file cannot be written."""
+    path = data_dir / DAEMON_ID_FILE
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        if subjects.is_valid_id(value):
+            return value
+        log.warning("daemon_id_replaced", path=str(path), invalid=value[:40])
+    except FileNotFoundError:
+        pass
+    value = f"d{secrets.token_hex(6)}"
+    partial = path.with_suffix(".tmp")
+    partial.write_text(value + "\n", encoding="utf-8")
+    partial.replace(path)
+    return value
+
+
+def service_version() -> str:
+    """The package version as ``nats.micro`` wants it (semver; ``0.0.0`` if it is not)."""
+    return __version__ if _SEMVER.match(__version__) else "0.0.0"
 
 
 def _claim_data_dir(data_dir: Path) -> None:
@@ -113,10 +154,12 @@ class Daemon:
 
     def __init__(
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
-        root: Supervisor, tools: ToolRegistry, events: EventStream,
+        root: Supervisor, tools: ToolRegistry, events: EventStream, *, daemon_id: str = "d0",
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
+        self.daemon_id = daemon_id
+        self.intake: Intake | None = None
         self.bus = bus
         self.journal = journal
         self.model = model
@@ -128,6 +171,18 @@ class Daemon:
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
+
+    def health(self) -> DaemonHealth:
+        """The ``ping`` reply: this daemon's identity, version and health. Never blocks."""
+        intake = self.intake
+        return DaemonHealth(
+            daemon_id=self.daemon_id, version=__version__, data_dir=str(self.data_dir),
+            pid=os.getpid(), active_runs=self.active_runs,
+            open_breakers=sorted(name for name, breaker in self.breakers.items()
+                                 if breaker.state != "closed"),
+            intake="starting" if intake is None else intake.state,
+            intake_holder=None if intake is None else intake.held_by,
+        )
 
     @property
     def active_runs(self) -> int:
@@ -300,6 +355,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, at start-up
     data_dir.mkdir(parents=True, exist_ok=True)
     _claim_data_dir(data_dir)
+    daemon_id = daemon_id_of(data_dir)
     async with AsyncExitStack() as stack:
         url = settings.nats.url
         if url is None:
@@ -326,7 +382,8 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         )
         events = EventStream(journal, standard_observers(
             journal, bus, publish_calls=settings.nats.publish_call_events))
-        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events)
+        daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
+                        daemon_id=daemon_id)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir)
@@ -336,16 +393,25 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
             ))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
-        api = Api(bus, journal, settings, daemon, events)
+        api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,
+                  version=service_version(),
+                  metadata={"daemon_id": daemon_id, "data_dir": str(data_dir),
+                            "pid": str(os.getpid()), "host": socket.gethostname()})
         await root.start_child(ChildSpec(name="api", start=api.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
-        intake = Intake(bus, journal, settings, daemon.start_run, events)
+        intake = Intake(bus, journal, settings, daemon.start_run, events, holder=daemon_id,
+                        note=f"(pid {os.getpid()} on {socket.gethostname()}, data dir "
+                             f"{data_dir})")
+        daemon.intake = intake
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
         daemon_file = data_dir / DAEMON_FILE
-        daemon_file.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+        record = {"pid": os.getpid(), "url": url}
+        record["daemon_id"] = daemon_id  # the API subjects' daemon id (issue 9)
+        daemon_file.write_text(json.dumps(record), encoding="utf-8")
         stack.callback(daemon_file.unlink, missing_ok=True)
-        log.info("daemon_ready", url=url, data_dir=str(data_dir), pid=os.getpid(),
+        log.info("daemon_ready", daemon_id=daemon_id, url=url, data_dir=str(data_dir),
+                 pid=os.getpid(),
                  model=type(model).__name__)
         yield daemon
         log.info("daemon_stopping")
