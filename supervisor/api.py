@@ -140,7 +140,8 @@ class Api:
         """Serve until cancelled. Blocks. Raises only ``BusError`` (the service could not
         start); a request never makes it raise."""
         limiter = anyio.Semaphore(_CONCURRENCY)
-        endpoints = {verb: subjects.api(self.daemon_id, verb) for verb in subjects.API_VERBS}
+        endpoints: dict[str, str] = {verb: subjects.api(self.daemon_id, verb)
+                                     for verb in subjects.API_VERBS}
         async with anyio.create_task_group() as tg:
 
             async def deliver(envelope: Envelope) -> None:

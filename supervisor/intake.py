@@ -91,8 +91,11 @@ def _check(
             error=f"submission is {len(data)} bytes, larger than limits.max_task_bytes "
                   f"({max_bytes})",
         )
-    decoded = decode(strict_task_decoder if strict else task_decoder, data,
-                     max_bytes=max_bytes, what="submission")
+    decoded: TaskSubmission | InvalidMessage
+    if strict:
+        decoded = decode(strict_task_decoder, data, max_bytes=max_bytes, what="submission")
+    else:
+        decoded = decode(task_decoder, data, max_bytes=max_bytes, what="submission")
     if isinstance(decoded, InvalidMessage):
         field = decoded.field
         where = f"field {field!r}: " if field else ""
