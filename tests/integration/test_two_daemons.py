@@ -130,6 +130,7 @@ def _two_daemons(tmp_path: Path, nats_url: str) -> None:
                 shown = list(pool.map(show, range(ROUNDS)))
                 print(f"show x{ROUNDS}: {time.monotonic() - started:.1f}s")
             second_runs = second.journal_status("loop-0")
+            again = first.cli("submit", "another text", "--id", "loop-0")
 
     assert len(refused) == 1
     assert first_id.daemon_id in refused[0]
@@ -142,3 +143,6 @@ def _two_daemons(tmp_path: Path, nats_url: str) -> None:
     assert [code for code, _ in shown] == [0] * ROUNDS
     assert all(f"loop-{i}" in out and "cancelled" in out for i, (_, out) in enumerate(shown))
     assert second_runs is None  # nothing split into the second journal
+    assert again.returncode == 0
+    assert "run loop-0 already exists (cancelled); the text given was not submitted" in (
+        again.stderr)

@@ -145,3 +145,23 @@ async def test_ping_answers_health_and_refuses_unknown_fields(journal: Journal) 
     assert isinstance(await api.answer("ping", b"{}"), DaemonHealth)
     bad = await api.answer("ping", b"{\"deep\": " + b"[" * 1000 + b"]" * 1000 + b"}")
     assert isinstance(bad, ErrorReply) and "nests deeper" in bad.error
+
+
+async def test_resubmitting_a_known_id_returns_the_stored_run_not_the_new_text(
+    journal: Journal,
+) -> None:
+    await journal.create_run("mine", text="the first text", status="queued")
+    api = make_api(journal, FakeBus())
+    reply = await api.answer("submit", b'{"id": "mine", "text": "a second text"}')
+    assert isinstance(reply, RunSummary)
+    assert reply.already_submitted
+    assert (reply.id, reply.text, reply.status) == ("mine", "the first text", "queued")
+
+
+async def test_submit_refuses_unknown_fields_and_depth_bombs_by_name(journal: Journal) -> None:
+    api = make_api(journal, FakeBus())
+    typo = await api.answer("submit", b'{"text": "x", "budget": 1}')
+    assert isinstance(typo, ErrorReply) and typo.field == "budget"
+    bomb = await api.answer("submit", b'{"text": "x", "a": ' + b"[" * 10_000 + b"]" * 10_000
+                            + b"}")
+    assert isinstance(bomb, ErrorReply) and "nests deeper than 32 levels" in bomb.error
