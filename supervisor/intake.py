@@ -183,9 +183,9 @@ class Intake:
                 if held_by is not None:
                     if held_by != self.held_by:
                         log.warning("intake_refused", holder=held_by, detail=(
-                            f"daemon {held_by} consumes {subjects.TASKS} on this NATS server; "
-                            f"this daemon serves its API and workers, and takes over only "
-                            f"if that one stops (within {ttl * 4 / 3:g}s of its death)"))
+                            f"that daemon consumes {subjects.TASKS} on this NATS server; "
+                            "this one serves its API and workers, and takes over if it "
+                            f"stops (within {ttl * 4 / 3:g}s if it is killed)"))
                     self.state, self.held_by = "standby", held_by
                     if not started:
                         task_status.started()
