@@ -308,6 +308,11 @@ class Api:
                                                   error=checked.error))
             return ErrorReply(error=checked.error, field=checked.field)
         run_id, task = checked
+        health = self.control.health()
+        if health.intake == "standby":  # the run would land in the holder's journal
+            return ErrorReply(error=f"this daemon ({self.daemon_id}) does not take tasks: "
+                                    f"daemon {health.intake_holder} consumes {subjects.TASKS} "
+                                    "on this server; submit through that one")
         if task.id is not None:
             stored = await self.journal.get_run(run_id)
             if stored is not None:  # re-submitted: say so, show what is stored

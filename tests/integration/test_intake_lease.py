@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
-from warden.bus.wire import DaemonHealth, reply_decoder
+from warden.bus.wire import DaemonHealth, ErrorReply, reply_decoder
 from warden.config import Settings
 from warden.supervisor.daemon import Daemon, open_daemon
 
@@ -52,6 +52,8 @@ async def test_a_standby_daemon_names_the_holder_and_takes_over_when_it_stops(
             async with open_daemon(settings("b")) as second, open_bus(nats_url) as client:
                 standby = await _ping(client, second)
                 holding = await _ping(client, first)
+                refused = reply_decoder.decode(await client.request(
+                    subjects.api(second.daemon_id, "submit"), b'{"text": "hello"}', timeout=5))
                 stop_first.set()
 
                 async def consuming() -> bool:
@@ -70,6 +72,8 @@ async def test_a_standby_daemon_names_the_holder_and_takes_over_when_it_stops(
     assert holding.intake == "consuming" and holding.daemon_id == first.daemon_id
     assert standby.intake == "standby"
     assert (standby.intake_holder or "").startswith(f"{first.daemon_id} (pid ")
-    refused = [e for e in logs if e["event"] == "intake_refused"]
-    assert len(refused) == 1
-    assert str(refused[0]["holder"]).startswith(first.daemon_id)
+    assert isinstance(refused, ErrorReply)
+    assert f"daemon {first.daemon_id} (pid " in refused.error
+    lines = [e for e in logs if e["event"] == "intake_refused"]
+    assert len(lines) == 1
+    assert str(lines[0]["holder"]).startswith(first.daemon_id)
