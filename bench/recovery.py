@@ -118,6 +118,7 @@ class DaemonProcess:
                  "--log-level", "error"],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.url: str | None = None
+        self.daemon_id: str | None = None
         self.nats_pid: int | None = None
 
     @property
@@ -136,14 +137,16 @@ class DaemonProcess:
         if info is None or info.pid != self.pid:
             return False
         self.url = info.url
+        self.daemon_id = info.daemon_id
         return True
 
     async def wait_ready(self) -> None:
         """Until ``daemon.json`` names this process and the daemon answers a ping."""
         await poll_until(self._written, READY_TIMEOUT_S, "daemon.json of the new daemon")
-        assert self.url is not None
+        assert self.url is not None and self.daemon_id is not None
         async with open_bus(self.url, name="bench-recovery-ping") as bus:
-            await bus.request(subjects.API_PING, b"", timeout=PING_TIMEOUT_S)
+            await bus.request(subjects.api(self.daemon_id, "ping"), b"",
+                              timeout=PING_TIMEOUT_S)
         self.nats_pid = _read_pid(self.data_dir / PID_FILE)
 
     def kill(self) -> None:
