@@ -10,7 +10,7 @@ signal; killed by pid if it lingers), each run's recorded model calls are counte
 daemon is started again on the same data directory. Prints one JSON object:
 
 - ``in_flight``: runs unfinished at the kill (all of them unless the latency is too short);
-- ``kill_to_ready_s``: from the restart until the new daemon answers ``warden.api.ping``
+- ``kill_to_ready_s``: from the restart until the new daemon answers ``warden.api.<daemon_id>.ping``
   (it resumes every unfinished run before it answers);
 - ``restart_to_all_stepped_s``: from the restart until every run unfinished at the kill
   has recorded a model call more than it had at the kill, or finished (at least one model

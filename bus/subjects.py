@@ -5,7 +5,7 @@
 - ``warden.runs.<run>.events``: JetStream stream ``WARDEN_EVENTS`` (limits), every change;
 - ``warden.done.<run>``: core NATS, the run's last event when its run supervisor ends it,
   for clients that wait on many runs and need no other event (not stored: a client that
-  subscribes late asks ``warden.api.show``);
+  subscribes late asks the API's ``show``);
 - ``warden.work.<role>``: core request/reply, queue group ``workers``, turns for workers;
 - ``warden.api.<daemon>.<verb>``: the API, a ``nats.micro`` service named ``warden``
   (``$SRV.PING.warden`` finds every daemon on the server); ``<daemon>`` is the daemon's
