@@ -131,6 +131,8 @@ def _two_daemons(tmp_path: Path, nats_url: str) -> None:
                 print(f"show x{ROUNDS}: {time.monotonic() - started:.1f}s")
             second_runs = second.journal_status("loop-0")
             again = first.cli("submit", "another text", "--id", "loop-0")
+            newest = first.cli("runs", "--limit", "5", "--json")
+            every = first.cli("runs", "--all", "--json")
 
     assert len(refused) == 1
     assert first_id.daemon_id in refused[0]
@@ -144,5 +146,9 @@ def _two_daemons(tmp_path: Path, nats_url: str) -> None:
     assert all(f"loop-{i}" in out and "cancelled" in out for i, (_, out) in enumerate(shown))
     assert second_runs is None  # nothing split into the second journal
     assert again.returncode == 0
+    assert newest.returncode == 0 and len(json.loads(newest.stdout)) == 5
+    assert "(older runs: warden runs --before " in newest.stderr
+    assert every.returncode == 0 and every.stderr == ""
+    assert len(json.loads(every.stdout)) == 2 * ROUNDS
     assert "run loop-0 already exists (cancelled); the text given was not submitted" in (
         again.stderr)
