@@ -334,9 +334,10 @@ class DaemonHealth(_Wire, frozen=True, kw_only=True, tag="daemon.health"):
     data_dir: str
     pid: int
     active_runs: int
-    open_breakers: list[str] = []
-    intake: str = "consuming"
-    """``consuming``, ``standby`` (another daemon holds the task stream) or ``starting``."""
+    open_breakers: list[str]
+    intake: str
+    """``consuming``, ``standby`` (another daemon holds the task stream) or ``starting``;
+    required, like ``open_breakers``, so a plain JSON reader sees them always."""
     intake_holder: str | None = None
     """The daemon that holds the task stream, when it is another one."""
 

@@ -44,7 +44,7 @@ class Control:
 
     def health(self) -> DaemonHealth:
         return DaemonHealth(daemon_id="d1", version="0.1.0", data_dir="/x", pid=1,
-                            active_runs=0)
+                            active_runs=0, open_breakers=[], intake="consuming")
 
 
 def make_api(journal: Journal, bus: FakeBus) -> Api:
