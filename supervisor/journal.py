@@ -406,13 +406,13 @@ class Journal:
         """One page of runs for a listing, newest first, each with its cursor: the
         ``limit`` newest runs (of ``status``, if given) older than cursor ``before``.
 
-        A listing's run has its text and error cut to ``text_chars`` (``truncated`` set
-        then), no result and no steps: what a listing shows, and bounded in bytes
-        whatever the runs hold (``get_run`` has the rest). The cursor is the run's rowid,
+        A listing's run has its text, scenario and error cut to ``text_chars``
+        (``truncated`` set then), no result and no steps: what a listing shows, and bounded
+        in bytes whatever the runs hold (``get_run`` has the rest). The cursor is the run's rowid,
         which grows with every run created.
         """
         where: list[str] = []
-        params: list[object] = [text_chars, text_chars]
+        params: list[object] = [text_chars, text_chars, text_chars]
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -420,8 +420,9 @@ class Journal:
             where.append("rowid < ?")
             params.append(before)
         sql = (
-            "SELECT rowid, id, status, substr(text, 1, ?), scenario, created_at, updated_at, "
-            "tokens, cost_usd, substr(error, 1, ?), length(text), length(error) FROM runs"
+            "SELECT rowid, id, status, substr(text, 1, ?), substr(scenario, 1, ?), created_at, "
+            "updated_at, tokens, cost_usd, substr(error, 1, ?), length(text), length(error) "
+            "FROM runs"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY rowid DESC LIMIT ?"
         )
