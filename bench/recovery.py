@@ -10,7 +10,7 @@ signal; killed by pid if it lingers), each run's recorded model calls are counte
 daemon is started again on the same data directory. Prints one JSON object:
 
 - ``in_flight``: runs unfinished at the kill (all of them unless the latency is too short);
-- ``kill_to_ready_s``: from the restart until the new daemon answers ``warden.api.ping``
+- ``kill_to_ready_s``: from the restart until the new daemon answers ``warden.api.<daemon_id>.ping``
   (it resumes every unfinished run before it answers);
 - ``restart_to_all_stepped_s``: from the restart until every run unfinished at the kill
   has recorded a model call more than it had at the kill, or finished (at least one model
@@ -120,6 +120,7 @@ class DaemonProcess:
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.url: str | None = None
         self.client: Credentials | None = None
+        self.daemon_id: str | None = None
         self.nats_pid: int | None = None
 
     @property
@@ -139,14 +140,16 @@ class DaemonProcess:
             return False
         self.url = info.url
         self.client = Credentials(nkey_seed=info.seeds["client"], inbox_prefix="_INBOX_client")
+        self.daemon_id = info.daemon_id
         return True
 
     async def wait_ready(self) -> None:
         """Until ``daemon.json`` names this process and the daemon answers a ping."""
         await poll_until(self._written, READY_TIMEOUT_S, "daemon.json of the new daemon")
-        assert self.url is not None
+        assert self.url is not None and self.daemon_id is not None
         async with open_bus(self.url, name="bench-recovery-ping", credentials=self.client) as bus:
-            await bus.request(subjects.API_PING, b"", timeout=PING_TIMEOUT_S)
+            await bus.request(subjects.api(self.daemon_id, "ping"), b"",
+                              timeout=PING_TIMEOUT_S)
         self.nats_pid = _read_pid(self.data_dir / PID_FILE)
 
     def kill(self) -> None:

@@ -159,7 +159,7 @@ async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncItera
         watcher = asyncio.create_task(runtime.watch())
         await asyncio.sleep(0)  # the watcher subscribes
         # A round trip on the same connection: the server has the subscription after it.
-        await client.request(subjects.API_PING, b"", timeout=10)
+        await client.request(subjects.api(daemon.daemon_id, "ping"), b"", timeout=10)
         try:
             yield runtime
         finally:

@@ -18,6 +18,7 @@ from warden.bus.connection import (
     open_bus,
 )
 from warden.bus.credentials import Credentials
+from warden.bus.decoding import InvalidMessage
 from warden.bus.embedded import EmbeddedServer, nats_server_binary, open_embedded_server
 from warden.bus.errors import (
     BusConnectionError,
@@ -30,6 +31,8 @@ from warden.bus.errors import (
     PublishError,
     translate,
 )
+from warden.bus.lease import Lease
+from warden.bus.service import ServiceIdentity
 
 __all__ = (
     "Bus",
@@ -42,10 +45,13 @@ __all__ = (
     "EmbeddedServer",
     "EmbeddedServerError",
     "Envelope",
+    "InvalidMessage",
     "JetStreamError",
+    "Lease",
     "NoRespondersError",
     "PubAck",
     "PublishError",
+    "ServiceIdentity",
     "Subscription",
     "TaskConsumer",
     "TaskMessage",

@@ -43,10 +43,12 @@ import nats
 import nats.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
-from warden.bus import jetstream
+from warden.bus import jetstream, lease, service
 from warden.bus.credentials import Credentials
 from warden.bus.errors import FAILURES, BusConnectionError, translate
 from warden.bus.jetstream import PubAck, TaskConsumer, TaskMessage
+from warden.bus.lease import Lease
+from warden.bus.service import ServiceIdentity
 from warden.bus.subjects import TASKS_CONSUMER
 
 if TYPE_CHECKING:
@@ -189,6 +191,12 @@ class Bus:
                 waiter.set_exception(
                     BusConnectionError(_CONNECTION_DROPPED, operation="request", retryable=True)
                 )
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes, in bytes (its ``max_payload``, 1 MB by
+        default), as the server announced it when we connected."""
+        return int(self._nc.max_payload)
 
     @property
     def is_connected(self) -> bool:
@@ -359,6 +367,31 @@ class Bus:
         return jetstream.task_consumer(
             self._js, durable=durable, max_deliver=max_deliver, ack_wait=ack_wait
         )
+
+    # -- services and leases (service.py, lease.py) -------------------------------------
+
+    def service(
+        self, *, name: str, version: str, description: str, metadata: Mapping[str, str],
+        endpoints: Mapping[str, str], handler: Callable[[Envelope], Awaitable[None]],
+    ) -> AbstractAsyncContextManager[str]:
+        """``async with bus.service(...) as instance_id``: a ``nats.micro`` service whose
+        endpoints (name → subject) call ``handler``; it answers with ``respond``.
+        See ``service.open_service``."""
+        return service.open_service(self._nc, name=name, version=version,
+                                    description=description, metadata=metadata,
+                                    endpoints=endpoints, handler=handler)
+
+    async def discover(self, subject: str, *, timeout: float = 1.0) -> list[ServiceIdentity]:
+        """Every service answering a ping on ``subject``. See ``service.discover``."""
+        return await service.discover(self._nc, subject, timeout=timeout)
+
+    async def lease(
+        self, *, bucket: str, key: str, holder: str, note: str, ttl: float
+    ) -> Lease:
+        """The lease ``key`` in KV bucket ``bucket`` for ``holder`` (not yet acquired).
+        See ``lease.open_lease``."""
+        return await lease.open_lease(self._js, bucket=bucket, key=key, holder=holder,
+                                      note=note, ttl=ttl)
 
     def follow(self, subject: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """``async with bus.follow(subject) as events``: every stored event on ``subject``

@@ -95,21 +95,15 @@ def is_reply_to(identity: Identity, reply: str) -> bool:
     return reply.startswith(inbox_prefix(identity) + ".")
 
 
-def _verb(api_subject: str) -> str:
-    return api_subject.rsplit(".", 1)[1]
+def _api(*verbs: subjects.ApiVerb) -> tuple[str, ...]:
+    # Every daemon's subject of each verb (warden.api.<daemon_id>.<verb>): the identities
+    # are the same on every daemon of a server, which daemon is the subject's choice.
+    return tuple(f"{subjects.API_PREFIX}.*.{verb}" for verb in verbs)
 
 
-def _api(*api_subjects: str) -> tuple[str, ...]:
-    # Each verb both as warden.api.<verb> and as warden.api.<daemon>.<verb>, the form the
-    # API takes once its subjects carry the daemon's identity (issue 9, point 5).
-    return tuple(
-        form for s in api_subjects for form in (s, f"warden.api.*.{_verb(s)}")
-    )
-
-
-_CLIENT_VERBS = (subjects.API_SUBMIT, subjects.API_RUNS, subjects.API_SHOW,
-                 subjects.API_CANCEL, subjects.API_RESUME, subjects.API_PING)
-_OPERATOR_VERBS = (subjects.API_DLQ, subjects.API_DLQ_RETRY)
+_CLIENT_VERBS: tuple[subjects.ApiVerb, ...] = ("submit", "runs", "show", "cancel", "resume",
+                                               "ping")
+_OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry")
 
 # What bus.follow (jetstream.follow) sends: direct gets of the events stream, answered in
 # the connection's own inbox. Not a consumer: whoever may create one chooses its delivery

@@ -5,10 +5,13 @@
 - ``warden.runs.<run>.events``: JetStream stream ``WARDEN_EVENTS`` (limits), every change;
 - ``warden.done.<run>``: core NATS, the run's last event when its run supervisor ends it,
   for clients that wait on many runs and need no other event (not stored: a client that
-  subscribes late asks ``warden.api.show``);
+  subscribes late asks the API's ``show``);
 - ``warden.work.<role>``: core request/reply, queue group ``workers``, turns for workers;
-- ``warden.api.<verb>``: core request/reply: submit, runs, show, cancel, resume, dlq,
-  dlq_retry, ping.
+- ``warden.api.<daemon>.<verb>``: the API, a ``nats.micro`` service named ``warden``
+  (``$SRV.PING.warden`` finds every daemon on the server); ``<daemon>`` is the daemon's
+  id, so a client addresses exactly one daemon. Verbs: submit, runs, show, cancel,
+  resume, dlq, dlq_retry, ping;
+- KV bucket ``WARDEN_LOCKS``, key ``intake``: which daemon consumes the task stream.
 
 Nothing else in warden spells a subject; tests and the CLI import these too.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Literal, get_args
 
 TASKS = "warden.tasks"
 TASKS_STREAM = "WARDEN_TASKS"
@@ -28,15 +32,21 @@ DONE_WILDCARD = "warden.done.*"
 
 WORK_QUEUE_GROUP = "workers"
 
-API_WILDCARD = "warden.api.*"
-API_SUBMIT = "warden.api.submit"
-API_RUNS = "warden.api.runs"
-API_SHOW = "warden.api.show"
-API_PING = "warden.api.ping"
-API_CANCEL = "warden.api.cancel"
-API_RESUME = "warden.api.resume"
-API_DLQ = "warden.api.dlq"
-API_DLQ_RETRY = "warden.api.dlq_retry"
+SERVICE_NAME = "warden"
+"""The ``nats.micro`` service name every daemon's API registers under."""
+API_PREFIX = "warden.api"
+API_WILDCARD = f"{API_PREFIX}.>"
+"""Every daemon's API subjects (for permissions): ``warden.api.<daemon>.<verb>``."""
+SERVICE_DISCOVERY = "$SRV.>"
+"""The ``nats.micro`` discovery subjects ($SRV.PING / INFO / STATS), for permissions."""
+SERVICE_PING = f"$SRV.PING.{SERVICE_NAME}"
+"""Every running warden API answers a request here with its identity."""
+
+ApiVerb = Literal["submit", "runs", "show", "ping", "cancel", "resume", "dlq", "dlq_retry"]
+API_VERBS: tuple[ApiVerb, ...] = get_args(ApiVerb)
+
+LOCKS_BUCKET = "WARDEN_LOCKS"
+INTAKE_LOCK = "intake"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -62,6 +72,11 @@ def run_done(run_id: str) -> str:
 def work(role: str) -> str:
     """The subject a role's workers serve, as one queue group."""
     return f"warden.work.{_token(role, 'role')}"
+
+
+def api(daemon_id: str, verb: ApiVerb) -> str:
+    """The subject of one daemon's API verb: ``warden.api.<daemon_id>.<verb>``."""
+    return f"{API_PREFIX}.{_token(daemon_id, 'daemon id')}.{verb}"
 
 
 def is_valid_id(value: str) -> bool:

@@ -10,11 +10,16 @@ Schema evolution rules:
 
 Decoding a single message type makes its tag optional, which is why a task may be
 submitted as just ``{"text": "..."}``.
+
+API requests (``RunsQuery``, ``RunQuery``, ``DeadLetterRetry``, ``StrictTaskSubmission``)
+are the one exception to "ignore unknown fields": they forbid them, so a client's typo
+(``{"run": ...}`` for ``run_id``) is an error naming the field, not a default silently
+used. Every message from outside is decoded under limits (``bus/decoding.py``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -98,6 +103,11 @@ class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
     """Names a bundled script for the scripted model (``fizzbuzz``, ``ledger``, ...)."""
     budget_usd: float | None = None
     """Overrides the configured per-run budget, downwards or upwards."""
+
+
+class StrictTaskSubmission(TaskSubmission, frozen=True, kw_only=True,
+                           forbid_unknown_fields=True):
+    """A ``TaskSubmission`` as the API's ``submit`` reads it: unknown fields refused."""
 
 
 # -- work handed to workers -------------------------------------------------------------
@@ -231,13 +241,24 @@ class RunEvent(_Wire, frozen=True, kw_only=True, tag="run.event"):
     cost_usd: float = 0.0
 
 
-class RunsQuery(_Wire, frozen=True, kw_only=True, tag="runs.query"):
-    limit: int = 100
+MAX_PAGE = 1000
+"""The most runs one ``runs`` request may ask for; a reply is also bounded in bytes."""
+
+
+class RunsQuery(_Wire, frozen=True, kw_only=True, tag="runs.query",
+                forbid_unknown_fields=True):
+    """A page of runs, newest first: the ``limit`` newest older than cursor ``before``
+    (a ``RunList.next_before``; ``None`` for the newest)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 100
     status: str | None = None
+    before: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    v: int = 1
 
 
-class RunQuery(_Wire, frozen=True, kw_only=True, tag="run.query"):
-    run_id: str
+class RunQuery(_Wire, frozen=True, kw_only=True, tag="run.query", forbid_unknown_fields=True):
+    run_id: Annotated[str, msgspec.Meta(max_length=128)]
+    v: int = 1
 
 
 class StepSummary(_Wire, frozen=True, kw_only=True, tag="step.summary"):
@@ -263,10 +284,19 @@ class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     error: str | None = None
     result: str | None = None
     steps: list[StepSummary] = []
+    truncated: bool = False
+    """Some text was cut to keep the reply under the server's max payload (listings cut
+    each run's text; ``show`` cuts step outputs, then the result): ``show`` gives more."""
+    already_submitted: bool = False
+    """In a ``submit`` reply: the id was known, nothing was queued, this is the stored run."""
 
 
 class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):
+    """One page of runs, newest last (as ``warden runs`` prints them)."""
+
     runs: list[RunSummary]
+    next_before: str | None = None
+    """The cursor of the next (older) page; ``None`` when this page is the last."""
 
 
 class DeadLetterInfo(_Wire, frozen=True, kw_only=True, tag="dead_letter"):
@@ -284,8 +314,32 @@ class DeadLetterList(_Wire, frozen=True, kw_only=True, tag="dead_letter.list"):
     letters: list[DeadLetterInfo]
 
 
-class DeadLetterRetry(_Wire, frozen=True, kw_only=True, tag="dead_letter.retry"):
-    id: int
+class DeadLetterRetry(_Wire, frozen=True, kw_only=True, tag="dead_letter.retry",
+                      forbid_unknown_fields=True):
+    id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    v: int = 1
+
+
+class PingQuery(_Wire, frozen=True, kw_only=True, tag="ping.query", forbid_unknown_fields=True):
+    """The ``ping`` request: ``{}`` (or an empty payload)."""
+
+    v: int = 1
+
+
+class DaemonHealth(_Wire, frozen=True, kw_only=True, tag="daemon.health"):
+    """The ``ping`` reply: which daemon answered, and how it is."""
+
+    daemon_id: str
+    version: str
+    data_dir: str
+    pid: int
+    active_runs: int
+    open_breakers: list[str]
+    intake: str
+    """``consuming``, ``standby`` (another daemon holds the task stream) or ``starting``;
+    required, like ``open_breakers``, so a plain JSON reader sees them always."""
+    intake_holder: str | None = None
+    """The daemon that holds the task stream, when it is another one."""
 
 
 class ErrorReply(_Wire, frozen=True, kw_only=True, tag="error"):
@@ -293,10 +347,11 @@ class ErrorReply(_Wire, frozen=True, kw_only=True, tag="error"):
     field: str | None = None
 
 
-Reply = RunSummary | RunList | DeadLetterList | ErrorReply
+Reply = RunSummary | RunList | DeadLetterList | DaemonHealth | ErrorReply
 
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
+strict_task_decoder = msgspec.json.Decoder(StrictTaskSubmission)
 work_request_decoder = msgspec.json.Decoder(WorkRequest)
 tool_specs_decoder = msgspec.json.Decoder(list[ToolSpec])
 turn_reply_decoder = msgspec.json.Decoder(TurnReply)
@@ -305,4 +360,5 @@ event_decoder = msgspec.json.Decoder(RunEvent)
 runs_query_decoder = msgspec.json.Decoder(RunsQuery)
 run_query_decoder = msgspec.json.Decoder(RunQuery)
 dlq_retry_decoder = msgspec.json.Decoder(DeadLetterRetry)
+ping_query_decoder = msgspec.json.Decoder(PingQuery)
 reply_decoder = msgspec.json.Decoder(Reply)

@@ -177,6 +177,10 @@ class IntakeSettings(_Config, frozen=True, kw_only=True):
     """How long the server waits for an ack before redelivering a task message."""
     batch: int = 256
     """Task messages fetched at once."""
+    lock_ttl_s: float = 15.0
+    """The intake lease (one daemon consumes the task stream): how long it outlives a
+    holder that stopped refreshing it (killed). A daemon in standby takes over within
+    ``lock_ttl_s * 4 / 3`` of the holder's death; a clean stop hands over at once."""
 
 
 class SandboxSettings(_Config, frozen=True, kw_only=True):

@@ -1,31 +1,55 @@
-"""The daemon's request/reply API on ``warden.api.<verb>``: submit, runs, show, cancel,
-resume, dlq, dlq_retry, ping.
+"""The daemon's API: a ``nats.micro`` service named ``warden`` on
+``warden.api.<daemon_id>.<verb>``: submit, runs, show, cancel, resume, dlq, dlq_retry, ping.
 
-Every reply is a wire message (``RunSummary``, ``RunList`` or ``ErrorReply``); a request
-that does not decode gets an ``ErrorReply`` naming the field, never silence.
+The rules, in the order a request meets them:
+
+- **Addressed.** The daemon's id is in every subject, so a client talks to the daemon it
+  asked for (two daemons on one server never both answer); ``$SRV.PING.warden`` lists
+  every daemon with its id, data dir and pid in the service metadata.
+- **Decoded under limits** (``bus/decoding.py``): size, depth, UTF-8, finite numbers,
+  ``v``, unknown fields refused. A request that fails gets an ``ErrorReply`` naming the
+  field and the problem, never silence.
+- **Answered, always.** An exception escaping a verb is a bug: it is logged
+  (``api_handler_failed``, with the traceback) and answered with an ``ErrorReply``; it
+  never reaches the supervisor, so no input can take the daemon down through restart
+  intensity (issue 9 measured six depth bombs doing exactly that).
+- **Bounded.** A reply stays under the server's max payload (``Bus.max_payload``, less a
+  margin for headers): ``runs`` is a page (``limit``, cursor ``before``, the reply's
+  ``next_before``) whose runs carry cut text; ``show`` cuts step outputs, then the result,
+  then the task's text (``truncated`` says so); ``dlq`` lists as many letters as fit.
+- **Concurrent.** Each request is answered in a task of its own, at most
+  ``_CONCURRENCY`` at once (a ``cancel`` waits for the run to stop; a ``show`` must not
+  wait behind it); past that, requests wait in the subscription.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
+import anyio
 import msgspec
 import structlog
-from warden.actors.actor import Actor
+from anyio.abc import TaskStatus
 from warden.bus import subjects
 from warden.bus.connection import Bus, Envelope
+from warden.bus.decoding import InvalidMessage, decode
 from warden.bus.errors import BusError
 from warden.bus.wire import (
+    DaemonHealth,
     DeadLetterInfo,
     DeadLetterList,
     ErrorReply,
+    PingQuery,
     Reply,
     RunList,
     RunSummary,
+    StepSummary,
     dlq_retry_decoder,
     encoder,
+    ping_query_decoder,
     run_query_decoder,
     runs_query_decoder,
 )
@@ -34,82 +58,225 @@ from warden.supervisor.errors import DaemonError, IllegalTransitionError, RunNot
 from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import Journal
+from warden.supervisor.run_states import STATUSES
 
-__all__ = ("Api", "RunControl")
+__all__ = ("Api", "RunControl", "fit_run")
 
 log = structlog.get_logger("warden.api")
 
+_CONCURRENCY = 32
+_MAX_REQUEST_BYTES = 4096  # every request but submit (which has limits.max_task_bytes)
+_REPLY_MARGIN = 4096  # under max_payload: room for headers and the reply subject
+_LISTING_TEXT_CHARS = 200
+_CUT = "… [cut: reply size]"
+
 
 class RunControl(Protocol):
-    """What the API asks of the daemon for runs it does not only read."""
+    """What the API asks of the daemon beyond the journal."""
 
     async def cancel_run(self, run_id: str) -> str: ...
     async def resume_run(self, run_id: str) -> str: ...
+    def health(self) -> DaemonHealth: ...
 
 
-class Api(Actor):
-    """Serves ``warden.api.*`` for the CLI and any other client."""
+def _cut(text: str | None, chars: int) -> str | None:
+    return text if text is None or len(text) <= chars else text[:chars] + _CUT
+
+
+def fit_run(run: RunSummary, budget: int) -> RunSummary:
+    """``run`` as it fits in ``budget`` bytes of JSON: step outputs cut first, then the
+    result, then the task's text and the error, each to fewer characters until it fits
+    (``truncated=True`` then). A run with more steps than fit keeps the first ones."""
+    if len(encoder.encode(run)) <= budget:
+        return run
+    chars = max(256, budget // 8)
+    while True:
+        steps = [msgspec.structs.replace(s, output=_cut(s.output, chars // 4) or "",
+                                         instruction=_cut(s.instruction, chars // 4) or "")
+                 for s in run.steps]
+        cut = msgspec.structs.replace(run, steps=steps, result=_cut(run.result, chars),
+                                      text=_cut(run.text, chars) or "",
+                                      error=_cut(run.error, chars), truncated=True)
+        if len(encoder.encode(cut)) <= budget:
+            return cut
+        if chars <= 64:
+            fitted: list[StepSummary] = []
+            for step in steps:  # only the step list can still be too long: keep a prefix
+                candidate = msgspec.structs.replace(cut, steps=[*fitted, step])
+                if len(encoder.encode(candidate)) > budget:
+                    break
+                fitted.append(step)
+            return msgspec.structs.replace(cut, steps=fitted)
+        chars //= 2
+
+
+class Api:
+    """Serves this daemon's ``warden.api.<daemon_id>.*`` as a ``nats.micro`` service."""
 
     def __init__(
         self, bus: Bus, journal: Journal, settings: Settings, control: RunControl,
-        events: EventStream,
+        events: EventStream, *, daemon_id: str, version: str, metadata: Mapping[str, str],
     ) -> None:
-        super().__init__(bus, subjects.API_WILDCARD, concurrency=32)
+        self.bus = bus
         self.journal = journal
         self.settings = settings
         self.control = control
         self.events = events
+        self.daemon_id = daemon_id
+        self.version = version
+        self.metadata = dict(metadata)
+        self.handled = 0
+        self.failed = 0
 
     @property
     def name(self) -> str:
         return "api"
 
-    async def handle(self, envelope: Envelope) -> None:
-        try:
-            reply = await self._answer(envelope)
-        except msgspec.DecodeError as exc:
-            reply = ErrorReply(error=f"bad request on {envelope.subject}: {exc}")
-        await self.bus.respond(envelope, encoder.encode(reply))
+    @property
+    def _budget(self) -> int:
+        return max(4096, self.bus.max_payload - _REPLY_MARGIN)
 
-    async def _answer(self, envelope: Envelope) -> Reply:
-        match envelope.subject:
-            case subjects.API_PING:
-                return RunList(runs=[])
-            case subjects.API_RUNS:
-                query = runs_query_decoder.decode(envelope.data or b"{}")
-                return RunList(runs=await self.journal.list_runs(limit=query.limit,
-                                                                 status=query.status))
-            case subjects.API_SHOW:
-                run_query = run_query_decoder.decode(envelope.data)
-                run = await self.journal.get_run(run_query.run_id)
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled. Blocks. Raises only ``BusError`` (the service could not
+        start); a request never makes it raise."""
+        limiter = anyio.Semaphore(_CONCURRENCY)
+        endpoints: dict[str, str] = {verb: subjects.api(self.daemon_id, verb)
+                                     for verb in subjects.API_VERBS}
+        async with anyio.create_task_group() as tg:
+
+            async def deliver(envelope: Envelope) -> None:
+                # In nats-py's delivery task: a full API makes later requests wait there.
+                await limiter.acquire()
+                tg.start_soon(self._serve, envelope, limiter)
+
+            async with self.bus.service(
+                name=subjects.SERVICE_NAME, version=self.version,
+                description="warden daemon API", metadata=self.metadata,
+                endpoints=endpoints, handler=deliver,
+            ):
+                task_status.started()
+                log.info("api_serving", daemon_id=self.daemon_id,
+                         subjects=subjects.api(self.daemon_id, "ping").rsplit(".", 1)[0] + ".*")
+                await anyio.sleep_forever()
+
+    async def _serve(self, envelope: Envelope, limiter: anyio.Semaphore) -> None:
+        verb = envelope.subject.rsplit(".", 1)[-1]
+        try:
+            try:
+                reply = await self.answer(verb, envelope.data)
+            except Exception as exc:  # a bug in a verb: answered, logged, never a crash
+                self.failed += 1
+                log.exception("api_handler_failed", verb=verb, error=repr(exc))
+                reply = ErrorReply(error=f"internal error answering {verb!r}: "
+                                         f"{type(exc).__name__} (logged by the daemon)")
+            data = encoder.encode(reply)
+            if len(data) > self._budget:  # fit_run and the pages make this a bug too
+                log.error("api_reply_too_large", verb=verb, size=len(data))
+                data = encoder.encode(ErrorReply(
+                    error=f"the reply to {verb!r} would be {len(data)} bytes, over the "
+                          f"server's max payload ({self.bus.max_payload})"))
+            try:
+                await self.bus.respond(envelope, data)
+            except BusError as exc:
+                log.warning("api_reply_failed", verb=verb, error=str(exc))
+            self.handled += 1
+        finally:
+            limiter.release()
+
+    async def answer(self, verb: str, data: bytes) -> Reply:
+        """The reply to one request on ``verb``. Bad input is an ``ErrorReply``."""
+        match verb:
+            case "ping":
+                ping = decode(ping_query_decoder, data or b"{}",
+                              max_bytes=_MAX_REQUEST_BYTES, what="ping request")
+                if isinstance(ping, InvalidMessage):
+                    return _error(ping)
+                assert isinstance(ping, PingQuery)
+                return self.control.health()
+            case "runs":
+                return await self._runs(data)
+            case "show":
+                query = decode(run_query_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
+                               what="show request")
+                if isinstance(query, InvalidMessage):
+                    return _error(query)
+                run = await self.journal.get_run(query.run_id)
                 if run is None:
-                    return ErrorReply(error=f"no run {run_query.run_id!r}", field="run_id")
-                return run
-            case subjects.API_SUBMIT:
-                return await self._submit(envelope.data)
-            case subjects.API_CANCEL | subjects.API_RESUME:
-                run_query = run_query_decoder.decode(envelope.data)
-                act = (self.control.cancel_run if envelope.subject == subjects.API_CANCEL
-                       else self.control.resume_run)
+                    return ErrorReply(error=f"no run {query.run_id!r}", field="run_id")
+                return fit_run(run, self._budget)
+            case "submit":
+                return await self._submit(data)
+            case "cancel" | "resume":
+                query = decode(run_query_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
+                               what=f"{verb} request")
+                if isinstance(query, InvalidMessage):
+                    return _error(query)
+                act = self.control.cancel_run if verb == "cancel" else self.control.resume_run
                 try:
-                    await act(run_query.run_id)
+                    await act(query.run_id)
                 except (RunNotFoundError, DaemonError, IllegalTransitionError) as exc:
                     return ErrorReply(error=str(exc), field="run_id")
-                return await self.journal.get_run(run_query.run_id) or ErrorReply(
-                    error=f"no run {run_query.run_id!r}", field="run_id")
-            case subjects.API_DLQ:
-                return DeadLetterList(letters=[
-                    DeadLetterInfo(
-                        id=d.id, stream_seq=d.stream_seq, msg_id=d.msg_id, reason=d.reason,
-                        deliveries=d.deliveries, created_at=d.created_at,
-                        retried_at=d.retried_at,
-                        preview=bytes(d.data[:200]).decode("utf-8", errors="replace"),
-                    )
-                    for d in await self.journal.dead_letters()
-                ])
-            case subjects.API_DLQ_RETRY:
-                return await self._retry_dead_letter(dlq_retry_decoder.decode(envelope.data).id)
-        return ErrorReply(error=f"unknown API subject {envelope.subject!r}")
+                run = await self.journal.get_run(query.run_id)
+                if run is None:
+                    return ErrorReply(error=f"no run {query.run_id!r}", field="run_id")
+                return fit_run(run, self._budget)
+            case "dlq":
+                return await self._dead_letters(data)
+            case "dlq_retry":
+                retry = decode(dlq_retry_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
+                               what="dlq_retry request")
+                if isinstance(retry, InvalidMessage):
+                    return _error(retry)
+                return await self._retry_dead_letter(retry.id)
+        return ErrorReply(error=f"unknown API verb {verb!r}")
+
+    async def _runs(self, data: bytes) -> Reply:
+        query = decode(runs_query_decoder, data or b"{}", max_bytes=_MAX_REQUEST_BYTES,
+                       what="runs request")
+        if isinstance(query, InvalidMessage):
+            return _error(query)
+        if query.status is not None and query.status not in STATUSES:
+            return ErrorReply(error=f"status {query.status!r} is not one of {list(STATUSES)}",
+                              field="status")
+        before: int | None = None
+        if query.before is not None:
+            try:
+                before = int(query.before)
+            except ValueError:
+                return ErrorReply(error=f"cursor {query.before!r} is not one this daemon "
+                                        "gave (a runs reply's next_before)", field="before")
+        page = await self.journal.page_runs(limit=query.limit, status=query.status,
+                                            before=before, text_chars=_LISTING_TEXT_CHARS)
+        # Newest first from the journal; kept while the encoded page fits.
+        size = len(encoder.encode(RunList(runs=[], next_before="9" * 20)))
+        kept: list[tuple[int, RunSummary]] = []
+        for cursor, run in page:
+            size += len(encoder.encode(run)) + 1
+            if size > self._budget:
+                break
+            kept.append((cursor, run))
+        more = len(kept) < len(page) or len(page) == query.limit
+        next_before = str(kept[-1][0]) if kept and more else None
+        return RunList(runs=[run for _, run in reversed(kept)], next_before=next_before)
+
+    async def _dead_letters(self, data: bytes) -> Reply:
+        query = decode(runs_query_decoder, data or b"{}", max_bytes=_MAX_REQUEST_BYTES,
+                       what="dlq request")
+        if isinstance(query, InvalidMessage):
+            return _error(query)
+        letters: list[DeadLetterInfo] = []
+        size = 64
+        for d in await self.journal.dead_letters():
+            info = DeadLetterInfo(
+                id=d.id, stream_seq=d.stream_seq, msg_id=d.msg_id, reason=d.reason[:500],
+                deliveries=d.deliveries, created_at=d.created_at, retried_at=d.retried_at,
+                preview=bytes(d.data[:200]).decode("utf-8", errors="replace"),
+            )
+            size += len(encoder.encode(info)) + 1
+            if size > self._budget or len(letters) >= query.limit:
+                break
+            letters.append(info)
+        return DeadLetterList(letters=letters)
 
     async def _retry_dead_letter(self, letter_id: int) -> Reply:
         letters = {d.id: d for d in await self.journal.dead_letters()}
@@ -125,12 +292,13 @@ class Api(Actor):
         return RunSummary(id=msg_id, status="queued", text="(dead letter re-submitted)",
                           created_at=time.time(), updated_at=time.time())
 
-    async def _submit(self, data: bytes) -> RunSummary | ErrorReply:
+    async def _submit(self, data: bytes) -> Reply:
         # Checked here so a bad request gets its error as the reply; a good one goes
         # through the tasks stream like any other submission (one path into runs).
         fallback = f"api-{secrets.token_hex(6)}"
         checked = check_submission(
-            data, max_bytes=self.settings.limits.max_task_bytes, fallback_id=fallback
+            data, max_bytes=self.settings.limits.max_task_bytes, fallback_id=fallback,
+            strict=True,
         )
         if isinstance(checked, Rejection):
             if await self.journal.create_run(
@@ -140,10 +308,32 @@ class Api(Actor):
                                                   error=checked.error))
             return ErrorReply(error=checked.error, field=checked.field)
         run_id, task = checked
+        health = self.control.health()
+        if health.intake == "standby":  # the run would land in the holder's journal
+            return ErrorReply(error=f"this daemon ({self.daemon_id}) does not take tasks: "
+                                    f"daemon {health.intake_holder} consumes {subjects.TASKS} "
+                                    "on this server; submit through that one")
+        if task.id is not None:
+            stored = await self.journal.get_run(run_id)
+            if stored is not None:  # re-submitted: say so, show what is stored
+                return fit_run(msgspec.structs.replace(stored, already_submitted=True),
+                               self._budget)
         stamped = msgspec.structs.replace(task, id=run_id)
         try:
-            await self.bus.publish_task(encoder.encode(stamped), msg_id=run_id)
+            ack = await self.bus.publish_task(encoder.encode(stamped), msg_id=run_id)
         except BusError as exc:
             return ErrorReply(error=f"could not queue the task: {exc}")
-        return RunSummary(id=run_id, status="queued", text=task.text, created_at=0.0,
-                          updated_at=0.0)
+        if ack.duplicate:  # in the stream already, perhaps not yet taken in
+            stored = await self.journal.get_run(run_id)
+            if stored is not None:
+                return fit_run(msgspec.structs.replace(stored, already_submitted=True),
+                               self._budget)
+            return RunSummary(id=run_id, status="queued", text="(already submitted; not yet "
+                              "taken in, this text was ignored)", created_at=0.0,
+                              updated_at=0.0, already_submitted=True)
+        return fit_run(RunSummary(id=run_id, status="queued", text=task.text, created_at=0.0,
+                                  updated_at=0.0), self._budget)
+
+
+def _error(problem: InvalidMessage) -> ErrorReply:
+    return ErrorReply(error=problem.problem, field=problem.field)

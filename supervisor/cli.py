@@ -12,11 +12,13 @@
     warden nats-permissions        the permissions block for a NATS cluster's server config
 
 Client commands find the daemon through ``daemon.json`` in the data directory
-(``--data-dir`` / ``WARDEN_DATA_DIR``) and connect with the seed it names (``client``;
-``operator`` for ``dlq``; ``worker`` for ``warden worker``), or take ``--nats URL`` with
-credentials from config or ``WARDEN_NATS_*`` (README, "Security model"); without a
-daemon, ``runs`` and ``show`` read the data directory's journal (read-only) and say so on
-stderr.
+(``--data-dir`` / ``WARDEN_DATA_DIR``): its NATS URL, the seed it names (``client``;
+``operator`` for ``dlq``; ``worker`` for ``warden worker``) and its daemon id, which every
+API subject carries (``warden.api.<daemon_id>.<verb>``), so they talk to that daemon and
+no other. With ``--nats URL`` they take credentials from config or ``WARDEN_NATS_*``
+(README, "Security model") and ``--daemon ID``, or ask ``$SRV.PING.warden`` and use the
+only daemon that answers (several: an error listing them). Without a daemon, ``runs`` and
+``show`` read the data directory's journal (read-only) and say so on stderr.
 Exit codes: 0 success (also when stdout's reader left early); 1 a run ended other than
 ``succeeded``; 2 bad usage, bad config, no daemon or an unreachable bus; 3 timed out;
 130 interrupted. Every error of the user's is one line on stderr, never a traceback,
@@ -51,6 +53,7 @@ from warden.bus.identities import (
     render_authorization,
 )
 from warden.bus.wire import (
+    MAX_PAGE,
     DeadLetterList,
     DeadLetterRetry,
     ErrorReply,
@@ -64,7 +67,7 @@ from warden.bus.wire import (
     reply_decoder,
 )
 from warden.config import ConfigError, Settings, load_settings
-from warden.supervisor.daemon import JOURNAL_FILE, open_daemon, read_daemon_file
+from warden.supervisor.daemon import JOURNAL_FILE, DaemonInfo, open_daemon, read_daemon_file
 from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import open_journal_reader
@@ -120,16 +123,48 @@ def _open_client(settings: Settings, identity: Identity, name: str) -> AsyncCont
     return open_bus(url, name=name, credentials=credentials)
 
 
-async def _request(bus: Bus, subject: str, payload: msgspec.Struct, timeout: float) -> object:
-    reply = reply_decoder.decode(await bus.request(subject, encoder.encode(payload),
-                                                   timeout=timeout))
+def _describe(daemon_id: str, metadata: dict[str, str]) -> str:
+    return (f"{daemon_id} (pid {metadata.get('pid', '?')} on {metadata.get('host', '?')}, "
+            f"data dir {metadata.get('data_dir', '?')})")
+
+
+async def daemon_id_for(bus: Bus, settings: Settings, chosen: str | None = None) -> str:
+    """The id of the daemon a client command addresses: ``chosen`` (``--daemon``), else
+    the one ``daemon.json`` of the data dir names (when it serves on ``bus``'s URL), else
+    the only daemon answering ``$SRV.PING.warden``. Raises ``UsageError`` when none
+    answers, or when several do (listing them)."""
+    if chosen is not None:
+        if not subjects.is_valid_id(chosen):
+            raise UsageError(f"--daemon {chosen!r} is not a daemon id ([A-Za-z0-9_-])")
+        return chosen
+    data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, a local file
+    info: DaemonInfo | None = read_daemon_file(data_dir)
+    if info is not None and info.daemon_id and info.url == bus.url:
+        return info.daemon_id
+    found = await bus.discover(subjects.SERVICE_PING, timeout=settings.nats.request_timeout_s)
+    daemons = {f.metadata["daemon_id"]: dict(f.metadata) for f in found
+               if f.metadata.get("daemon_id")}
+    if len(daemons) == 1:
+        return next(iter(daemons))
+    if not daemons:
+        raise UsageError(f"no warden daemon answers on {bus.url}")
+    listed = "; ".join(_describe(d, m) for d, m in sorted(daemons.items()))
+    raise UsageError(f"{len(daemons)} warden daemons answer on {bus.url}: {listed}. "
+                     "Choose one with --daemon ID (or its --data-dir)")
+
+
+async def _request(
+    bus: Bus, daemon_id: str, verb: subjects.ApiVerb, payload: msgspec.Struct, timeout: float
+) -> object:
+    reply = reply_decoder.decode(await bus.request(subjects.api(daemon_id, verb),
+                                                   encoder.encode(payload), timeout=timeout))
     if isinstance(reply, ErrorReply):
         raise UsageError(reply.error)
     return reply
 
 
-async def _show(bus: Bus, run_id: str, settings: Settings) -> RunSummary:
-    run = await _request(bus, subjects.API_SHOW, RunQuery(run_id=run_id),
+async def _show(bus: Bus, daemon_id: str, run_id: str, settings: Settings) -> RunSummary:
+    run = await _request(bus, daemon_id, "show", RunQuery(run_id=run_id),
                          settings.nats.request_timeout_s)
     assert isinstance(run, RunSummary)
     return run
@@ -274,6 +309,15 @@ async def cmd_submit(args: argparse.Namespace) -> int:
                           budget_usd=args.budget)
     check_task(task, max_task_bytes=settings.limits.max_task_bytes)
     async with _open_client(settings, "client", "warden-cli") as bus:
+        daemon_id = await daemon_id_for(bus, settings, args.daemon)
+        if args.id is not None:  # a chosen id may be taken: say so, submit nothing
+            reply = reply_decoder.decode(await bus.request(
+                subjects.api(daemon_id, "show"), encoder.encode(RunQuery(run_id=run_id)),
+                timeout=settings.nats.request_timeout_s))
+            if isinstance(reply, RunSummary):
+                print(f"warden: run {run_id} already exists ({reply.status}); the text "
+                      "given was not submitted", file=sys.stderr)
+                task = msgspec.structs.replace(task, text=reply.text)
         try:
             status = await submit_and_follow(bus, task, wait=args.wait,
                                              progress=not args.json, timeout=args.timeout)
@@ -284,7 +328,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         if not args.wait:
             print(run_id)
             return 0
-        _print_run(await _show(bus, run_id, settings), as_json=args.json)
+        _print_run(await _show(bus, daemon_id, run_id, settings), as_json=args.json)
         return 0 if status == "succeeded" else 1
 
 
@@ -302,22 +346,41 @@ def _journal_without_daemon(settings: Settings) -> Path | None:
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
+    """Pages through the daemon's runs (each reply is bounded): the newest ``--limit``,
+    or ``--all``, older than ``--before``; prints the cursor of the rest on stderr."""
     settings = _settings(args)
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit} must be at least 1")
+    wanted = None if args.all else args.limit
+    runs: list[RunSummary] = []
+    cursor: str | None = args.before
     journal_path = _journal_without_daemon(settings)
     if journal_path is not None:
+        if cursor is not None:
+            raise UsageError("--before pages a daemon's listing; with no daemon running, "
+                             "use --limit or --all")
         async with open_journal_reader(journal_path) as journal:
-            listing: object = RunList(
-                runs=await journal.list_runs(limit=args.limit, status=args.status))
+            runs = await journal.list_runs(limit=wanted or 2**62, status=args.status)
     else:
         async with _open_client(settings, "client", "warden-cli") as bus:
-            listing = await _request(bus, subjects.API_RUNS,
-                                     RunsQuery(limit=args.limit, status=args.status),
-                                     settings.nats.request_timeout_s)
-    assert isinstance(listing, RunList)
+            daemon_id = await daemon_id_for(bus, settings, args.daemon)
+            while wanted is None or len(runs) < wanted:
+                page = MAX_PAGE if wanted is None else min(MAX_PAGE, wanted - len(runs))
+                listing = await _request(bus, daemon_id, "runs",
+                                         RunsQuery(limit=page, status=args.status,
+                                                   before=cursor),
+                                         settings.nats.request_timeout_s)
+                assert isinstance(listing, RunList)
+                runs[:0] = listing.runs  # older pages go first: newest last, as printed
+                cursor = listing.next_before
+                if cursor is None or not listing.runs:
+                    break
     if args.json:
-        print(encoder.encode(listing.runs).decode())
+        print(encoder.encode(runs).decode())
     else:
-        print_runs(listing.runs)
+        print_runs(runs)
+    if cursor is not None and not args.all:
+        print(f"(older runs: warden runs --before {cursor}, or --all)", file=sys.stderr)
     return 0
 
 
@@ -332,16 +395,18 @@ async def cmd_show(args: argparse.Namespace) -> int:
         _print_run(run, as_json=args.json)
         return 0
     async with _open_client(settings, "client", "warden-cli") as bus:
-        _print_run(await _show(bus, args.run_id, settings), as_json=args.json)
+        daemon_id = await daemon_id_for(bus, settings, args.daemon)
+        _print_run(await _show(bus, daemon_id, args.run_id, settings), as_json=args.json)
     return 0
 
 
 async def cmd_control(args: argparse.Namespace) -> int:
     """``cancel`` and ``resume``: ask the daemon, print the run as it is now."""
     settings = _settings(args)
-    subject = subjects.API_CANCEL if args.command == "cancel" else subjects.API_RESUME
+    verb: subjects.ApiVerb = "cancel" if args.command == "cancel" else "resume"
     async with _open_client(settings, "client", "warden-cli") as bus:
-        run = await _request(bus, subject, RunQuery(run_id=args.run_id),
+        daemon_id = await daemon_id_for(bus, settings, args.daemon)
+        run = await _request(bus, daemon_id, verb, RunQuery(run_id=args.run_id),
                              settings.nats.request_timeout_s)
     assert isinstance(run, RunSummary)
     print(f"{run.id}: {run.status}")
@@ -351,15 +416,16 @@ async def cmd_control(args: argparse.Namespace) -> int:
 async def cmd_dlq(args: argparse.Namespace) -> int:
     settings = _settings(args)
     async with _open_client(settings, "operator", "warden-cli") as bus:
+        daemon_id = await daemon_id_for(bus, settings, args.daemon)
         if args.action == "retry":
             if args.id is None:
                 raise UsageError("`warden dlq retry` needs the dead letter's ID")
-            run = await _request(bus, subjects.API_DLQ_RETRY, DeadLetterRetry(id=args.id),
+            run = await _request(bus, daemon_id, "dlq_retry", DeadLetterRetry(id=args.id),
                                  settings.nats.request_timeout_s)
             assert isinstance(run, RunSummary)
             print(f"dead letter {args.id} re-submitted as {run.id}")
             return 0
-        listing = await _request(bus, subjects.API_DLQ, RunsQuery(),
+        listing = await _request(bus, daemon_id, "dlq", RunsQuery(),
                                  settings.nats.request_timeout_s)
     assert isinstance(listing, DeadLetterList)
     if args.json:
@@ -442,7 +508,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"warden demo: runs did not finish within {args.timeout:g}s",
                       file=sys.stderr)
                 return 3
-            runs = [await _show(bus, task.id or "", settings) for task in tasks]
+            runs = [await _show(bus, daemon.daemon_id, task.id or "", settings)
+                    for task in tasks]
     print()
     print_runs(runs)
     for run in runs:
@@ -462,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--nats", metavar="URL",
                         help="use this NATS server instead of the embedded one / daemon.json")
     common.add_argument("--config", metavar="FILE", help="TOML settings (or WARDEN_CONFIG)")
+    common.add_argument("--daemon", metavar="ID", default=None,
+                        help="with --nats: the daemon to address (default: the data dir's "
+                        "daemon, or the only one on the server)")
     common.add_argument("--log-level", default=None,
                         choices=["debug", "info", "warning", "error"], help="log level")
     common.add_argument("--log-json", action="store_true", help="logs as JSON lines")
@@ -497,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="a JSON list of runs")
     runs.add_argument("--status", help="only runs with this status")
     runs.add_argument("--limit", type=int, default=100, help="newest N runs (default 100)")
+    runs.add_argument("--all", action="store_true", help="every run, page by page")
+    runs.add_argument("--before", metavar="CURSOR", help="runs older than this cursor")
     runs.set_defaults(func=cmd_runs, default_level="warning")
 
     show = sub.add_parser("show", parents=[common], help="show one run")

@@ -6,8 +6,8 @@ root supervisor (one_for_one)
  ├── runs             supervisor (one_for_one); starts with the journal's unfinished runs
  │    └── run:<id>    supervisor per active run (temporary; its own restart intensity)
  │         └── run    the run supervisor (transient: a crash restarts it, a replay)
- ├── api              warden.api.* request/reply
- └── intake           JetStream consumer of warden.tasks
+ ├── api              warden.api.<daemon_id>.* (a nats.micro service named "warden")
+ └── intake           JetStream consumer of warden.tasks, while it holds the intake lease
 ```
 
 A run's own supervisor restarts a crashed run supervisor as a replay from the journal
@@ -23,10 +23,10 @@ Resources the tree runs on, opened in this order and closed in reverse: the embe
 nats-server (unless ``nats.url`` is set), the bus connection (JetStream streams ensured),
 the journal. The tree stops in reverse: intake and api first (no new runs), then the runs
 (cut off where they stand, resumed at the next start), then the workers. The running
-daemon writes ``daemon.json`` (mode 0600: its pid, the NATS URL and the paths of the
-client, operator and worker seed files) into the data directory; that is how client
-commands find it and connect. A ``daemon.json`` left by a killed daemon is detected (its
-pid is gone) and replaced.
+daemon writes ``daemon.json`` (mode 0600: its pid, the NATS URL, its daemon id and the
+paths of the client, operator and worker seed files) into the data directory; that is how
+client commands find it, connect and address it. A ``daemon.json`` left by a killed daemon
+is detected (its pid is gone) and replaced.
 
 Identities (``bus.identities``): with the embedded server, the daemon makes sure
 ``<data_dir>/credentials/`` holds an nkey seed per identity, starts the server with their
@@ -35,6 +35,11 @@ its local workers their own connection as ``worker``, so they hold in-process on
 rights a remote worker has. With ``nats.url`` set, it connects with the configured
 credentials (``nats.creds``, ``nats.nkey_seed``, ...) and its local workers share that
 connection.
+
+The daemon id (``daemon-id`` in the data directory, made at the first start) names this
+daemon on the bus: in its API subjects (``warden.api.<daemon_id>.<verb>``), its service
+metadata, and the intake lease. It belongs to the data directory, not the process, so a
+restarted daemon answers on the same subjects and takes its own intake lease back at once.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ import functools
 import json
 import math
 import os
+import re
+import secrets
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -56,6 +64,7 @@ from warden.actors.isolation import ensure_private_dir
 from warden.actors.model import Model
 from warden.actors.tools import ToolRegistry, default_registry
 from warden.actors.worker import Worker
+from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
 from warden.bus.credentials import Credentials
 from warden.bus.embedded import is_alive, open_embedded_server
@@ -67,6 +76,7 @@ from warden.bus.identities import (
     public_key,
     render_authorization,
 )
+from warden.bus.wire import DaemonHealth
 from warden.config import Settings
 from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
@@ -86,16 +96,20 @@ from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
 
-__all__ = ("CREDENTIALS_DIR", "DAEMON_FILE", "JOURNAL_FILE", "Daemon", "DaemonInfo",
-           "open_daemon", "read_daemon_file")
+from warden import __version__
+
+__all__ = ("CREDENTIALS_DIR", "DAEMON_FILE", "DAEMON_ID_FILE", "JOURNAL_FILE", "Daemon",
+           "DaemonInfo", "daemon_id_of", "open_daemon", "read_daemon_file", "service_version")
 
 log = structlog.get_logger("warden.daemon")
 
 DAEMON_FILE = "daemon.json"
+DAEMON_ID_FILE = "daemon-id"
 JOURNAL_FILE = "journal.sqlite"
 CREDENTIALS_DIR = "credentials"
 _SHARED_IDENTITIES: tuple[Identity, ...] = ("client", "operator", "worker")
 """The identities whose seed paths ``daemon.json`` names; never the daemon's own."""
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,8 @@ class DaemonInfo:
     pid: int
     seeds: Mapping[str, Path] = field(default_factory=dict)
     """Seed files of the client, operator and worker identities (embedded server only)."""
+    daemon_id: str | None = None
+    """``None`` in a ``daemon.json`` written before daemons had ids."""
 
     def credentials(self, identity: Identity, settings: NatsSettings) -> Credentials:
         """How to connect as ``identity``: its seed from ``daemon.json`` when the daemon
@@ -128,8 +144,9 @@ def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         seeds = {str(k): Path(v) for k, v in dict(record.get("credentials", {})).items()}
+        daemon_id = record.get("daemon_id")
         info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]),
-                          seeds=seeds)
+                          seeds=seeds, daemon_id=None if daemon_id is None else str(daemon_id))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return info if is_alive(info.pid) else None
@@ -173,6 +190,29 @@ def _identities(settings: Settings, data_dir: Path) -> _Identities:
     )
 
 
+def daemon_id_of(data_dir: Path) -> str:
+    """The id of the daemon of ``data_dir``: read from ``daemon-id``, made there (``d`` and
+    12 hex digits) at the first start. Raises ``OSError`` when the file cannot be written."""
+    path = data_dir / DAEMON_ID_FILE
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        if subjects.is_valid_id(value):
+            return value
+        log.warning("daemon_id_replaced", path=str(path), invalid=value[:40])
+    except FileNotFoundError:
+        pass
+    value = f"d{secrets.token_hex(6)}"
+    partial = path.with_suffix(".tmp")
+    partial.write_text(value + "\n", encoding="utf-8")
+    partial.replace(path)
+    return value
+
+
+def service_version() -> str:
+    """The package version as ``nats.micro`` wants it (semver; ``0.0.0`` if it is not)."""
+    return __version__ if _SEMVER.match(__version__) else "0.0.0"
+
+
 def _claim_data_dir(data_dir: Path) -> None:
     path = data_dir / DAEMON_FILE
     if not path.exists():
@@ -192,11 +232,13 @@ class Daemon:
     def __init__(
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
-        *, seeds: Mapping[str, Path] | None = None,
+        *, seeds: Mapping[str, Path] | None = None, daemon_id: str = "d0",
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self._seeds = dict(seeds or {})
+        self.daemon_id = daemon_id
+        self.intake: Intake | None = None
         self.bus = bus
         self.journal = journal
         self.model = model
@@ -213,6 +255,18 @@ class Daemon:
         """How a client of this daemon connects as ``identity``: the generated seed
         (embedded server), else the configured credentials. Pure."""
         return _connect_as(identity, self._seeds, self.settings.nats)
+
+    def health(self) -> DaemonHealth:
+        """The ``ping`` reply: this daemon's identity, version and health. Never blocks."""
+        intake = self.intake
+        return DaemonHealth(
+            daemon_id=self.daemon_id, version=__version__, data_dir=str(self.data_dir),
+            pid=os.getpid(), active_runs=self.active_runs,
+            open_breakers=sorted(name for name, breaker in self.breakers.items()
+                                 if breaker.state != "closed"),
+            intake="starting" if intake is None else intake.state,
+            intake_holder=None if intake is None else intake.held_by,
+        )
 
     @property
     def active_runs(self) -> int:
@@ -390,6 +444,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     tools = default_registry()
     model = preflight(settings, tools, api_key=api_key)
     identities = _identities(settings, data_dir)
+    daemon_id = daemon_id_of(data_dir)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(model.aclose)
         url = settings.nats.url
@@ -425,7 +480,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         events = EventStream(journal, standard_observers(
             journal, bus, publish_calls=settings.nats.publish_call_events))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
-                        seeds=identities.seeds)
+                        seeds=identities.seeds, daemon_id=daemon_id)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(worker_bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir, models=settings.models)
@@ -435,20 +490,27 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
             ))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
-        api = Api(bus, journal, settings, daemon, events)
+        api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,
+                  version=service_version(),
+                  metadata={"daemon_id": daemon_id, "data_dir": str(data_dir),
+                            "pid": str(os.getpid()), "host": socket.gethostname()})
         await root.start_child(ChildSpec(name="api", start=api.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
-        intake = Intake(bus, journal, settings, daemon.start_run, events)
+        intake = Intake(bus, journal, settings, daemon.start_run, events, holder=daemon_id,
+                        note=f"(pid {os.getpid()} on {socket.gethostname()}, data dir "
+                             f"{data_dir})")
+        daemon.intake = intake
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
         daemon_file = data_dir / DAEMON_FILE
         _write_daemon_file(daemon_file, {
-            "pid": os.getpid(), "url": url,
+            "pid": os.getpid(), "url": url, "daemon_id": daemon_id,
             "credentials": {i: str(identities.seeds[i]) for i in _SHARED_IDENTITIES
                             if i in identities.seeds},
         })
         stack.callback(daemon_file.unlink, missing_ok=True)
-        log.info("daemon_ready", url=url, data_dir=str(data_dir), pid=os.getpid(),
+        log.info("daemon_ready", daemon_id=daemon_id, url=url, data_dir=str(data_dir),
+                 pid=os.getpid(),
                  model=type(model).__name__)
         yield daemon
         log.info("daemon_stopping")

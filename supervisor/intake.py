@@ -10,11 +10,22 @@ recorded as a run with status ``rejected`` and an error naming the field and the
 it is acknowledged (kept in the journal, not redelivered) and never stops the consumer.
 A run taken in is announced on the event stream (``RunCreated``: its event on
 ``warden.runs.<run>.events``, and for a rejected one ``warden.done.<run>`` too).
+
+One intake per task stream (issue 9, "no silent split"): the intake consumes only while
+it holds the lease ``INTAKE_LOCK`` in the KV bucket ``WARDEN_LOCKS`` (``bus/lease.py``),
+refreshed every ``intake.lock_ttl_s / 3``. A daemon that finds the lease held by another
+says so in one line (``intake_refused``, naming the holder: its id, pid, host and data
+dir) and waits in standby, trying again every ``lock_ttl_s / 3``; its API and workers
+serve meanwhile. A holder killed without releasing loses the lease ``lock_ttl_s`` after
+its last refresh, so a standby daemon takes over within ``lock_ttl_s * 4 / 3``; a clean
+stop releases it at once. A holder that finds its lease lost (taken after a partition
+longer than ``lock_ttl_s``) stops consuming at once and goes back to standby.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import anyio
 import msgspec
@@ -22,7 +33,10 @@ import structlog
 from anyio.abc import TaskStatus
 from warden.bus import subjects
 from warden.bus.connection import Bus, TaskMessage
-from warden.bus.wire import TaskSubmission, task_decoder
+from warden.bus.decoding import InvalidMessage, decode
+from warden.bus.errors import BusError
+from warden.bus.lease import Lease
+from warden.bus.wire import TaskSubmission, strict_task_decoder, task_decoder
 from warden.config import Settings
 from warden.config.crashpoints import crash_point
 from warden.supervisor.events import EventStream, RunCreated
@@ -35,6 +49,7 @@ __all__ = ("Intake", "Rejection", "StartRun", "admit", "check_submission")
 log = structlog.get_logger("warden.intake")
 
 StartRun = Callable[[RunState], Awaitable[None]]
+IntakeState = Literal["starting", "consuming", "standby"]
 
 
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,38 +63,46 @@ def _preview(data: bytes) -> str:
     return data[:200].decode("utf-8", errors="replace")
 
 
-def _field_of(message: str) -> str | None:
-    if "`$." in message:
-        return message.split("`$.", 1)[1].split("`", 1)[0]
-    if "missing required field `" in message:
-        return message.split("missing required field `", 1)[1].split("`", 1)[0]
-    return None
-
-
 def check_submission(
-    data: bytes, *, max_bytes: int, fallback_id: str
+    data: bytes, *, max_bytes: int, fallback_id: str, strict: bool = False
 ) -> tuple[str, TaskSubmission] | Rejection:
-    """Decode and validate one submission.
+    """Decode and validate one submission under limits (``bus/decoding.py``: size, depth,
+    UTF-8, finite numbers, ``v``; with ``strict``, as the API reads it, unknown fields).
 
     Returns ``(run_id, task)`` or a ``Rejection`` whose ``error`` names the field and
-    the problem. Never raises for bad input.
+    the problem. Never raises for bad input; an exception in the checks themselves is
+    a bug, and is a ``Rejection`` saying so (a task is rejected at its first delivery,
+    never retried into the dead letters).
     """
+    try:
+        return _check(data, max_bytes=max_bytes, fallback_id=fallback_id, strict=strict)
+    except Exception as exc:  # a bug: logged, and the submission still gets its answer
+        log.exception("submission_check_failed", error=repr(exc))
+        return Rejection(run_id=fallback_id, field=None, preview=_preview(data),
+                         error=f"invalid submission: it could not be checked ({exc!r})")
+
+
+def _check(
+    data: bytes, *, max_bytes: int, fallback_id: str, strict: bool
+) -> tuple[str, TaskSubmission] | Rejection:
     if len(data) > max_bytes:
         return Rejection(
             run_id=fallback_id, field=None, preview=_preview(data),
             error=f"submission is {len(data)} bytes, larger than limits.max_task_bytes "
                   f"({max_bytes})",
         )
-    try:
-        task = task_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        message = str(exc)
-        field = _field_of(message)
+    decoded: TaskSubmission | InvalidMessage
+    if strict:
+        decoded = decode(strict_task_decoder, data, max_bytes=max_bytes, what="submission")
+    else:
+        decoded = decode(task_decoder, data, max_bytes=max_bytes, what="submission")
+    if isinstance(decoded, InvalidMessage):
+        field = decoded.field
         where = f"field {field!r}: " if field else ""
-        return Rejection(
-            run_id=fallback_id, field=field, preview=_preview(data),
-            error=f"invalid submission: {where}{message}",
-        )
+        what = decoded.problem.removeprefix("invalid submission: ")
+        return Rejection(run_id=fallback_id, field=field, preview=_preview(data),
+                         error=f"invalid submission: {where}{what}")
+    task: TaskSubmission = decoded
     run_id = task.id or fallback_id
     problem: tuple[str, str] | None = None
     if task.id is not None and not subjects.is_valid_id(task.id):
@@ -122,28 +145,82 @@ async def admit(
 
 
 class Intake:
-    """The JetStream consumer of ``warden.tasks``; hands each new run to ``start_run``."""
+    """The JetStream consumer of ``warden.tasks``; hands each new run to ``start_run``.
+
+    ``holder`` is the daemon's id, ``note`` where it runs (pid, host, data dir): the
+    intake lease's value, which a refused daemon prints.
+    """
 
     def __init__(
         self, bus: Bus, journal: Journal, settings: Settings, start_run: StartRun,
-        events: EventStream,
+        events: EventStream, *, holder: str = "warden", note: str = "",
     ) -> None:
         self.bus = bus
         self.journal = journal
         self.settings = settings
         self.start_run = start_run
         self.events = events
+        self.holder = holder
+        self.note = note
         self.admitted = 0
         self.rejected = 0
         self.dead = 0
+        self.state: IntakeState = "starting"
+        self.held_by: str | None = None
+        """Who holds the task stream while this intake is in standby."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Consume until cancelled. Blocks."""
+        """Take the intake lease, then consume until cancelled; in standby while another
+        daemon holds it. Blocks. Signals started once the lease was tried (consuming or
+        in standby). Raises ``BusError`` when the bus fails."""
+        ttl = self.settings.intake.lock_ttl_s
+        lease = await self.bus.lease(bucket=subjects.LOCKS_BUCKET, key=subjects.INTAKE_LOCK,
+                                     holder=self.holder, note=self.note, ttl=ttl)
+        started = False
+        try:
+            while True:
+                held_by = await lease.acquire()
+                if held_by is not None:
+                    if held_by != self.held_by:
+                        log.warning("intake_refused", holder=held_by, detail=(
+                            f"that daemon consumes {subjects.TASKS} on this NATS server; "
+                            "this one serves its API and workers, and takes over if it "
+                            f"stops (within {ttl * 4 / 3:g}s if it is killed)"))
+                    self.state, self.held_by = "standby", held_by
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await anyio.sleep(ttl / 3)
+                    continue
+                self.held_by = None
+                log.info("intake_lease_taken", holder=self.holder)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._keep, lease, tg.cancel_scope)
+                    await self._consume(task_status if not started else None)
+                    started = True
+                log.error("intake_lease_lost", holder=self.holder)
+                self.state = "standby"
+        finally:
+            await lease.release()
+
+    async def _keep(self, lease: Lease, scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(lease.ttl / 3)
+            try:
+                if not await lease.refresh():
+                    scope.cancel()  # another daemon holds it now: stop taking tasks at once
+                    return
+            except BusError as exc:  # a lasting failure ends as a lost lease
+                log.warning("intake_lease_refresh_failed", error=str(exc))
+
+    async def _consume(self, task_status: TaskStatus[None] | None) -> None:
         intake = self.settings.intake
         async with self.bus.task_consumer(
             max_deliver=intake.max_deliveries + 1, ack_wait=intake.ack_wait_s
         ) as consumer:
-            task_status.started()
+            self.state = "consuming"
+            if task_status is not None:
+                task_status.started()
             while True:
                 batch = await consumer.fetch(batch=intake.batch, timeout=1.0)
                 # The batch is taken in concurrently, so its runs share the journal's

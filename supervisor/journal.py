@@ -406,6 +406,42 @@ class Journal:
         rows = await self._rows(sql, (*params, limit))
         return [_summary(r, []) for r in reversed(rows)]
 
+    async def page_runs(
+        self, *, limit: int, status: str | None = None, before: int | None = None,
+        text_chars: int = 200,
+    ) -> list[tuple[int, RunSummary]]:
+        """One page of runs for a listing, newest first, each with its cursor: the
+        ``limit`` newest runs (of ``status``, if given) older than cursor ``before``.
+
+        A listing's run has its text, scenario and error cut to ``text_chars``
+        (``truncated`` set then), no result and no steps: what a listing shows, and bounded
+        in bytes whatever the runs hold (``get_run`` has the rest). The cursor is the run's rowid,
+        which grows with every run created.
+        """
+        where: list[str] = []
+        params: list[object] = [text_chars, text_chars, text_chars]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if before is not None:
+            where.append("rowid < ?")
+            params.append(before)
+        sql = (
+            "SELECT rowid, id, status, substr(text, 1, ?), substr(scenario, 1, ?), created_at, "
+            "updated_at, tokens, cost_usd, substr(error, 1, ?), length(text), length(error) "
+            "FROM runs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY rowid DESC LIMIT ?"
+        )
+        rows = await self._rows(sql, (*params, limit))
+        return [
+            (int(r[0]), msgspec.structs.replace(
+                _summary((*r[1:10], None), []),
+                truncated=int(r[10] or 0) > text_chars or int(r[11] or 0) > text_chars,
+            ))
+            for r in rows
+        ]
+
     async def run_state(self, run_id: str) -> RunState | None:
         """What a resuming run supervisor needs of its run, or ``None``."""
         row = await self._one(

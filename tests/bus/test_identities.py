@@ -15,6 +15,7 @@ import anyio
 import nkeys
 import pytest
 from structlog.testing import capture_logs
+from warden.bus import subjects
 from warden.bus.credentials import Credentials
 from warden.bus.errors import CredentialsError
 from warden.bus.identities import (
@@ -106,6 +107,14 @@ def test_no_identity_but_the_daemon_and_the_worker_reaches_the_work_subjects() -
         assert "warden.work.>" in perms.publish_deny
         assert not [s for s in perms.subscribe_allow if s.startswith("warden.work")]
         assert not perms.allow_responses
+
+
+def test_every_api_verb_is_a_client_or_an_operator_verb_of_any_daemon() -> None:
+    client, operator = PERMISSIONS["client"], PERMISSIONS["operator"]
+    for verb in subjects.API_VERBS:
+        wanted = f"{subjects.API_PREFIX}.*.{verb}"
+        assert wanted in operator.publish_allow, verb
+        assert (wanted in client.publish_allow) is (verb not in ("dlq", "dlq_retry")), verb
 
 
 def test_every_identity_subscribes_to_its_own_inbox_and_no_other() -> None:

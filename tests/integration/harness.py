@@ -65,6 +65,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return load_settings(env={}, overrides=values)
 
 
+_DAEMON_OF: dict[int, str] = {}  # id(client) -> the daemon id running_daemon made it for
+
+
 @asynccontextmanager
 async def running_daemon(settings: Settings) -> AsyncIterator[tuple[Daemon, Bus]]:
     """A daemon in-process and a separate connection to it as the ``client`` identity."""
@@ -73,7 +76,29 @@ async def running_daemon(settings: Settings) -> AsyncIterator[tuple[Daemon, Bus]
         open_bus(daemon.bus.url, name="test-client",
                  credentials=daemon.credentials("client")) as client,
     ):
-        yield daemon, client
+        _DAEMON_OF[id(client)] = daemon.daemon_id
+        try:
+            yield daemon, client
+        finally:
+            del _DAEMON_OF[id(client)]
+
+
+async def daemon_of(client: Bus) -> str:
+    """The id of the daemon ``client`` talks to: the one ``running_daemon`` started, else
+    the only one answering ``$SRV.PING.warden`` on its server."""
+    known = _DAEMON_OF.get(id(client))
+    if known is not None:
+        return known
+    found = await client.discover(subjects.SERVICE_PING, timeout=5.0)
+    ids = {f.metadata.get("daemon_id") for f in found}
+    assert len(ids) == 1 and None not in ids, f"not one daemon on the server: {found}"
+    return str(ids.pop())
+
+
+async def api(client: Bus, verb: subjects.ApiVerb, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """One request to the API of the daemon ``client`` talks to (``daemon_of``)."""
+    return await client.request(subjects.api(await daemon_of(client), verb), data,
+                                timeout=timeout)
 
 
 async def run_task(
@@ -87,8 +112,7 @@ async def run_task(
 
 
 async def show(client: Bus, run_id: str) -> RunSummary:
-    raw = await client.request(subjects.API_SHOW, encoder.encode(RunQuery(run_id=run_id)),
-                               timeout=10.0)
+    raw = await api(client, "show", encoder.encode(RunQuery(run_id=run_id)))
     reply = reply_decoder.decode(raw)
     assert isinstance(reply, RunSummary), reply
     return reply

@@ -9,7 +9,7 @@ from warden.bus import subjects
 from warden.bus.wire import ErrorReply, RunList, RunsQuery, RunSummary, encoder, reply_decoder
 from warden.supervisor.run import TERMINAL
 
-from tests.integration.harness import make_settings, run_task, running_daemon, wait_for
+from tests.integration.harness import api, make_settings, run_task, running_daemon, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -39,7 +39,7 @@ async def test_bad_submission_on_the_task_subject_is_recorded_as_rejected(
         await client.publish(subjects.TASKS, payload, headers={"Nats-Msg-Id": "bad-1"})
 
         async def rejected() -> RunSummary | None:
-            raw = await client.request(subjects.API_SHOW, b'{"run_id": "bad-1"}', timeout=5)
+            raw = await api(client, "show", b'{"run_id": "bad-1"}', timeout=5)
             reply = reply_decoder.decode(raw)
             return reply if isinstance(reply, RunSummary) else None
 
@@ -58,9 +58,8 @@ async def test_garbage_without_a_message_id_gets_a_run_id_from_the_stream(tmp_pa
         await client.publish(subjects.TASKS, b"\x00\xffgarbage")
 
         async def listed() -> list[RunSummary]:
-            raw = await client.request(
-                subjects.API_RUNS, encoder.encode(RunsQuery(status="rejected")), timeout=5
-            )
+            raw = await api(client, "runs", encoder.encode(RunsQuery(status="rejected")),
+                            timeout=5)
             reply = reply_decoder.decode(raw)
             assert isinstance(reply, RunList)
             return reply.runs
@@ -75,21 +74,20 @@ async def test_bad_submission_as_a_request_gets_an_error_reply_naming_the_field(
     tmp_path: Path,
 ) -> None:
     async with running_daemon(make_settings(tmp_path)) as (_daemon, client):
-        raw = await client.request(subjects.API_SUBMIT, b'{"text": ["a"]}', timeout=5)
+        raw = await api(client, "submit", b'{"text": ["a"]}', timeout=5)
         reply = reply_decoder.decode(raw)
-        good_raw = await client.request(
-            subjects.API_SUBMIT, b'{"id": "via-api", "text": "fizzbuzz"}', timeout=5
-        )
+        good_raw = await api(client, "submit", b'{"id": "via-api", "text": "fizzbuzz"}',
+                             timeout=5)
         good = reply_decoder.decode(good_raw)
 
         async def finished() -> RunSummary | None:
-            raw = await client.request(subjects.API_SHOW, b'{"run_id": "via-api"}', timeout=5)
+            raw = await api(client, "show", b'{"run_id": "via-api"}', timeout=5)
             run = reply_decoder.decode(raw)  # an ErrorReply until intake has the run
             return run if isinstance(run, RunSummary) and run.status in TERMINAL else None
 
         run = await wait_for(finished, timeout=60)
-        listing = reply_decoder.decode(await client.request(
-            subjects.API_RUNS, encoder.encode(RunsQuery(status="rejected")), timeout=5))
+        listing = reply_decoder.decode(await api(
+            client, "runs", encoder.encode(RunsQuery(status="rejected")), timeout=5))
     assert isinstance(reply, ErrorReply)
     assert reply.field == "text"
     assert "Expected `str`, got `array`" in reply.error

@@ -179,27 +179,31 @@ async def test_a_client_submits_queries_and_watches_a_run(tmp_path: Path) -> Non
         client = bus["client"]
         run = await run_task(client, "fizzbuzz")  # warden.tasks, then follow's consumer
         listing = reply_decoder.decode(await client.request(
-            subjects.API_RUNS, encoder.encode(RunsQuery()), timeout=10))
+            subjects.api(daemon.daemon_id, "runs"), encoder.encode(RunsQuery()), timeout=10))
     assert run.status == "succeeded", run.error
     assert isinstance(listing, RunList) and [r.id for r in listing.runs] == [run.id]
+
+
+def _API(verb: subjects.ApiVerb) -> str:
+    # Permissions do not depend on which daemon a subject names: a stand-in id.
+    return subjects.api("d-1", verb)
 
 
 PUBLISH: dict[Identity, dict[str, Outcome]] = {
     "client": {
         subjects.TASKS: "delivered",
-        subjects.API_SUBMIT: "delivered",
-        subjects.API_RUNS: "delivered",
-        subjects.API_SHOW: "delivered",
-        subjects.API_CANCEL: "delivered",
-        subjects.API_RESUME: "delivered",
-        subjects.API_PING: "delivered",
-        "warden.api.d-1.show": "delivered",  # the API's per-daemon form
+        _API("submit"): "delivered",
+        _API("runs"): "delivered",
+        _API("show"): "delivered",
+        _API("cancel"): "delivered",
+        _API("resume"): "delivered",
+        _API("ping"): "delivered",
+        "warden.api.submit": "refused",  # not a daemon's subject: no verb without its daemon
         "$SRV.PING": "delivered",
         "warden.work.code": "refused",
         "warden.work.review": "refused",
-        subjects.API_DLQ: "refused",
-        subjects.API_DLQ_RETRY: "refused",
-        "warden.api.d-1.dlq_retry": "refused",
+        _API("dlq"): "refused",
+        _API("dlq_retry"): "refused",
         "warden.approvals.r-1": "refused",
         "warden.admin.stop": "refused",
         "warden.runs.r-1.events": "refused",
@@ -207,9 +211,9 @@ PUBLISH: dict[Identity, dict[str, Outcome]] = {
     },
     "operator": {
         subjects.TASKS: "delivered",
-        subjects.API_SHOW: "delivered",
-        subjects.API_DLQ: "delivered",
-        subjects.API_DLQ_RETRY: "delivered",
+        _API("show"): "delivered",
+        _API("dlq"): "delivered",
+        _API("dlq_retry"): "delivered",
         "warden.approvals.r-1": "delivered",
         "warden.admin.stop": "delivered",
         "warden.work.code": "refused",
@@ -218,8 +222,8 @@ PUBLISH: dict[Identity, dict[str, Outcome]] = {
     },
     "worker": {
         subjects.TASKS: "refused",
-        subjects.API_SUBMIT: "refused",
-        subjects.API_SHOW: "refused",
+        _API("submit"): "refused",
+        _API("show"): "refused",
         "warden.approvals.r-1": "refused",
         "warden.admin.stop": "refused",
         "warden.runs.r-1.events": "refused",
@@ -249,14 +253,14 @@ SUBSCRIBE: dict[Identity, dict[tuple[str, str | None], Outcome]] = {
         ("warden.work.code", None): "refused",
         ("warden.work.code", subjects.WORK_QUEUE_GROUP): "refused",
         ("warden.tasks", None): "refused",
-        ("warden.api.submit", None): "refused",
+        (_API("submit"), None): "refused",
         ("warden.approvals.r-1", None): "refused",
     },
     "operator": {
         (subjects.run_done("r-1"), None): "delivered",
         ("warden.approvals.r-1", None): "delivered",
         ("warden.work.code", None): "refused",
-        ("warden.api.submit", None): "refused",
+        (_API("submit"), None): "refused",
     },
     "worker": {
         ("warden.work.code", subjects.WORK_QUEUE_GROUP): "delivered",
@@ -265,7 +269,7 @@ SUBSCRIBE: dict[Identity, dict[tuple[str, str | None], Outcome]] = {
         (subjects.TASKS, None): "refused",
         (subjects.run_done("r-1"), None): "refused",
         (subjects.run_events("r-1"), None): "refused",
-        ("warden.api.submit", None): "refused",
+        (_API("submit"), None): "refused",
     },
 }
 
@@ -322,12 +326,12 @@ async def test_a_worker_answers_the_daemons_requests_and_nothing_else(tmp_path: 
 async def test_the_operator_lists_dead_letters_a_client_may_not(tmp_path: Path) -> None:
     async with _daemon(tmp_path) as daemon, _connections(daemon) as bus:
         letters = reply_decoder.decode(await bus["operator"].request(
-            subjects.API_DLQ, encoder.encode(RunsQuery()), timeout=10))
+            subjects.api(daemon.daemon_id, "dlq"), encoder.encode(RunsQuery()), timeout=10))
         with capture_logs() as logs:
             with pytest.raises(BusTimeoutError):  # refused by the server: no reply comes
-                await bus["client"].request(subjects.API_DLQ, encoder.encode(RunsQuery()),
+                await bus["client"].request(subjects.api(daemon.daemon_id, "dlq"), encoder.encode(RunsQuery()),
                                             timeout=2)
-        assert _violated(logs, "publish", subjects.API_DLQ)
+        assert _violated(logs, "publish", subjects.api(daemon.daemon_id, "dlq"))
     assert isinstance(letters, DeadLetterList)
 
 
@@ -399,7 +403,7 @@ async def test_seeds_are_made_once_and_reused_on_the_next_start(tmp_path: Path) 
     async with _daemon(tmp_path) as daemon, _connections(daemon) as bus:
         again = {i: (daemon.data_dir / CREDENTIALS_DIR / f"{i}.nk").read_bytes()
                  for i in IDENTITIES}
-        assert await bus["client"].request(subjects.API_PING, b"", timeout=10)
+        assert await bus["client"].request(subjects.api(daemon.daemon_id, "ping"), b"", timeout=10)
     assert again == first
 
 

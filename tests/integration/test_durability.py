@@ -8,11 +8,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from warden.bus import subjects
 from warden.bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
 from warden.supervisor.run import TERMINAL
 
-from tests.integration.harness import make_settings, run_task, running_daemon, show, wait_for
+from tests.integration.harness import api, make_settings, run_task, running_daemon, show, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -86,7 +85,7 @@ async def test_cancel_stops_a_run_and_resume_goes_on_from_where_it_stopped(
             return (await daemon.journal.run_status("slow-1")) == "running"
 
         await wait_for(started)
-        raw = await client.request(subjects.API_CANCEL, encoder.encode(RunQuery(run_id="slow-1")),
+        raw = await api(client, "cancel", encoder.encode(RunQuery(run_id="slow-1")),
                                    timeout=5)
         assert isinstance(reply_decoder.decode(raw), RunSummary)
 
@@ -94,13 +93,13 @@ async def test_cancel_stops_a_run_and_resume_goes_on_from_where_it_stopped(
             return (await daemon.journal.run_status("slow-1")) == "cancelled"
 
         await wait_for(cancelled)
-        again = reply_decoder.decode(await client.request(
-            subjects.API_CANCEL, encoder.encode(RunQuery(run_id="slow-1")), timeout=5))
+        again = reply_decoder.decode(
+            await api(client, "cancel", encoder.encode(RunQuery(run_id="slow-1")), timeout=5))
         assert "already ended: cancelled" in getattr(again, "error", "")
         # A run that escalated can be resumed; completed steps are not done again.
         esc = await run_task(client, "judge it", scenario="failing_review")
         assert esc.status == "needs_human"
-        raw = await client.request(subjects.API_RESUME, encoder.encode(RunQuery(run_id=esc.id)),
+        raw = await api(client, "resume", encoder.encode(RunQuery(run_id=esc.id)),
                                    timeout=5)
         assert isinstance(reply_decoder.decode(raw), RunSummary)
 

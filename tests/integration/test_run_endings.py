@@ -31,7 +31,7 @@ from warden.bus.wire import (
 from warden.supervisor.daemon import Daemon
 from warden.supervisor.run import RunSupervisor
 
-from tests.integration.harness import make_settings, run_task, running_daemon, show, wait_for
+from tests.integration.harness import api, make_settings, run_task, running_daemon, show, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -81,7 +81,7 @@ async def until_status(daemon: Daemon, run_id: str, status: str) -> None:
 
 
 async def cancel(client: Bus, run_id: str) -> RunSummary:
-    raw = await client.request(subjects.API_CANCEL, encoder.encode(RunQuery(run_id=run_id)),
+    raw = await api(client, "cancel", encoder.encode(RunQuery(run_id=run_id)),
                                timeout=10)
     reply = reply_decoder.decode(raw)
     assert isinstance(reply, RunSummary), reply
