@@ -329,8 +329,8 @@ async def test_the_operator_lists_dead_letters_a_client_may_not(tmp_path: Path) 
             subjects.api(daemon.daemon_id, "dlq"), encoder.encode(RunsQuery()), timeout=10))
         with capture_logs() as logs:
             with pytest.raises(BusTimeoutError):  # refused by the server: no reply comes
-                await bus["client"].request(subjects.api(daemon.daemon_id, "dlq"), encoder.encode(RunsQuery()),
-                                            timeout=2)
+                await bus["client"].request(subjects.api(daemon.daemon_id, "dlq"),
+                                            encoder.encode(RunsQuery()), timeout=2)
         assert _violated(logs, "publish", subjects.api(daemon.daemon_id, "dlq"))
     assert isinstance(letters, DeadLetterList)
 
