@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
+from warden.bus.identities import Identity
 from warden.bus.wire import RunQuery, RunSummary, TaskSubmission, encoder, reply_decoder
 from warden.config import Settings, load_settings
 from warden.supervisor.cli import new_run_id, submit_and_follow
@@ -69,12 +70,15 @@ _DAEMON_OF: dict[int, str] = {}  # id(client) -> the daemon id running_daemon ma
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings) -> AsyncIterator[tuple[Daemon, Bus]]:
-    """A daemon in-process and a separate connection to it as the ``client`` identity."""
+async def running_daemon(
+    settings: Settings, *, identity: Identity = "client",
+) -> AsyncIterator[tuple[Daemon, Bus]]:
+    """A daemon in-process and a separate connection to it as ``identity`` (a client's
+    by default; the operator's may call every API verb)."""
     async with (
         open_daemon(settings) as daemon,
-        open_bus(daemon.bus.url, name="test-client",
-                 credentials=daemon.credentials("client")) as client,
+        open_bus(daemon.bus.url, name=f"test-{identity}",
+                 credentials=daemon.credentials(identity)) as client,
     ):
         _DAEMON_OF[id(client)] = daemon.daemon_id
         try:

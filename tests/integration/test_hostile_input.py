@@ -118,10 +118,12 @@ async def _ping(client: Bus) -> DaemonHealth:
 def daemon_in_portal(tmp_path: Path) -> Iterator[tuple[object, Daemon, Bus, list[dict]]]:
     # Hypothesis drives a sync function; the daemon runs in an event loop beside it.
     # No workers: a payload that happens to be a good task makes a run that waits for
-    # one, not work for the sandbox (this test is about intake and the API).
+    # one, not work for the sandbox (this test is about intake and the API). As the
+    # operator: every verb is its to call (a client's dlq request is refused by the server).
     config = make_settings(tmp_path, limits__max_task_bytes=65536, local_workers=False)
     with capture_logs() as logs, start_blocking_portal(backend="asyncio") as portal, \
-            portal.wrap_async_context_manager(running_daemon(config)) as (daemon, client):
+            portal.wrap_async_context_manager(
+                running_daemon(config, identity="operator")) as (daemon, client):
         yield portal, daemon, client, logs
 
 
