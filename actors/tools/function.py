@@ -96,7 +96,9 @@ def arguments_struct(name: str, function: Callable[..., object]) -> type[msgspec
         try:
             msgspec.json.schema(hint)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"parameter {parameter.name!r} has an unsupported type: {exc}"
+            # msgspec explains at length, over lines; its last line names the type.
+            reason = str(exc).strip().splitlines()[-1]
+            raise ValueError(f"parameter {parameter.name!r} has an unsupported type: {reason}"
                              ) from None
         if parameter.default is inspect.Parameter.empty:
             fields.append((parameter.name, hint))
@@ -236,8 +238,9 @@ def _resolve(name: str, key: str, target: str) -> Callable[..., object]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import may raise anything; each is this one mistake
+        first = (str(exc).strip().splitlines() or [""])[0]  # the error is one line
         raise ConfigError(where, target, f"cannot import module {module_name!r}: "
-                                         f"{type(exc).__name__}: {exc}") from None
+                                         f"{type(exc).__name__}: {first}") from None
     found: object = module
     for part in attribute.split("."):
         found = getattr(found, part, None)
