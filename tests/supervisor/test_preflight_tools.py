@@ -123,12 +123,12 @@ def test_a_tool_name_taken_by_warden_or_unusable_is_refused(
 
 
 def test_an_unknown_key_of_a_tool_table_is_refused_naming_it() -> None:
-    with pytest.raises(ConfigError, match="'tools.refund.risky'"):
+    with pytest.raises(ConfigError, match=r"'tools\.refund\.risky'"):
         settings_with({"refund": {"function": "m:f", "risky": "high"}})
 
 
 def test_a_risk_outside_low_medium_high_is_refused_naming_it() -> None:
-    with pytest.raises(ConfigError, match="'tools.refund.risk'"):
+    with pytest.raises(ConfigError, match=r"'tools\.refund\.risk'"):
         settings_with({"refund": {"function": "m:f", "risk": "extreme"}})
 
 
@@ -141,5 +141,5 @@ def test_a_role_may_allowlist_a_user_tool_by_name(module: str) -> None:
 def test_a_role_naming_a_tool_no_table_declares_is_refused(module: str) -> None:
     settings = settings_with({"lookup": {"function": f"{module}:good"}},
                              role_tools=["read_file", "refund"])
-    with pytest.raises(ConfigError, match="'roles.code.tools'.*'refund'.*lookup"):
+    with pytest.raises(ConfigError, match=r"'roles\.code\.tools'.*'refund'.*lookup"):
         check_allowlists(settings, tool_registry(settings))
