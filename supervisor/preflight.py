@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from warden.actors.model import Model
 from warden.actors.model_factory import build_model
-from warden.actors.tools import ToolRegistry, registry_for
+from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, registry_for
 from warden.config import ConfigError, Settings
 
 __all__ = ("check_allowlists", "preflight", "tool_registry")
@@ -26,7 +26,15 @@ def tool_registry(settings: Settings) -> ToolRegistry:
     this process: the daemon's (for the specs; its local workers call them) or a
     ``warden worker``'s. Blocks on the imports. Raises ``ConfigError`` naming
     ``tools.<name>.<key>``: a module that cannot be imported, a missing function, a
-    signature or a type with no schema (``actors/tools/function.py``)."""
+    signature or a type with no schema (``actors/tools/function.py``), a ``timeout_s``
+    the parent would not wait out (``limits.step_timeout_s`` is its wait for a reply)."""
+    wait_s = settings.limits.step_timeout_s
+    for name, tool in settings.tools.items():
+        if tool.timeout_s + TIMEOUT_GRACE_S >= wait_s:
+            raise ConfigError(
+                f"tools.{name}.timeout_s", tool.timeout_s,
+                f"must be below limits.step_timeout_s ({wait_s:g}) less {TIMEOUT_GRACE_S:g} s "
+                "of grace: the run would stop waiting before the call ends")
     return registry_for(settings.tools)
 
 

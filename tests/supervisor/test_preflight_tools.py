@@ -93,6 +93,8 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
          ["must take the parameters of", "order_id"]),
         ({"function": "{m}:good", "simulate": "{m}:missing"}, "simulate", ["has no 'missing'"]),
         ({"function": "{m}:good", "timeout_s": 0}, "timeout_s", ["greater than 0"]),
+        ({"function": "{m}:good", "timeout_s": 118}, "timeout_s",
+         ["below limits.step_timeout_s (120)"]),
     ],
 )
 def test_a_tool_that_cannot_be_made_is_one_line_naming_the_tool_and_key(
