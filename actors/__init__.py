@@ -31,12 +31,14 @@ from warden.actors.pricing import PriceTable
 from warden.actors.sandbox import SandboxResult, run_sandboxed
 from warden.actors.scripted_model import ScriptedModel, load_scripts
 from warden.actors.tools import (
+    FunctionTool,
     Tool,
     ToolBase,
     ToolContext,
     ToolDeclaration,
     ToolRegistry,
     default_registry,
+    registry_for,
 )
 from warden.actors.worker import Worker
 from warden.actors.workspace import Workspace
@@ -45,6 +47,7 @@ __all__ = (
     "Actor",
     "ActorError",
     "CheckFailedError",
+    "FunctionTool",
     "Model",
     "ModelError",
     "ModelRateLimitedError",
@@ -75,5 +78,6 @@ __all__ = (
     "build_model",
     "default_registry",
     "load_scripts",
+    "registry_for",
     "run_sandboxed",
 )

@@ -13,10 +13,12 @@ from warden.config.settings import (
     NatsSettings,
     PriceEntry,
     PricingSettings,
+    Risk,
     RoleSettings,
     SandboxSettings,
     Settings,
     SupervisionSettings,
+    ToolSettings,
 )
 
 __all__ = (
@@ -31,10 +33,12 @@ __all__ = (
     "NatsSettings",
     "PriceEntry",
     "PricingSettings",
+    "Risk",
     "RoleSettings",
     "SandboxSettings",
     "Settings",
     "SupervisionSettings",
+    "ToolSettings",
     "load_settings",
     "validate",
 )

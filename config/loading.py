@@ -29,7 +29,7 @@ from typing import cast
 
 import msgspec
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
-from warden.config.settings import Settings
+from warden.config.settings import RoleSettings, Settings, ToolSettings
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "WARDEN_SCRIPTED_LATENCY_MS": ("models", "scripted_latency_ms"),
@@ -239,20 +239,19 @@ def load_settings(
     for key_path, value in {**values, **dict(overrides or {})}.items():
         if value is not None:
             _set(tree, key_path, value)
+    # msgspec names a dict's key `[...]` in its error path: each entry of a keyed section
+    # is converted alone first, so an error names it (`tools.refund.risk`).
+    for section, kind in _KEYED_SECTIONS:
+        entries = tree.get(section)
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            try:
+                msgspec.convert(entry, kind, strict=False)
+            except msgspec.ValidationError as exc:
+                raise _validation_error(exc, tree, origins, f"{section}.{name}") from exc
     try:
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _PATH_IN_ERROR.search(message)
-        dotted = _dotted(match.group("path")) if match else "<root>"
-        problem = _PATH_IN_ERROR.sub("", message).rstrip(" -")
-        if problem.startswith("Object contains unknown field"):
-            unknown = problem.split("`")[1] if "`" in problem else "?"
-            dotted = f"{dotted}.{unknown}" if dotted else unknown
-            problem = "unknown key"
-        if dotted in origins:
-            problem = f"{problem} (from {origins[dotted]})"
-        raise ConfigError(dotted, _value_at(tree, dotted), problem) from exc
+        raise _validation_error(exc, tree, origins) from exc
     try:
         validate(settings)
     except ConfigError as exc:
@@ -261,6 +260,27 @@ def load_settings(
                               f"{exc.problem} (from {origins[exc.key]})") from exc
         raise
     return settings
+
+
+_KEYED_SECTIONS: tuple[tuple[str, type[msgspec.Struct]], ...] = (
+    ("roles", RoleSettings), ("tools", ToolSettings))
+
+
+def _validation_error(exc: msgspec.ValidationError, tree: Mapping[str, object],
+                      origins: Mapping[str, str], base: str = "") -> ConfigError:
+    """``exc`` as a ``ConfigError`` naming the dotted key (under ``base``) and its value."""
+    message = str(exc)
+    match = _PATH_IN_ERROR.search(message)
+    inner = _dotted(match.group("path")) if match else ""
+    dotted = ".".join(part for part in (base, inner) if part) or "<root>"
+    problem = _PATH_IN_ERROR.sub("", message).rstrip(" -")
+    if problem.startswith("Object contains unknown field"):
+        unknown = problem.split("`")[1] if "`" in problem else "?"
+        dotted = f"{dotted}.{unknown}" if dotted else unknown
+        problem = "unknown key"
+    if dotted in origins:
+        problem = f"{problem} (from {origins[dotted]})"
+    return ConfigError(dotted, _value_at(tree, dotted), problem)
 
 
 def _check_finite(value: object, key: str) -> None:

@@ -130,6 +130,31 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     which the worker's start-up warning says."""
 
 
+Risk = Literal["low", "medium", "high"]
+"""How much harm a tool call can do; what the policy of later guards reads."""
+
+
+class ToolSettings(_Config, frozen=True, kw_only=True):
+    """A user tool: a Python function named in config (``[tools.<name>]``). Its schema
+    comes from the function's type hints, its description from its docstring
+    (``actors/tools/function.py``). The defaults are the cautious ones."""
+
+    function: str
+    """``module:attribute`` of a sync or async function, importable where workers run."""
+    risk: Risk = "medium"
+    side_effects: bool = True
+    idempotent_by_key: bool = False
+    """Whether calling it twice with the same idempotency key acts once. A function with
+    an ``idempotency_key`` parameter receives the call's key either way."""
+    reconcile: str | None = None
+    """``module:attribute`` answering, with the same arguments, whether an interrupted
+    call acted: its output if it did, ``None`` if not."""
+    simulate: str | None = None
+    """``module:attribute`` answering, with the same arguments, what a dry run returns."""
+    timeout_s: float = 30.0
+    """Deadline of one call; past it the call is stopped and the model told."""
+
+
 class LimitSettings(_Config, frozen=True, kw_only=True):
     max_steps_per_run: int = 8
     """Steps of a plan (counting retries) the run supervisor dispatches at most."""
@@ -215,3 +240,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     supervision: SupervisionSettings = SupervisionSettings()
     intake: IntakeSettings = IntakeSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    tools: dict[str, ToolSettings] = {}
+    """The user's own tools by name; roles pick them by name like warden's."""

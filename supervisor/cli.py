@@ -72,7 +72,7 @@ from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import open_journal_reader
 from warden.supervisor.logs import configure_logging
-from warden.supervisor.preflight import preflight
+from warden.supervisor.preflight import preflight, tool_registry
 from warden.supervisor.run_states import TERMINAL
 
 from warden import __version__
@@ -440,7 +440,6 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from warden.actors.tools import default_registry
     from warden.actors.worker import Worker
     from warden.supervisor.supervision import ChildSpec, open_supervisor
 
@@ -449,7 +448,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     unknown = [role for role in roles if role not in settings.roles]
     if unknown:
         raise UsageError(f"--role {unknown[0]!r} is not one of {sorted(settings.roles)}")
-    tools = default_registry()
+    tools = tool_registry(settings)
     model = preflight(settings, tools, api_key=os.environ.get("ANTHROPIC_API_KEY"), roles=roles)
     data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
     name = "-".join(roles)

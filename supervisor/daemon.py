@@ -62,7 +62,7 @@ import structlog
 from anyio.abc import TaskStatus
 from warden.actors.isolation import ensure_private_dir
 from warden.actors.model import Model
-from warden.actors.tools import ToolRegistry, default_registry
+from warden.actors.tools import ToolRegistry
 from warden.actors.worker import Worker
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
@@ -91,7 +91,7 @@ from warden.supervisor.errors import (
 from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
-from warden.supervisor.preflight import preflight
+from warden.supervisor.preflight import preflight, tool_registry
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
@@ -441,7 +441,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     ensure_private_dir(data_dir)  # 0700: the sandbox may not read the journal or credentials
     _claim_data_dir(data_dir)
     # Config errors before a server or a task group exists: one ConfigError, no group.
-    tools = default_registry()
+    tools = tool_registry(settings)
     model = preflight(settings, tools, api_key=api_key)
     identities = _identities(settings, data_dir)
     daemon_id = daemon_id_of(data_dir)

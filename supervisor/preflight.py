@@ -1,9 +1,10 @@
 """Checks made before a daemon or a worker starts anything: settings against the code.
 
 ``load_settings`` checks what the settings alone can tell (types, ranges, prices). Some
-mistakes only show when the settings meet the code: a role's allowlist naming a tool the
+mistakes only show when the settings meet the code: a user tool whose function cannot be
+imported or has no schema (``tool_registry``), a role's allowlist naming a tool the
 registry does not hold, or ``provider = "anthropic"`` without a key (``build_model``).
-Both are checked here, before a server, a connection or a task group exists, so each is
+Each is checked here, before a server, a connection or a task group exists, so each is
 one ``ConfigError`` naming the key and the value (exit 2 from the CLI), never a
 traceback out of a supervision tree. Pinned by ``tests/integration/test_cli_errors.py``.
 """
@@ -14,10 +15,27 @@ from collections.abc import Iterable
 
 from warden.actors.model import Model
 from warden.actors.model_factory import build_model
-from warden.actors.tools import ToolRegistry
+from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, registry_for
 from warden.config import ConfigError, Settings
 
-__all__ = ("check_allowlists", "preflight")
+__all__ = ("check_allowlists", "preflight", "tool_registry")
+
+
+def tool_registry(settings: Settings) -> ToolRegistry:
+    """warden's tools and the user's (``[tools.*]``), whose modules are imported now, in
+    this process: the daemon's (for the specs; its local workers call them) or a
+    ``warden worker``'s. Blocks on the imports. Raises ``ConfigError`` naming
+    ``tools.<name>.<key>``: a module that cannot be imported, a missing function, a
+    signature or a type with no schema (``actors/tools/function.py``), a ``timeout_s``
+    the parent would not wait out (``limits.step_timeout_s`` is its wait for a reply)."""
+    wait_s = settings.limits.step_timeout_s
+    for name, tool in settings.tools.items():
+        if tool.timeout_s + TIMEOUT_GRACE_S >= wait_s:
+            raise ConfigError(
+                f"tools.{name}.timeout_s", tool.timeout_s,
+                f"must be below limits.step_timeout_s ({wait_s:g}) less {TIMEOUT_GRACE_S:g} s "
+                "of grace: the run would stop waiting before the call ends")
+    return registry_for(settings.tools)
 
 
 def check_allowlists(settings: Settings, tools: ToolRegistry,

@@ -4,6 +4,8 @@
   ``input_schema``) and its declarations (``ToolDeclaration``);
 - ``registry.py``: ``ToolRegistry``, the one door a call goes through (its contract
   opens the module), ``truncate`` and ``default_registry``;
+- ``function.py``: ``FunctionTool``, a user's Python function named in config as a
+  tool (``load_function_tool``; ``registry_for`` adds them to warden's);
 - the tools warden ships, by concept: ``files.py`` (``list_files``, ``read_file``,
   ``grep``, ``write_file``), ``python.py`` (``run_python``, ``run_tests``), ``ledger.py``
   (``ledger_append``), ``echo.py`` (``echo``).
@@ -22,12 +24,14 @@ from warden.actors.tools.base import (
 )
 from warden.actors.tools.echo import Echo
 from warden.actors.tools.files import Grep, ListFiles, ReadFile, WriteFile
+from warden.actors.tools.function import FunctionTool, arguments_struct, load_function_tool
 from warden.actors.tools.ledger import LedgerAppend
 from warden.actors.tools.python import RunPython, RunTests
 from warden.actors.tools.registry import (
     TIMEOUT_GRACE_S,
     ToolRegistry,
     default_registry,
+    registry_for,
     truncate,
 )
 
@@ -35,6 +39,7 @@ __all__ = (
     "MAX_TOOL_OUTPUT_BYTES",
     "TIMEOUT_GRACE_S",
     "Echo",
+    "FunctionTool",
     "Grep",
     "LedgerAppend",
     "ListFiles",
@@ -48,7 +53,10 @@ __all__ = (
     "ToolRegistry",
     "WorkspacePath",
     "WriteFile",
+    "arguments_struct",
     "default_registry",
     "input_schema",
+    "load_function_tool",
+    "registry_for",
     "truncate",
 )

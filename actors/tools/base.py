@@ -14,7 +14,11 @@ place the parent reads them from:
   need its journaled result;
 - ``reconciles``: can ``reconcile`` tell whether an interrupted call already acted;
 - ``check``: does it verify work (``run_tests``): a step whose check failed or timed out
-  cannot succeed.
+  cannot succeed;
+- ``risk`` (``low``/``medium``/``high``), ``timeout_s`` (its own deadline, else the
+  sandbox's) and ``simulates`` (can it say what a dry run returns): carried for the
+  guards of the call gate; a user's function tool (``function.py``) sets them from its
+  ``[tools.<name>]`` table, warden's own tools keep ``ToolBase``'s.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import msgspec
 from warden.actors.errors import ToolArgumentsError, ToolError
 from warden.actors.workspace import Workspace
 from warden.bus.wire import ToolSpec
-from warden.config.settings import SandboxSettings
+from warden.config.settings import Risk, SandboxSettings
 
 __all__ = (
     "MAX_TOOL_OUTPUT_BYTES",
@@ -82,6 +86,12 @@ class Tool(Protocol):
     def reconciles(self) -> bool: ...
     @property
     def check(self) -> bool: ...
+    @property
+    def risk(self) -> Risk: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+    @property
+    def simulates(self) -> bool: ...
     def spec(self) -> ToolSpec: ...
     async def invoke(self, arguments: Mapping[str, object], ctx: ToolContext) -> object: ...
     async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
@@ -99,6 +109,9 @@ class ToolDeclaration:
     idempotent_by_key: bool
     reconciles: bool
     check: bool
+    risk: Risk = "low"
+    timeout_s: float | None = None
+    simulates: bool = False
 
     @classmethod
     def of(cls, tool: Tool) -> ToolDeclaration:
@@ -109,6 +122,9 @@ class ToolDeclaration:
             idempotent_by_key=tool.idempotent_by_key,
             reconciles=tool.reconciles,
             check=tool.check,
+            risk=tool.risk,
+            timeout_s=tool.timeout_s,
+            simulates=tool.simulates,
         )
 
 
@@ -126,6 +142,10 @@ class ToolBase(abc.ABC, Generic[ArgsT]):
     check: ClassVar[bool] = False
     """Whether the tool verifies work: a step whose check failed or timed out cannot
     succeed."""
+    risk: ClassVar[Risk] = "low"
+    timeout_s: ClassVar[float | None] = None
+    """``None``: the sandbox's ``timeout_s`` bounds a call."""
+    simulates: ClassVar[bool] = False
     Arguments: type[ArgsT]
 
     def spec(self) -> ToolSpec:

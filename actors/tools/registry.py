@@ -6,7 +6,8 @@
 - a tool the registry does not hold is refused (``UnknownToolError``);
 - the arguments are converted with ``msgspec.convert``; a mismatch is a
   ``ToolArgumentsError`` naming the field (missing, wrong type, unknown);
-- the tool runs under a deadline (the sandbox timeout plus a grace period); past it the
+- the tool runs under a deadline (its declared ``timeout_s``, else the sandbox timeout,
+  plus a grace period); past it the
   call is stopped (``ToolTimeoutError``);
 - a ``ToolError`` is an answer, not a crash: it becomes a ``ToolCallRecord`` with
   ``ok=False`` and the error's message as output, so the model can read it and correct
@@ -29,11 +30,13 @@ from warden.actors.errors import ToolError, ToolNotAllowedError, ToolTimeoutErro
 from warden.actors.tools.base import MAX_TOOL_OUTPUT_BYTES, Tool, ToolContext, ToolDeclaration
 from warden.actors.tools.echo import Echo
 from warden.actors.tools.files import Grep, ListFiles, ReadFile, WriteFile
+from warden.actors.tools.function import load_function_tool
 from warden.actors.tools.ledger import LedgerAppend
 from warden.actors.tools.python import RunPython, RunTests
 from warden.bus.wire import ToolCallRecord, ToolSpec
+from warden.config import ToolSettings
 
-__all__ = ("TIMEOUT_GRACE_S", "ToolRegistry", "default_registry", "truncate")
+__all__ = ("TIMEOUT_GRACE_S", "ToolRegistry", "default_registry", "registry_for", "truncate")
 
 log = structlog.get_logger("warden.tools")
 
@@ -154,7 +157,8 @@ class ToolRegistry:
         tool = self._tools.get(name)
         if tool is None:
             raise UnknownToolError(name, known=self.names())
-        timeout_s = ctx.sandbox.timeout_s + self.timeout_grace_s
+        own = self._declarations[name].timeout_s
+        timeout_s = (ctx.sandbox.timeout_s if own is None else own) + self.timeout_grace_s
         output: object = None
         with anyio.move_on_after(timeout_s) as deadline:
             output = await tool.invoke(arguments, ctx)
@@ -186,3 +190,15 @@ def default_registry(*, max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRe
         Echo(),
     ]  # fmt: skip
     return ToolRegistry(tools, max_output_bytes=max_output_bytes)
+
+
+def registry_for(tools: Mapping[str, ToolSettings], *,
+                 max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRegistry:
+    """warden's tools (``default_registry``) and the user's function tools of ``tools``
+    (the settings' ``[tools.*]``), their modules imported now. Blocks on the imports;
+    raises ``ConfigError`` naming ``tools.<name>.<key>`` (``function.py``)."""
+    builtin = default_registry(max_output_bytes=max_output_bytes)
+    reserved = frozenset(builtin.names())
+    own = [load_function_tool(name, spec, reserved=reserved) for name, spec in tools.items()]
+    return ToolRegistry([*(builtin.get(name) for name in builtin.names()), *own],
+                        max_output_bytes=max_output_bytes)

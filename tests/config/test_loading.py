@@ -190,3 +190,17 @@ def test_a_non_finite_number_in_a_file_is_refused_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="finite") as caught:
         load_settings(str(path), env={})
     assert caught.value.key == "pricing.models.claude-haiku-4-5.input_per_mtok"
+
+
+@pytest.mark.parametrize(("section", "entry", "key"), [
+    ("roles", {"model": "claude-haiku-4-5", "tools": [], "prompt": "p", "modle": "x"},
+     "roles.scout.modle"),
+    ("tools", {"function": "m:f", "risk": "extreme"}, "tools.refund.risk"),
+])
+def test_an_error_in_a_keyed_section_names_the_entry(
+    section: str, entry: dict[str, object], key: str,
+) -> None:
+    name = key.split(".")[1]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={}, overrides={(section, name): entry})
+    assert caught.value.key == key

@@ -142,6 +142,8 @@ def test_anthropic_without_a_key_is_one_line_naming_the_key_exit_2(
          ["'models.script_files'", "/nonexistent/s.toml", "cannot be read"]),
         ({}, "[breaker]\nfailure_treshold = 3\n", ["'breaker.failure_treshold'", "unknown key"]),
         ({}, "[limits\n", ["not valid TOML"]),
+        ({}, '[tools.refund]\nfunction = "no_such_shop.tools:refund"\n',
+         ["'tools.refund.function'", "cannot import module 'no_such_shop.tools'"]),
     ],
 )
 def test_bad_settings_are_each_one_line_naming_key_and_value_exit_2(
