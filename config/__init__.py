@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.loading import load_settings, validate
+from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.settings import (
     ROLES,
     BreakerSettings,
@@ -29,12 +30,14 @@ __all__ = (
     "LimitSettings",
     "ModelSettings",
     "NatsSettings",
+    "PolicySettings",
     "PriceEntry",
     "PricingSettings",
     "RoleSettings",
     "SandboxSettings",
     "Settings",
     "SupervisionSettings",
+    "ToolPolicy",
     "load_settings",
     "validate",
 )

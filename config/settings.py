@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from warden.config.policy import PolicySettings
 
 ROLES: tuple[str, ...] = ("research", "code", "review")
 """The worker roles warden ships. A plan step names one of them."""
@@ -215,3 +216,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     supervision: SupervisionSettings = SupervisionSettings()
     intake: IntakeSettings = IntakeSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    policy: PolicySettings = PolicySettings()
+    """The guards on every tool call (``config/policy.py``)."""
