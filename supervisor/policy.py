@@ -20,6 +20,11 @@ The guard order (the spec; ``policy_guards`` builds the chain in it, from ``[pol
    reason "loop detected". So with K = 3 the tool runs twice and the third call stops
    the step. A step's retry is a new attempt and counts afresh.
 
+Replays. A restarted daemon's replay answers recorded calls from the journal without
+asking the guards, so a guard that first sees a run mid-way reads the run's recorded calls
+back (the magnitude tallies, the loop counts of the current step attempt). Each guard holds
+at most ``MAX_RUNS_HELD`` runs in memory, dropping the oldest.
+
 A refusal is a ``Deny``: the call is not made, the model reads the reason as the tool's
 error, and the journal records it under the call's key, as ``denied by <guard>: <reason>``
 with the rule that refused (``shell.rm_rf``, ``policy.tools.refund.max.amount``, ...).
@@ -31,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import structlog
 from warden.actors.errors import UnknownToolError
@@ -57,6 +62,12 @@ __all__ = (
 )
 
 log = structlog.get_logger("warden.policy")
+
+_T = TypeVar("_T")
+
+MAX_RUNS_HELD = 4096
+"""Runs whose tallies a guard keeps in memory; past it the oldest is dropped (a guard
+reads a dropped run's side effects back from the journal if the run calls again)."""
 
 WRITE_TOOL = "write_file"
 """The built-in write tool, whose ``path`` and ``content`` the per-run file limits count."""
@@ -131,7 +142,11 @@ class MagnitudeGuard(_ToolGuard):
             return ALLOW
         tally = self._runs.get(run_id)
         if tally is None:
-            tally = self._runs[run_id] = await self._recorded(run_id)
+            # The first call of a fresh run has nothing recorded before it; any other
+            # first sight is a restarted daemon's replay (or a dropped run): read back.
+            fresh = call.key == f"{run_id}/e0/s0/a0/t0/c0"
+            tally = _Tally() if fresh else await self._recorded(run_id)
+            _hold(self._runs, run_id, tally)
         policy = self.policy
         limit = policy.max_side_effects_per_run
         if limit and tally.side_effects + 1 > limit:
@@ -182,6 +197,13 @@ class MagnitudeGuard(_ToolGuard):
         return tally
 
 
+def _hold(held: dict[str, _T], run_id: str, value: _T) -> None:
+    """Keep ``value`` for ``run_id``, dropping the oldest run past ``MAX_RUNS_HELD``."""
+    held[run_id] = value
+    if len(held) > MAX_RUNS_HELD:
+        del held[next(iter(held))]
+
+
 def _out_of_bounds(call: ToolCall, bounds: ToolPolicy) -> str | None:
     """Why the call's arguments are out of the tool's bounds, or ``None``."""
     for argument in sorted({*bounds.max, *bounds.min}):
@@ -224,6 +246,7 @@ class LoopGuard(_ToolGuard):
 
     threshold: int
     ends_run: Literal["degraded", "needs_human"] = "degraded"
+    journal: Journal | None = None
     name: str = "policy.loop"
     _current: dict[str, tuple[str, Counter[tuple[str, str]]]] = field(default_factory=dict)
     """Per run, the step attempt being counted (its key prefix) and its calls: a run's
@@ -233,7 +256,13 @@ class LoopGuard(_ToolGuard):
         attempt = call.key.rsplit("/t", 1)[0]  # <run>/e<epoch>/s<step>/a<attempt>
         held = self._current.get(run_id)
         if held is None or held[0] != attempt:
-            held = self._current[run_id] = (attempt, Counter())
+            counts: Counter[tuple[str, str]] = Counter()
+            if held is None and (call.turn, call.key[-3:]) != (0, "/c0"):
+                # Mid-attempt at first sight: a restarted daemon's replay, whose earlier
+                # calls of this attempt were answered from the journal, not asked here.
+                counts = await self._recorded(run_id, attempt)
+            held = (attempt, counts)
+            _hold(self._current, run_id, held)
         same = (call.name, canonical_arguments(call.arguments))
         counts = held[1]
         counts[same] += 1
@@ -245,6 +274,17 @@ class LoopGuard(_ToolGuard):
                     f"arguments in step {call.step} (policy.loop_threshold = "
                     f"{self.threshold}); the step is stopped",
                     ends_run=self.ends_run)
+
+    async def _recorded(self, run_id: str, attempt: str) -> Counter[tuple[str, str]]:
+        """The calls of step attempt ``attempt`` the journal holds, as this guard counts."""
+        counts: Counter[tuple[str, str]] = Counter()
+        if self.journal is None:
+            return counts
+        for key, effect in (await self.journal.effects(run_id)).items():
+            if key.startswith(attempt + "/t") and effect.record is not None:
+                record = effect.record
+                counts[(record.name, canonical_arguments(record.arguments))] += 1
+        return counts
 
 
 # -- the chain --------------------------------------------------------------------------
@@ -269,7 +309,7 @@ def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | No
             or policy.max_bytes_written_per_run):
         guards.append(MagnitudeGuard(policy, tools, journal))
     if policy.loop_threshold:
-        guards.append(LoopGuard(policy.loop_threshold, policy.on_loop))
+        guards.append(LoopGuard(policy.loop_threshold, policy.on_loop, journal))
     return tuple(guards)
 
 

@@ -142,6 +142,10 @@ def test_anthropic_without_a_key_is_one_line_naming_the_key_exit_2(
          ["'models.script_files'", "/nonexistent/s.toml", "cannot be read"]),
         ({}, "[breaker]\nfailure_treshold = 3\n", ["'breaker.failure_treshold'", "unknown key"]),
         ({}, "[limits\n", ["not valid TOML"]),
+        ({}, "[policy]\nblocked_patterns = ['rm (-rf']\n",
+         ["'policy.blocked_patterns[0]'", "'rm (-rf'", "not a valid regular expression"]),
+        ({}, "[policy.tools.nuke]\nmax = { amount = 1 }\n",
+         ["'policy.tools.nuke'", "unknown tool"]),
     ],
 )
 def test_bad_settings_are_each_one_line_naming_key_and_value_exit_2(

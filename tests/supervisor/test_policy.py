@@ -287,3 +287,31 @@ async def test_a_new_step_attempt_counts_afresh() -> None:
     assert await guard.on_tool_call("r-1", retry) == Allow()
     verdict = await guard.on_tool_call("r-1", retry)
     assert isinstance(verdict, Deny) and verdict.ends_run == "degraded"
+
+
+async def test_a_restarted_daemon_counts_the_loop_calls_the_journal_holds(
+    tmp_path: Path, journal: Journal
+) -> None:
+    again = use("echo", text="again")
+    h = harness(tmp_path, journal, scripted(
+        plan_of(("research", "loop")), {"research": [again, again, text("done")]}))
+    assert await h.run() == "succeeded"  # two identical calls recorded in s0/a0, t0 and t1
+    third = ToolCall(key="r-1/e0/s0/a0/t2/c0", role="research", step=0, turn=2,
+                     name="echo", arguments={"text": "again"})
+
+    assert isinstance(await LoopGuard(3, journal=journal).on_tool_call("r-1", third), Deny)
+    assert await LoopGuard(3).on_tool_call("r-1", third) == Allow()  # without the journal
+
+
+async def test_a_guard_holds_a_bounded_number_of_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warden.supervisor.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "MAX_RUNS_HELD", 2)
+    guard = LoopGuard(threshold=3)
+    for run in ("r-1", "r-2", "r-3"):
+        first = ToolCall(key=f"{run}/e0/s0/a0/t0/c0", role="research", step=0, turn=0,
+                         name="echo", arguments={})
+        await guard.on_tool_call(run, first)
+    assert list(guard._current) == ["r-2", "r-3"]
