@@ -36,8 +36,14 @@ _canonical = msgspec.json.Encoder(order="sorted")
 
 # Whitespace inside a JSON string: a blank, or an escaped newline, tab or return.
 _WS = r"(?:\s|\\[nrt])"
-# One option word of a shell command (``-f``, ``--force``), and the blanks after it.
-_OPT = rf"(?:-\S+{_WS}+)"
+# A short run of blanks, where a pattern may start at any word: bounded, so a long run of
+# escaped newlines (``\n\n...``, each ``n`` a word) is not rescanned from every word.
+_GAP = rf"{_WS}{{0,16}}+"
+# One option word of a shell command (``-f``, ``--force``), and the blanks after it. A
+# word holds no backslash, so ``-a\n`` splits one way only: the patterns stay linear
+# (an option that could also swallow an escaped newline backtracks exponentially on
+# ``rm -a\n-a\n...``; pinned by test_no_shipped_pattern_backtracks_on_long_option_runs).
+_OPT = rf"(?:-[^\s\\]+{_WS}+)"
 # A SQL identifier: words, dots, backticks, brackets, and quotes as JSON escapes them.
 _IDENT = r"(?:\\\"|[\w.`\[\]])+"
 # The end of a SQL statement inside a JSON string: `;`, the string's closing quote, the end.
@@ -53,15 +59,16 @@ DEFAULT_PATTERNS: Mapping[str, str] = {
     # Making a file system erases what the device held.
     "shell.mkfs": r"\bmkfs(?:\.\w+)?\b",
     # dd copying onto anything: the classic way to overwrite a disk.
-    "shell.dd": rf"\bdd{_WS}+(?:\w+=\S*{_WS}+)*if=",
+    "shell.dd": rf"\bdd{_WS}+(?:\w+=[^\s\\]*{_WS}+)*if=",
     # A shell function that pipes itself into itself in the background: :(){ :|:& };:
     "shell.fork_bomb": (
-        rf"([\w:]+){_WS}*\(\){_WS}*\{{{_WS}*\1{_WS}*\|{_WS}*\1{_WS}*&"
-        rf"|\bwhile{_WS}+(?:true|1){_WS}*:{_WS}*os\.fork\(\)"
+        rf"(?<![\w:])([\w:]++){_GAP}\(\){_GAP}\{{{_GAP}\1{_GAP}\|{_GAP}\1{_GAP}&"
+        rf"|\bwhile{_GAP}(?:true|1){_GAP}:{_GAP}os\.fork\(\)"
     ),
-    # Fetching a script and running it unseen.
+    # Fetching a script and running it unseen. The scan to the pipe stops at the next fetch
+    # (tried from its own start), so no text is scanned twice.
     "shell.curl_pipe_sh": (
-        r"\b(?:curl|wget)\b[^|;&]*\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b"
+        r"\b(?:curl|wget)\b(?:(?!curl|wget)[^|;&])*+\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b"
         r"|\b(?:ba|z|da|k)?sh\s+(?:-c\s+)?\S{0,2}(?:\$\(|<\()\s*(?:curl|wget)\b"
     ),
     # World-writable, recursively, from an absolute path.

@@ -4,6 +4,8 @@ call's arguments, so newlines and quotes arrive escaped)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from warden.supervisor.guard_patterns import (
     DEFAULT_PATTERNS,
@@ -115,3 +117,28 @@ def test_configured_patterns_are_case_insensitive_and_named_by_their_key() -> No
     assert pattern.rule == "policy.tools.refund.blocked_patterns[0]"
     assert pattern.search(canonical_arguments({"currency": "BTC", "amount": 3}))
     assert not pattern.search(canonical_arguments({"currency": "eur"}))
+
+
+ADVERSARIAL = {
+    "options": "rm " + "-a\n" * 20000,
+    "assignments": "dd " + "a=b\n" * 15000,
+    "chmod options": "chmod " + "-a\n" * 20000,
+    "escaped newlines": "\n" * 30000,
+    "blanks and newlines": " \n" * 20000,
+    "one long word": "x" * 65536,
+    "many fetches": "curl " * 13000,
+    "many deletes": "delete from " * 5000,
+}
+
+
+@pytest.mark.parametrize("text", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+def test_no_shipped_pattern_backtracks_on_long_option_runs(text: str) -> None:
+    # The guard runs on the daemon's event loop: a pattern that backtracks exponentially
+    # (or rescans quadratically) on 64 KB of arguments would stall every run. Before the
+    # fix these took from seconds to minutes each; linear ones take milliseconds, so the
+    # bound is far from both.
+    canonical = canonical_arguments({"command": text})
+    started = time.perf_counter()
+    for pattern in default_patterns():
+        pattern.search(canonical)
+    assert time.perf_counter() - started < 2.0
