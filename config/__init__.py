@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.loading import load_settings, validate
+from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.settings import (
     ROLES,
     BreakerSettings,
@@ -31,6 +32,7 @@ __all__ = (
     "LimitSettings",
     "ModelSettings",
     "NatsSettings",
+    "PolicySettings",
     "PriceEntry",
     "PricingSettings",
     "Risk",
@@ -38,6 +40,7 @@ __all__ = (
     "SandboxSettings",
     "Settings",
     "SupervisionSettings",
+    "ToolPolicy",
     "ToolSettings",
     "load_settings",
     "validate",

@@ -29,6 +29,7 @@ from typing import cast
 
 import msgspec
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
+from warden.config.policy import check_policy
 from warden.config.settings import RoleSettings, Settings, ToolSettings
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -362,3 +363,4 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"roles.{role}.model", spec.model, "has no entry in pricing.models")
         if spec.concurrency < 1:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
+    check_policy(settings.policy)

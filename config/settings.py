@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from warden.config.policy import PolicySettings
 
 ROLES: tuple[str, ...] = ("research", "code", "review")
 """The worker roles warden ships. A plan step names one of them."""
@@ -242,3 +243,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     sandbox: SandboxSettings = SandboxSettings()
     tools: dict[str, ToolSettings] = {}
     """The user's own tools by name; roles pick them by name like warden's."""
+    policy: PolicySettings = PolicySettings()
+    """The guards on every tool call (``config/policy.py``)."""

@@ -23,6 +23,7 @@ from warden.supervisor.errors import (
     RestartIntensityExceededError,
     RunNotFoundError,
     StepCapReachedError,
+    StepStoppedError,
     SupervisorError,
     ToolCallFailedError,
     WorkerUnreachableError,
@@ -55,6 +56,12 @@ from warden.supervisor.interceptors import (
     ToolCall,
 )
 from warden.supervisor.journal import Journal, open_journal
+from warden.supervisor.policy import (
+    BlockedPatternGuard,
+    LoopGuard,
+    MagnitudeGuard,
+    policy_guards,
+)
 from warden.supervisor.restart_intensity import RestartVerdict, add_restart
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import (
@@ -82,6 +89,7 @@ __all__ = (
     "TERMINAL",
     "UNFINISHED",
     "Allow",
+    "BlockedPatternGuard",
     "BreakerOpenError",
     "BreakerState",
     "BreakerStatistics",
@@ -109,6 +117,8 @@ __all__ = (
     "Journal",
     "JournalError",
     "LimitReachedError",
+    "LoopGuard",
+    "MagnitudeGuard",
     "ModelCall",
     "ModelCallFailedError",
     "ModelCallMade",
@@ -131,6 +141,7 @@ __all__ = (
     "StepRetry",
     "StepSkipped",
     "StepStarted",
+    "StepStoppedError",
     "Strategy",
     "Substitute",
     "Supervisor",
@@ -146,6 +157,7 @@ __all__ = (
     "open_daemon",
     "open_journal",
     "open_supervisor",
+    "policy_guards",
     "read_daemon_file",
     "supervise_one",
     "supervisor_child",

@@ -91,6 +91,7 @@ from warden.supervisor.errors import (
 from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
+from warden.supervisor.policy import policy_guards
 from warden.supervisor.preflight import preflight, tool_registry
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
@@ -246,7 +247,7 @@ class Daemon:
         self.events = events
         self.context = RunContext.build(
             settings, journal, NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s),
-            tools, events=events,
+            tools, events=events, interceptors=policy_guards(settings, tools, journal),
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None

@@ -7,6 +7,7 @@ The tree::
     ├── BreakerOpenError                 a circuit breaker is open: the call was not made
     ├── LimitReachedError                a limit the parent enforces stopped the work
     │   ├── StepCapReachedError          a step cap (per run, per step, per worker) was reached
+    │   ├── StepStoppedError             a guard stopped the step (a loop): the run ends
     │   └── BudgetExhaustedError         the next call could exceed the run's budget
     ├── PlanInvalidError                 the model's plan failed validation on every attempt
     ├── CallFailedError                  the call gate let a call through no more (see gate.py)
@@ -38,6 +39,7 @@ __all__ = (
     "RestartIntensityExceededError",
     "RunNotFoundError",
     "StepCapReachedError",
+    "StepStoppedError",
     "SupervisorError",
     "ToolCallFailedError",
     "WorkerUnreachableError",
@@ -92,6 +94,22 @@ class StepCapReachedError(LimitReachedError):
         self.worker = worker
         who = f" (worker {worker!r})" if worker else ""
         super().__init__(f"{cap_name} cap {cap} reached for run {run_id!r}{who}")
+
+
+class StepStoppedError(LimitReachedError):
+    """Raised when an interceptor refused a tool call and stopped its step (loop
+    detection: ``Deny(ends_run=...)``); the run ends in ``status`` with its partial
+    results."""
+
+    def __init__(self, run_id: str, key: str, interceptor: str, reason: str,
+                 status: str) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.interceptor = interceptor
+        self.reason = reason
+        self.status = status
+        super().__init__(f"step of run {run_id!r} stopped by {interceptor} at call {key!r}: "
+                         f"{reason}")
 
 
 class BudgetExhaustedError(LimitReachedError):

@@ -10,9 +10,12 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    written: the model is told, nothing is sent. A side effect that an earlier attempt of
    the same step already made, with the same arguments, is answered from its outcome
    (a step retry never repeats an effect that is not idempotent; a check always runs).
-3. **interceptors**, in their fixed order. Each answers one ``Decision``:
+3. **interceptors**, in their fixed order (the daemon's are the policy guards, in the
+   guard order of ``policy.py``: blocked patterns → magnitude → loop). Each answers one
+   ``Decision``:
    ``Allow()`` (ask the next), ``Deny(reason)`` (the call is not made: a tool call's
-   result tells the model why; a model call fails the step with ``CallDeniedError``),
+   result tells the model why, or with ``ends_run`` the refusal is recorded and the step
+   stops, ``StepStoppedError``; a model call fails the step with ``CallDeniedError``),
    ``Pause(reason, decide)`` (the run waits, ``awaiting_approval``, for ``decide()``,
    whose answer then stands) or ``Substitute(result)`` (the call is not made; ``result``
    is its answer, recorded as if it had been made). The first answer other than
@@ -77,6 +80,7 @@ from warden.supervisor.errors import (
     CallDeniedError,
     EffectUncertainError,
     ModelCallFailedError,
+    StepStoppedError,
     ToolCallFailedError,
     WorkerUnreachableError,
 )
@@ -316,7 +320,7 @@ class CallGate:
     async def tool(self, call: ToolCall) -> ToolCallRecord:
         """The record of ``call``: recorded, refused, substituted, or made once and recorded.
 
-        Raises ``EffectUncertainError``, ``ToolCallFailedError`` and
+        Raises ``EffectUncertainError``, ``StepStoppedError``, ``ToolCallFailedError`` and
         ``WorkerUnreachableError``.
         """
         effect = self.effects.get(call.key)
@@ -341,7 +345,11 @@ class CallGate:
         if self.ctx.interceptors:
             verdict, by = await self._decide(call)
             if isinstance(verdict, Deny):
-                return await self._refuse(call, f"denied by {by}: {verdict.reason}", by=by)
+                refused = await self._refuse(call, f"denied by {by}: {verdict.reason}", by=by)
+                if verdict.ends_run is not None:
+                    raise StepStoppedError(self.run_id, call.key, by, verdict.reason,
+                                           verdict.ends_run)
+                return refused
             if isinstance(verdict, Substitute):
                 if not isinstance(verdict.result, ToolCallRecord):
                     raise TypeError(f"{by} substituted a tool call with {verdict.result!r}")

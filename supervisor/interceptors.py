@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from warden.actors.model import Purpose
 from warden.bus.wire import Block, Message, ToolCallRecord, ToolSpec
@@ -73,9 +73,14 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """Do not make the call; ``reason`` says why (the model or the run is told)."""
+    """Do not make the call; ``reason`` says why (the model or the run is told).
+
+    ``ends_run`` (tool calls): the step stops here, and the run ends in that status with
+    its partial results (``StepStoppedError``), as loop detection asks; ``None``: the
+    model reads the refusal and the step goes on."""
 
     reason: str
+    ends_run: Literal["degraded", "needs_human"] | None = None
 
 
 @dataclass(frozen=True, slots=True)

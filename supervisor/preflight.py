@@ -17,6 +17,7 @@ from warden.actors.model import Model
 from warden.actors.model_factory import build_model
 from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, registry_for
 from warden.config import ConfigError, Settings
+from warden.supervisor.policy import check_policy_names
 
 __all__ = ("check_allowlists", "preflight", "tool_registry")
 
@@ -57,8 +58,10 @@ def check_allowlists(settings: Settings, tools: ToolRegistry,
 
 def preflight(settings: Settings, tools: ToolRegistry, *, api_key: str | None,
               roles: Iterable[str] | None = None) -> Model:
-    """Check the allowlists of ``roles`` (default: every role), then build the model
+    """Check the allowlists of ``roles`` (default: every role) and the tool names of
+    ``[policy]``, then build the model
     client the settings ask for; does not block. The caller closes the model
     (``aclose``). Raises ``ConfigError``."""
     check_allowlists(settings, tools, roles)
+    check_policy_names(settings, tools)
     return build_model(settings, api_key=api_key)

@@ -11,7 +11,9 @@ the parent, never trusted to a worker:
   of the step's role (``TurnRequest``), then each tool the model asked for, run by a
   worker (``ToolRequest``). The step ends when the model answers without asking for
   tools. At ``max_turns_per_step`` turns the step is stopped whatever the model asks
-  (``StepCapReachedError``) and the run ends ``degraded`` with its partial results.
+  (``StepCapReachedError``) and the run ends ``degraded`` with its partial results; a
+  guard that stops the step (loop detection, ``StepStoppedError``) ends it the same way,
+  or ``needs_human`` as ``policy.on_loop`` says.
   Steps per run (retries included) and per worker are capped the same way.
 - **calls**: every model call (plan and synthesis too) and every tool call goes through
   the run's ``CallGate`` (``gate.py``): replay, interceptors, budget, dispatch with
@@ -65,6 +67,7 @@ from warden.supervisor.errors import (
     EffectUncertainError,
     PlanInvalidError,
     StepCapReachedError,
+    StepStoppedError,
 )
 from warden.supervisor.events import (
     Event,
@@ -205,6 +208,11 @@ class RunSupervisor:
             result = await self._synthesize()
         except BudgetExhaustedError as exc:
             return await self._finish("budget_exhausted", str(exc))
+        except StepStoppedError as exc:
+            log.warning("step_stopped", run_id=self.run_id, interceptor=exc.interceptor,
+                        reason=exc.reason)
+            return await self._finish("needs_human" if exc.status == "needs_human"
+                                      else "degraded", str(exc))
         except StepCapReachedError as exc:
             log.warning("step_cap_reached", run_id=self.run_id, cap=exc.cap_name, limit=exc.cap)
             return await self._finish("degraded", str(exc))
@@ -369,6 +377,9 @@ class RunSupervisor:
                     if declared is not None and declared.check:
                         checks[use.name] = result
                     results.append(result)
+            except StepStoppedError as exc:  # a guard stopped the step (policy.py: loop)
+                await record("stopped", turn + 1, exc.reason)
+                raise
             except CallFailedError as exc:
                 await record("failed", turn + 1, exc.problem)
                 raise _StepFailed(f"step {index} ({step.role}): {exc.problem}",

@@ -60,6 +60,10 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         ("models", "provider"): "scripted",
         ("models", "script_files"): [str(script)],
         ("sandbox", "timeout_s"): 60.0,
+        # The `loop` scenario is a runaway worker that the turn cap and cancellation tests
+        # need to run on: loop detection (supervisor/policy.py) would stop it at its third
+        # identical call. Tests of the guards set it.
+        ("policy", "loop_threshold"): 0,
     }
     for dotted, value in overrides.items():
         values[tuple(dotted.split("__"))] = value

@@ -144,6 +144,10 @@ def test_anthropic_without_a_key_is_one_line_naming_the_key_exit_2(
         ({}, "[limits\n", ["not valid TOML"]),
         ({}, '[tools.refund]\nfunction = "no_such_shop.tools:refund"\n',
          ["'tools.refund.function'", "cannot import module 'no_such_shop.tools'"]),
+        ({}, "[policy]\nblocked_patterns = ['rm (-rf']\n",
+         ["'policy.blocked_patterns[0]'", "'rm (-rf'", "not a valid regular expression"]),
+        ({}, "[policy.tools.nuke]\nmax = { amount = 1 }\n",
+         ["'policy.tools.nuke'", "unknown tool"]),
     ],
 )
 def test_bad_settings_are_each_one_line_naming_key_and_value_exit_2(

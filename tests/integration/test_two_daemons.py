@@ -40,6 +40,8 @@ def _settings(tmp_path: Path, nats_url: str, *, workers: bool = True) -> dict[st
         "models": {"provider": "scripted", "scripted_latency_ms": 50.0,
                    "script_files": [str(script)]},
         "limits": {"max_turns_per_step": 1000},
+        # The `loop` runs must still be running when cancelled: no loop detection.
+        "policy": {"loop_threshold": 0},
     }
 
 
