@@ -150,6 +150,8 @@ class CallGate:
     _acted: dict[tuple[str, str, bytes], ToolCallRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.replaying = bool(self.effects)
+        """Whether the run began with tool calls recorded (``ToolCall.replay``)."""
         for key, effect in self.effects.items():
             record = effect.record
             declared = self.declared(effect.tool)

@@ -61,6 +61,10 @@ class ToolCall:
     turn: int
     name: str
     arguments: dict[str, object]
+    replay: bool = False
+    """The run's gate began from a journal that held tool calls of the run (a restarted
+    daemon's replay): only then has an interceptor that counts per run anything to read
+    back at its first sight of the run."""
 
 
 # -- decisions and interceptors ---------------------------------------------------------

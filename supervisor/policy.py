@@ -142,10 +142,9 @@ class MagnitudeGuard(_ToolGuard):
             return ALLOW
         tally = self._runs.get(run_id)
         if tally is None:
-            # The first call of a fresh run has nothing recorded before it; any other
-            # first sight is a restarted daemon's replay (or a dropped run): read back.
-            fresh = call.key == f"{run_id}/e0/s0/a0/t0/c0"
-            tally = _Tally() if fresh else await self._recorded(run_id)
+            # A restarted daemon's replay has calls recorded before this one: read them
+            # back, once. A run begun in this daemon has none (no journal read per run).
+            tally = await self._recorded(run_id) if call.replay else _Tally()
             _hold(self._runs, run_id, tally)
         policy = self.policy
         limit = policy.max_side_effects_per_run
@@ -257,7 +256,7 @@ class LoopGuard(_ToolGuard):
         held = self._current.get(run_id)
         if held is None or held[0] != attempt:
             counts: Counter[tuple[str, str]] = Counter()
-            if held is None and (call.turn, call.key[-3:]) != (0, "/c0"):
+            if held is None and call.replay and (call.turn, call.key[-3:]) != (0, "/c0"):
                 # Mid-attempt at first sight: a restarted daemon's replay, whose earlier
                 # calls of this attempt were answered from the journal, not asked here.
                 counts = await self._recorded(run_id, attempt)

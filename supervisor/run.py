@@ -371,7 +371,7 @@ class RunSupervisor:
                 for i, use in enumerate(uses):
                     result = await self.gate.tool(ToolCall(
                         key=f"{key}/c{i}", role=step.role, step=index, turn=turn,
-                        name=use.name, arguments=use.input,
+                        name=use.name, arguments=use.input, replay=self.gate.replaying,
                     ))
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:

@@ -4,6 +4,7 @@ a scripted loop at exactly K. Whole runs on the in-memory dispatcher (run_fakes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -226,9 +227,14 @@ async def test_the_run_limit_counts_the_side_effects_the_journal_holds_after_a_r
     policy = settings_for(tmp_path, policy__max_side_effects_per_run=1).policy
     fresh = MagnitudeGuard(policy, registry(), journal)  # a new daemon's guard
 
-    verdict = await fresh.on_tool_call("r-1", call("bump", 7, text="y"))
+    replayed = dataclasses.replace(call("bump", 7, text="y"), replay=True)
+    verdict = await fresh.on_tool_call("r-1", replayed)
 
     assert isinstance(verdict, Deny) and "has made 1 side-effecting calls" in verdict.reason
+    # A run begun in this daemon (no replay) is not read back: nothing is recorded before
+    # its first call, so its count starts at 0 without a journal read.
+    other = MagnitudeGuard(policy, registry(), journal)
+    assert await other.on_tool_call("r-1", call("bump", 7, text="y")) == Allow()
 
 
 # -- loop detection ---------------------------------------------------------------------
@@ -297,7 +303,7 @@ async def test_a_restarted_daemon_counts_the_loop_calls_the_journal_holds(
         plan_of(("research", "loop")), {"research": [again, again, text("done")]}))
     assert await h.run() == "succeeded"  # two identical calls recorded in s0/a0, t0 and t1
     third = ToolCall(key="r-1/e0/s0/a0/t2/c0", role="research", step=0, turn=2,
-                     name="echo", arguments={"text": "again"})
+                     name="echo", arguments={"text": "again"}, replay=True)
 
     assert isinstance(await LoopGuard(3, journal=journal).on_tool_call("r-1", third), Deny)
     assert await LoopGuard(3).on_tool_call("r-1", third) == Allow()  # without the journal
