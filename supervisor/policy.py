@@ -99,8 +99,9 @@ class BlockedPatternGuard(_ToolGuard):
         if not self.patterns and not own:
             return ALLOW
         text = canonical_arguments(call.arguments)
+        lowered = text.lower() if text.isascii() else None
         for pattern in (*self.patterns, *own):
-            found = pattern.regex.search(text)
+            found = pattern.find(text, lowered)
             if found is not None:
                 log.warning("blocked_pattern_matched", run_id=run_id, key=call.key,
                             tool=call.name, rule=pattern.rule)

@@ -142,3 +142,15 @@ def test_no_shipped_pattern_backtracks_on_long_option_runs(text: str) -> None:
     for pattern in default_patterns():
         pattern.search(canonical)
     assert time.perf_counter() - started < 2.0
+
+
+def test_every_shipped_pattern_has_its_words_check() -> None:
+    assert all(p.needs for p in default_patterns())
+
+
+@pytest.mark.parametrize(("rule", "text"), [
+    ("shell.dd", "dd İf=/dev/zero of=/dev/sda"),  # İ lowers to two characters; re folds to i
+    ("shell.mkfs", "mkfſ /dev/sda"),  # ſ matches s under IGNORECASE; lower() keeps it
+])
+def test_the_words_check_never_hides_a_match_in_non_ascii_text(rule: str, text: str) -> None:
+    assert rule in _rules_matching({"command": text})
