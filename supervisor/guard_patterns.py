@@ -115,8 +115,8 @@ class BlockedPattern:
         """The pattern's first match in ``canonical``, or ``None``. ``lowered``: the same
         text lower-cased, when the caller has it. The words are checked only in ASCII
         text, where ``str.lower`` folds exactly as the regex's ``IGNORECASE`` does (in
-        other text the regex always runs: ``İ`` lowers to two characters, ``ſ`` matches
-        ``s``)."""
+        other text the regex always runs: U+0130 lowers to two characters, U+017F
+        matches ``s``)."""
         if self.needs and canonical.isascii():
             low = canonical.lower() if lowered is None else lowered
             if not any(all(word in low for word in clause) for clause in self.needs):
