@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -89,6 +94,51 @@ async def running_daemon(
             yield daemon, client
         finally:
             del _DAEMON_OF[id(client)]
+
+
+@dataclass
+class WorkerProcess:
+    """A ``warden worker`` process started by ``worker_process``."""
+
+    banner: str
+    """Its first line on stderr: ``warden worker <roles>: serving <subjects> on <url>``."""
+    returncode: int | None = None
+    """Its exit code, once it was stopped (on leaving ``worker_process``)."""
+
+
+@asynccontextmanager
+async def worker_process(
+    daemon: Daemon, roles: Sequence[str], data_dir: Path, *, env: Mapping[str, str] = {},
+) -> AsyncIterator[WorkerProcess]:
+    """A ``warden worker --role ...`` process for ``daemon``, as on another machine:
+    ``--nats`` with the worker identity's seed, the scripted model, our environment
+    without any ``WARDEN_*`` variable or API key, plus ``env``. Entered once it says it
+    serves (within 30 s); on exit SIGTERM, then reaped by pid (``returncode``)."""
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
+    environment |= {
+        "WARDEN_MODELS__PROVIDER": "scripted",
+        # With --nats, a worker connects as configured: the worker identity's seed.
+        "WARDEN_NATS_NKEY_SEED": str(daemon.credentials("worker").nkey_seed),
+        **env,
+    }
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
+        [sys.executable, "-m", "warden", "worker",
+         *(arg for role in roles for arg in ("--role", role)), "--log-level", "error",
+         "--nats", daemon.bus.url, "--data-dir", str(data_dir)],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        with anyio.fail_after(30):
+            line = await anyio.to_thread.run_sync(proc.stderr.readline,
+                                                  abandon_on_cancel=True)
+        worker = WorkerProcess(banner=line.decode())
+        yield worker
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await anyio.to_thread.run_sync(proc.wait, 10)
+    worker.returncode = code
 
 
 async def daemon_of(client: Bus) -> str:

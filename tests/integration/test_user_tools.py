@@ -6,19 +6,15 @@ model calling them through the workers over NATS."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import anyio
 import pytest
 from warden.config import Settings
 from warden.supervisor.daemon import Daemon
 
-from tests.integration.harness import make_settings, run_task, running_daemon
+from tests.integration.harness import make_settings, run_task, running_daemon, worker_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -134,34 +130,18 @@ async def test_a_worker_process_imports_the_user_tools_from_its_pythonpath(
 ) -> None:
     settings = shop_settings(tmp_path, local_workers=False)
     async with running_daemon(settings) as (daemon, client):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
-        env |= {
+        env = {
             "PYTHONPATH": str(tmp_path / "user_code"),
-            "WARDEN_MODELS__PROVIDER": "scripted",
-            "WARDEN_NATS_NKEY_SEED": str(daemon.credentials("worker").nkey_seed),
             "WARDEN_MODELS__SCRIPT_FILES": json.dumps(settings.models.script_files),
             "WARDEN_ROLES__RESEARCH__TOOLS": json.dumps(ROLE_TOOLS),
             **{f"WARDEN_TOOLS__{name.upper()}__{key.upper()}": str(value).lower()
                if isinstance(value, bool) else str(value)
                for name, table in TOOLS.items() for key, value in table.items()},
         }
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, reaped below
-            [sys.executable, "-m", "warden", "worker", "--role", "research",
-             "--log-level", "error", "--nats", daemon.bus.url,
-             "--data-dir", str(tmp_path / "worker")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        try:
-            assert proc.stderr is not None
-            with anyio.fail_after(30):
-                line = (await anyio.to_thread.run_sync(proc.stderr.readline,
-                                                        abandon_on_cancel=True)).decode()
-            assert "serving warden.work.research" in line, line
+        async with worker_process(daemon, ["research"], tmp_path / "worker",
+                                  env=env) as worker:
+            assert "serving warden.work.research" in worker.banner, worker.banner
             run = await run_task(client, "refund the damaged order", scenario="shop")
             await assert_refunded_once(daemon, run.id, shop)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = await anyio.to_thread.run_sync(proc.wait, 10)
     assert run.status == "succeeded", run.error
-    assert code == 0
+    assert worker.returncode == 0
