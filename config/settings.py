@@ -154,6 +154,10 @@ class ToolSettings(_Config, frozen=True, kw_only=True):
     """``module:attribute`` answering, with the same arguments, what a dry run returns."""
     timeout_s: float = 30.0
     """Deadline of one call; past it the call is stopped and the model told."""
+    trusted_output: bool = True
+    """``false`` when what the function returns comes from outside (a web page, an
+    e-mail, a ticket) and may carry someone else's instructions: its output taints the
+    step, and the step's later medium- and high-risk calls need an approval."""
 
 
 class LimitSettings(_Config, frozen=True, kw_only=True):

@@ -16,7 +16,9 @@ place the parent reads them from:
 - ``check``: does it verify work (``run_tests``): a step whose check failed or timed out
   cannot succeed;
 - ``risk`` (``low``/``medium``/``high``), ``timeout_s`` (its own deadline, else the
-  sandbox's) and ``simulates`` (can it say what a dry run returns): carried for the
+  sandbox's), ``simulates`` (can it say what a dry run returns) and ``trusted_output``
+  (may its output be read as data the run can trust, or can it carry someone else's
+  instructions: untrusted output taints the step, issue 10 point 7): carried for the
   guards of the call gate; a user's function tool (``function.py``) sets them from its
   ``[tools.<name>]`` table, warden's own tools keep ``ToolBase``'s.
 """
@@ -92,6 +94,8 @@ class Tool(Protocol):
     def timeout_s(self) -> float | None: ...
     @property
     def simulates(self) -> bool: ...
+    @property
+    def trusted_output(self) -> bool: ...
     def spec(self) -> ToolSpec: ...
     async def invoke(self, arguments: Mapping[str, object], ctx: ToolContext) -> object: ...
     async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
@@ -112,6 +116,7 @@ class ToolDeclaration:
     risk: Risk = "low"
     timeout_s: float | None = None
     simulates: bool = False
+    trusted_output: bool = True
 
     @classmethod
     def of(cls, tool: Tool) -> ToolDeclaration:
@@ -125,6 +130,7 @@ class ToolDeclaration:
             risk=tool.risk,
             timeout_s=tool.timeout_s,
             simulates=tool.simulates,
+            trusted_output=tool.trusted_output,
         )
 
 
@@ -146,6 +152,9 @@ class ToolBase(abc.ABC, Generic[ArgsT]):
     timeout_s: ClassVar[float | None] = None
     """``None``: the sandbox's ``timeout_s`` bounds a call."""
     simulates: ClassVar[bool] = False
+    trusted_output: ClassVar[bool] = True
+    """``False``: what the tool returns may carry instructions from outside (a web page,
+    a ticket, a file the run did not write); reading it taints the step."""
     Arguments: type[ArgsT]
 
     def spec(self) -> ToolSpec:

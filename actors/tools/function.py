@@ -133,7 +133,7 @@ class FunctionTool:
         self, name: str, function: Callable[..., object], *, description: str,
         risk: Risk = "medium", side_effects: bool = True, idempotent_by_key: bool = False,
         timeout_s: float = 30.0, reconcile: Callable[..., object] | None = None,
-        simulate: Callable[..., object] | None = None,
+        simulate: Callable[..., object] | None = None, trusted_output: bool = True,
     ) -> None:
         self.name = name
         self.function = function
@@ -141,6 +141,7 @@ class FunctionTool:
         self.risk: Risk = risk
         self.side_effects = side_effects
         self.idempotent_by_key = idempotent_by_key
+        self.trusted_output = trusted_output
         self.timeout_s: float | None = timeout_s
         self.Arguments = arguments_struct(name, function)
         self._reconcile = reconcile
@@ -291,4 +292,5 @@ def load_function_tool(name: str, settings: ToolSettings, *,
         name, function, description=description, risk=settings.risk,
         side_effects=settings.side_effects, idempotent_by_key=settings.idempotent_by_key,
         timeout_s=settings.timeout_s, reconcile=hooks["reconcile"], simulate=hooks["simulate"],
+        trusted_output=settings.trusted_output,
     )

@@ -228,10 +228,11 @@ def test_the_declaration_carries_what_the_config_says(shop: str) -> None:
     registry = registry_for({"refund": ToolSettings(
         function=f"{shop}:refund", risk="high", side_effects=True, idempotent_by_key=False,
         reconcile=f"{shop}:refund_done", simulate=f"{shop}:refund_preview", timeout_s=20,
+        trusted_output=False,
     )})
     assert registry.declaration("refund") == ToolDeclaration(
         name="refund", side_effects=True, idempotent_by_key=False, reconciles=True,
-        check=False, risk="high", timeout_s=20.0, simulates=True,
+        check=False, risk="high", timeout_s=20.0, simulates=True, trusted_output=False,
     )
 
 
@@ -239,8 +240,8 @@ def test_the_cautious_defaults_apply_when_the_config_says_nothing(shop: str) -> 
     declaration = registry_for(
         {"lookup": ToolSettings(function=f"{shop}:lookup")}).declaration("lookup")
     assert (declaration.risk, declaration.side_effects, declaration.idempotent_by_key,
-            declaration.reconciles, declaration.simulates, declaration.timeout_s) == (
-        "medium", True, False, False, False, 30.0)
+            declaration.reconciles, declaration.simulates, declaration.timeout_s,
+            declaration.trusted_output) == ("medium", True, False, False, False, 30.0, True)
 
 
 async def test_reconcile_tells_whether_the_call_of_a_key_acted(shop: str, ws: Workspace) -> None:
