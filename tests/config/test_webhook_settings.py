@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from warden.config.errors import ConfigError
-from warden.config.webhooks import WebhookSettings, check_webhooks, shown_url
+from warden.config import ConfigError, WebhookSettings, check_webhooks
+from warden.config.webhooks import shown_url
 
 ENV = {"HOOK_SECRET": "s3cr3t-value", "SLACK_URL": "https://hooks.slack.com/services/T1/B2/tok"}
 
