@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,7 +26,7 @@ from warden.supervisor import (
     open_webhook_sender,
     verify_signature,
 )
-from warden.supervisor.webhook_payload import ARGUMENTS_SHOWN, slack_payload
+from warden.supervisor.webhook_payload import ARGUMENTS_SHOWN, encode_payload, slack_payload
 from warden.supervisor.webhooks import retry_after_s
 
 from tests.supervisor.webhook_receiver import Answer, Receiver, open_receiver
@@ -250,6 +252,20 @@ async def test_an_unreachable_webhook_is_retried_then_given_up_and_logged_withou
     assert (sender.statistics().failed, sender.statistics().delivered) == (1, 0)
 
 
+async def test_a_url_from_the_environment_is_logged_as_its_origin_only() -> None:
+    refused = _refused_url().split("?")[0]  # http://127.0.0.1:<port>/hook
+    origin = refused.rsplit("/", 1)[0]
+    webhook = msgspec.convert({"url_env": "SLACK_URL", "attempts": 1}, WebhookSettings)
+    with capture_logs() as logs:
+        async with open_webhook_sender(
+                [webhook], environ={"SLACK_URL": f"{origin}/services/T1/B2/xoxtoken"}) as sender:
+            sender.notify(notice())
+
+    (failed,) = events(logs, "webhook_failed")
+    assert failed["url"] == f"{origin}/… ($SLACK_URL)"
+    assert "xoxtoken" not in repr(logs)
+
+
 # -- never blocking, bounded --------------------------------------------------------------
 
 
@@ -329,3 +345,43 @@ async def test_no_webhooks_means_notify_does_nothing() -> None:
     async with open_webhook_sender([]) as sender:
         sender.notify(notice())
     assert sender.statistics().queued == 0
+
+
+# -- the README's example and snippet -------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_blocks(language: str) -> list[str]:
+    section = README.read_text(encoding="utf-8").split("### Approval webhooks", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)\n```\n", section, re.DOTALL)
+
+
+def test_the_readme_payload_example_is_what_is_sent() -> None:
+    (example,) = _readme_blocks("json")
+    sent = approval_notice(
+        approval_id="ap-3f9c", run_id="r-12", step=2, role="research", tool="refund",
+        arguments={"order_id": "o-7", "amount": 80}, risk="high", why="high risk",
+        hash="9b1e…c4", created_at=CREATED, expires_at=CREATED + timedelta(minutes=30),
+    )
+
+    assert json.loads(example) == json.loads(encode_payload(sent))
+
+
+async def test_the_readme_verification_snippet_accepts_a_signed_request_and_no_other(
+    receiver: Receiver,
+) -> None:
+    (snippet,) = _readme_blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    webhook = hook(receiver.url(), secret_env="HOOK_SECRET")
+    async with open_webhook_sender([webhook], environ={"HOOK_SECRET": SECRET}) as sender:
+        sender.notify(notice())
+        (request,) = await receiver.wait_for(1)
+    headers = {"X-Warden-Timestamp": request.headers["x-warden-timestamp"],
+               "X-Warden-Signature": request.headers["x-warden-signature"]}
+
+    assert namespace["verify"](SECRET.encode(), headers, request.body)
+    assert not namespace["verify"](b"wrong", headers, request.body)
+    assert not namespace["verify"](SECRET.encode(), headers, request.body.replace(b"80", b"90"))
