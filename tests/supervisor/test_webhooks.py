@@ -173,6 +173,37 @@ async def test_a_5xx_is_retried_and_the_notice_delivered_exactly_once(
     assert (stats.delivered, stats.failed, stats.retries) == (1, 0, 1)
 
 
+async def test_an_attempt_without_an_answer_times_out_and_is_retried(receiver: Receiver) -> None:
+    receiver.answer("/hook", Answer(hang=True))
+    with capture_logs() as logs:
+        async with open_webhook_sender([hook(receiver.url(), timeout_s=0.3)]) as sender:
+            sender.notify(notice())
+            first, second = await receiver.wait_for(2)
+
+    assert (first.answered, second.answered) == (None, 200)
+    (retry,) = events(logs, "webhook_retry")
+    assert retry["error"] in ("no answer within 0.3 s", "ReadTimeout: timed out")
+    assert sender.statistics().delivered == 1
+
+
+async def test_each_attempt_is_signed_afresh_so_a_late_retry_still_verifies(
+    receiver: Receiver,
+) -> None:
+    receiver.answer("/hook", Answer(503))
+    # The wall clock moves 15 minutes with each request the receiver has had.
+    async with open_webhook_sender(
+            [hook(receiver.url(), secret_env="HOOK_SECRET")], environ={"HOOK_SECRET": SECRET},
+            wall_clock=lambda: 1_780_000_000.0 + 900 * len(receiver.requests)) as sender:
+        sender.notify(notice())
+        first, second = await receiver.wait_for(2)
+
+    assert first.headers["x-warden-timestamp"] == "1780000000"
+    assert second.headers["x-warden-timestamp"] == "1780000900"  # 15 min later: re-signed
+    assert verify_signature(SECRET.encode(), timestamp="1780000900", body=second.body,
+                            signature=second.headers["x-warden-signature"],
+                            now=1_780_000_905.0)
+
+
 @pytest.mark.parametrize("status", [301, 400, 401, 403, 404, 410, 422])
 async def test_another_answer_is_final_and_never_retried(
     receiver: Receiver, status: int,
