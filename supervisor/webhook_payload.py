@@ -34,7 +34,7 @@ import math
 import re
 import shlex
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 from warden.config import Risk
@@ -74,6 +74,7 @@ class ApprovalNotice(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
     run_id: str
     step: int
     role: str
+    """The worker role whose step asked; ``""`` when the caller did not say."""
     tool: str
     arguments: str
     """The call's canonical arguments (JSON, keys sorted, no whitespace), cut to
@@ -91,14 +92,19 @@ class ApprovalNotice(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
     deny_command: str
 
 
+def _moment(when: datetime | float) -> datetime:
+    return when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
+
+
 def approval_notice(
-    *, approval_id: str, run_id: str, step: int, role: str, tool: str,
-    arguments: Mapping[str, object], risk: Risk, why: str, hash: str,
-    created_at: datetime, expires_at: datetime,
+    *, approval_id: str, run_id: str, step: int, tool: str, arguments: Mapping[str, object],
+    risk: Risk, why: str, hash: str, created_at: datetime | float,
+    expires_at: datetime | float, role: str = "",
 ) -> ApprovalNotice:
     """The notice of one approval request: ``arguments`` in canonical JSON, cut for
-    display, and the CLI commands that decide it. Pure; raises ``msgspec.EncodeError``
-    for arguments that are not JSON."""
+    display, the times as UTC datetimes (a float is unix seconds), and the CLI commands
+    that decide it. Pure; raises ``msgspec.EncodeError`` for arguments that are not
+    JSON."""
     canonical = _canonical.encode(arguments).decode()
     shown = canonical if len(canonical) <= ARGUMENTS_SHOWN else (
         canonical[:ARGUMENTS_SHOWN - 1] + "…")
@@ -106,7 +112,7 @@ def approval_notice(
     return ApprovalNotice(
         approval_id=approval_id, run_id=run_id, step=step, role=role, tool=tool,
         arguments=shown, arguments_bytes=len(canonical.encode()), risk=risk, why=why,
-        hash=hash, created_at=created_at, expires_at=expires_at,
+        hash=hash, created_at=_moment(created_at), expires_at=_moment(expires_at),
         approve_command=f"warden approve {quoted}",
         deny_command=f"warden deny {quoted} --reason '...'",
     )
@@ -145,7 +151,7 @@ def slack_payload(notice: ApprovalNotice) -> dict[str, object]:
             f"{_escaped(notice.why)}. `{approve}`")
     head = (f"*Approval needed:* `{tool}`, *{notice.risk}* risk\n"
             f"*Why:* {_escaped(notice.why)}\n"
-            f"*Run* `{run}`, step {notice.step}, role `{role}`\n"
+            f"*Run* `{run}`, step {notice.step}{f', role `{role}`' if role else ''}\n"
             f"*Expires:* {_when(notice.expires_at)}")
     fence = "*Arguments*\n```\n"
     arguments = _cut(_escaped(notice.arguments), _SLACK_SECTION_MAX - len(fence) - 4)

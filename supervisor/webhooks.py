@@ -154,6 +154,11 @@ class WebhookSender:
                 continue
             try:
                 target.send.send_nowait(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._counts["dropped"] += 1
+                log.warning("webhook_sender_closed", approval_id=notice.approval_id,
+                            url=target.shown)
+                continue
             except anyio.WouldBlock:
                 self._counts["dropped"] += 1
                 log.warning("webhook_queue_full", approval_id=notice.approval_id,

@@ -92,6 +92,17 @@ async def test_the_body_is_slack_text_and_mrkdwn_blocks_with_the_notice_under_wa
     assert body["warden"]["expires_at"] == "2026-12-03T15:40:00Z"
 
 
+def test_unix_times_become_utc_datetimes_and_an_unknown_role_is_left_out() -> None:
+    sent = approval_notice(
+        approval_id="ap-9", run_id="r-1", step=0, tool="refund", arguments={}, risk="medium",
+        why="risk medium", hash="h", created_at=1_780_000_000.0, expires_at=1_780_003_600.0)
+
+    assert sent.created_at == datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)
+    assert sent.expires_at - sent.created_at == timedelta(hours=1)
+    head = slack_payload(sent)["blocks"][0]["text"]["text"]  # type: ignore[index]
+    assert "role" not in head and "step 0" in head
+
+
 def test_what_a_model_chose_cannot_mention_link_or_break_out_of_its_code_block() -> None:
     injected = notice(command="<!channel> ``` <https://evil.example|click> `x`")
     body = json.loads(msgspec.json.encode(slack_payload(injected)))
