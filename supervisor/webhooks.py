@@ -83,6 +83,7 @@ class WebhookStatistics:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
+    run_id: str
     approval_id: str
     delivery_id: str
     body: bytes
@@ -145,24 +146,21 @@ class WebhookSender:
         in ``dropped``."""
         if not self._targets:
             return
-        item = _Item(notice.approval_id, uuid.uuid4().hex, encode_payload(notice))
+        item = _Item(notice.run_id, notice.approval_id, uuid.uuid4().hex, encode_payload(notice))
+        ids = {"run_id": notice.run_id, "approval_id": notice.approval_id}
         for target in self._targets:
-            if self._closed:
-                self._counts["dropped"] += 1
-                log.warning("webhook_sender_closed", approval_id=notice.approval_id,
-                            url=target.shown)
-                continue
             try:
+                if self._closed:
+                    raise anyio.ClosedResourceError
                 target.send.send_nowait(item)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._counts["dropped"] += 1
-                log.warning("webhook_sender_closed", approval_id=notice.approval_id,
-                            url=target.shown)
+                log.warning("webhook_sender_closed", **ids, url=target.shown)
                 continue
             except anyio.WouldBlock:
                 self._counts["dropped"] += 1
-                log.warning("webhook_queue_full", approval_id=notice.approval_id,
-                            url=target.shown, queue_size=target.send.statistics().max_buffer_size,
+                log.warning("webhook_queue_full", **ids, url=target.shown,
+                            queue_size=target.send.statistics().max_buffer_size,
                             note="not sent to this webhook; the approval is in the journal")
                 continue
             target.pending[item.approval_id] += 1
@@ -208,7 +206,8 @@ class WebhookSender:
 
     async def _attempts(self, target: _Target, item: _Item) -> None:
         hook = target.hook
-        fields = {"approval_id": item.approval_id, "url": target.shown}
+        # The run's ids are bound in the run's context, not in this task's: said here.
+        fields = {"run_id": item.run_id, "approval_id": item.approval_id, "url": target.shown}
         for attempt in range(1, hook.attempts + 1):
             status, problem, retry_after = await self._post(target, item)
             if status is not None and 200 <= status < 300:

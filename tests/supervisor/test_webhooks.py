@@ -287,6 +287,7 @@ async def test_an_unreachable_webhook_is_retried_then_given_up_and_logged_withou
     assert [e["attempt"] for e in events(logs, "webhook_retry")] == [1, 2]
     (failed,) = events(logs, "webhook_failed")
     assert failed["attempts"] == 3 and failed["approval_id"] == "ap-1"
+    assert failed["run_id"] == "r-12"  # said, not bound: the task is not the run's
     assert failed["url"] == url.split("?")[0]
     assert "ConnectError" in failed["error"]
     everything = repr(logs)
