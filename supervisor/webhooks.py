@@ -15,11 +15,13 @@ The spec:
   webhook has a secret. A 2xx delivers. Retried, after a full-jitter exponential backoff
   (``gate.full_jitter``): a connection error or timeout, a 5xx, and a 429, after its
   ``retry-after`` (seconds or an HTTP date) when it has one, capped at
-  ``retry_after_cap_s``. Any other answer (4xx, a redirect: not followed) is final.
+  ``retry_after_cap_s``. Any other answer (4xx, a redirect: not followed) is final, and
+  so is an error no retry repairs (``retryable_error``: a protocol the client cannot
+  speak, an error of its own).
 - Logged, with the approval id and the URL without query, user or password (a URL read
   from ``url_env`` as its origin only), never the secret: ``webhook_delivered``,
   ``webhook_retry`` (each failed attempt that is retried, with the error and the wait),
-  ``webhook_failed`` (out of attempts), ``webhook_rejected`` (a final answer),
+  ``webhook_failed`` (out of attempts), ``webhook_rejected`` (a final answer or error),
   ``webhook_queue_full``, ``webhook_undelivered`` (abandoned at shutdown).
 - The sender's tasks live in a task group owned by ``open_webhook_sender``. On exit it
   takes no more notices, delivers what is queued and in flight for up to
@@ -57,9 +59,23 @@ from warden.supervisor.webhook_payload import (
     sign,
 )
 
-__all__ = ("WebhookSender", "WebhookStatistics", "open_webhook_sender", "retry_after_s")
+__all__ = (
+    "WebhookSender",
+    "WebhookStatistics",
+    "open_webhook_sender",
+    "retry_after_s",
+    "retryable_error",
+)
 
 log = structlog.get_logger("warden.webhooks")
+
+_RETRYABLE: tuple[type[Exception], ...] = (
+    httpx2.TimeoutException,      # connect, read, write, pool
+    httpx2.NetworkError,          # refused, reset, unreachable, TLS handshake
+    httpx2.RemoteProtocolError,   # the receiver hung up without a whole answer
+    httpx2.ProxyError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,14 @@ def _origin(url: str) -> str:
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
     return f"{scheme}://{host}"
+
+
+def retryable_error(exc: Exception) -> bool:
+    """Whether an attempt that raised ``exc`` may succeed if made again: a timeout, a
+    network error, a receiver that hung up, a proxy's failure. Not: a URL or protocol
+    the client cannot speak, an error of our own request, anything outside httpx2's
+    tree. Pure."""
+    return isinstance(exc, _RETRYABLE)
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -209,12 +233,12 @@ class WebhookSender:
         # The run's ids are bound in the run's context, not in this task's: said here.
         fields = {"run_id": item.run_id, "approval_id": item.approval_id, "url": target.shown}
         for attempt in range(1, hook.attempts + 1):
-            status, problem, retry_after = await self._post(target, item)
+            status, problem, retry_after, retryable = await self._post(target, item)
             if status is not None and 200 <= status < 300:
                 self._counts["delivered"] += 1
                 log.info("webhook_delivered", **fields, attempt=attempt, status=status)
                 return
-            if status is not None and status != 429 and status < 500:
+            if not retryable:
                 self._counts["failed"] += 1
                 log.warning("webhook_rejected", **fields, attempt=attempt, status=status,
                             error=problem)
@@ -233,8 +257,9 @@ class WebhookSender:
 
     async def _post(
         self, target: _Target, item: _Item,
-    ) -> tuple[int | None, str, float | None]:
-        """One attempt: (status or ``None``, what went wrong, the retry-after wait)."""
+    ) -> tuple[int | None, str, float | None, bool]:
+        """One attempt: (status or ``None``, what went wrong, the retry-after wait,
+        whether another attempt may do better). Never raises but a cancellation."""
         headers = {"content-type": "application/json", DELIVERY_HEADER: item.delivery_id}
         if target.secret is not None:
             timestamp = str(int(self._wall_clock()))
@@ -250,16 +275,14 @@ class WebhookSender:
                     after = retry_after_s(response.headers.get("retry-after"),
                                           self._wall_clock())
         except TimeoutError:
-            return None, f"no answer within {timeout:g} s", None
-        except httpx2.HTTPError as exc:
+            return None, f"no answer within {timeout:g} s", None, True
+        except Exception as exc:
+            # Whatever one attempt raises is that attempt's failure, never the daemon's.
             # An SDK message may quote the request's URL: never its query or credentials.
             said = str(exc).replace(target.url, target.shown)
-            return None, f"{type(exc).__name__}: {said}" if said else type(exc).__name__, None
-        except Exception as exc:
-            # Whatever else one attempt raises (an SDK error outside its HTTPError tree) is
-            # that attempt's failure: a webhook must never take the daemon down with it.
-            return None, f"{type(exc).__name__}: {str(exc).replace(target.url, target.shown)}", None
-        return status, f"HTTP {status}", after
+            problem = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+            return None, problem, None, retryable_error(exc)
+        return status, f"HTTP {status}", after, status == 429 or status >= 500
 
     def _close(self) -> None:
         self._closed = True

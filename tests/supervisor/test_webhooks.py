@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import msgspec
 import pytest
 from structlog.testing import capture_logs
@@ -27,7 +28,7 @@ from warden.supervisor import (
     verify_signature,
 )
 from warden.supervisor.webhook_payload import ARGUMENTS_SHOWN, encode_payload, slack_payload
-from warden.supervisor.webhooks import retry_after_s
+from warden.supervisor.webhooks import retry_after_s, retryable_error
 
 from tests.supervisor.webhook_receiver import Answer, Receiver, open_receiver
 
@@ -195,6 +196,36 @@ async def test_an_attempt_without_an_answer_times_out_and_is_retried(receiver: R
     (retry,) = events(logs, "webhook_retry")
     assert retry["error"] in ("no answer within 0.3 s", "ReadTimeout: timed out")
     assert sender.statistics().delivered == 1
+
+
+async def test_a_receiver_that_hangs_up_without_answering_is_retried(receiver: Receiver) -> None:
+    receiver.answer("/hook", Answer(drop=True))
+    with capture_logs() as logs:
+        async with open_webhook_sender([hook(receiver.url())]) as sender:
+            sender.notify(notice())
+            first, second = await receiver.wait_for(2)
+
+    assert (first.answered, second.answered) == (None, 200)
+    (retry,) = events(logs, "webhook_retry")
+    assert retry["error"].startswith("RemoteProtocolError")
+
+
+@pytest.mark.parametrize(("error", "retried"), [
+    (httpx2.ConnectError("refused"), True),
+    (httpx2.ReadTimeout("slow"), True),
+    (httpx2.RemoteProtocolError("hung up"), True),
+    (httpx2.ProxyError("proxy down"), True),
+    (TimeoutError(), True),
+    (httpx2.UnsupportedProtocol("gopher"), False),
+    (httpx2.LocalProtocolError("bad header"), False),
+    (httpx2.TooManyRedirects("loop"), False),
+    (httpx2.InvalidURL("bad"), False),
+    (ValueError("a bug of ours"), False),
+])
+def test_only_errors_another_attempt_may_repair_are_retried(
+    error: Exception, retried: bool,
+) -> None:
+    assert retryable_error(error) is retried
 
 
 async def test_each_attempt_is_signed_afresh_so_a_late_retry_still_verifies(

@@ -20,11 +20,13 @@ import anyio
 
 @dataclass(frozen=True)
 class Answer:
-    """What the receiver answers one request with; ``hang``: nothing, until stopped."""
+    """What the receiver answers one request with; ``hang``: nothing, until stopped;
+    ``drop``: nothing, the connection closed at once."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             answer = receiver.next_answer(self.path)
             headers = {name.lower(): value for name, value in self.headers.items()}
             receiver.record(Received(self.path, headers, body, time.monotonic(),
-                                     None if answer.hang else answer.status))
-            if answer.hang:
-                receiver.release.wait(60)
+                                     None if answer.hang or answer.drop else answer.status))
+            if answer.hang or answer.drop:
+                if answer.hang:
+                    receiver.release.wait(60)
                 self.close_connection = True
                 return
             self.send_response(answer.status)
