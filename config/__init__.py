@@ -21,6 +21,7 @@ from warden.config.settings import (
     SupervisionSettings,
     ToolSettings,
 )
+from warden.config.webhooks import WebhookSettings, check_webhooks
 
 __all__ = (
     "ROLES",
@@ -42,6 +43,8 @@ __all__ = (
     "SupervisionSettings",
     "ToolPolicy",
     "ToolSettings",
+    "WebhookSettings",
+    "check_webhooks",
     "load_settings",
     "validate",
 )

@@ -83,12 +83,15 @@ from warden.supervisor.supervision import (
     supervise_one,
     supervisor_child,
 )
+from warden.supervisor.webhook_payload import ApprovalNotice, approval_notice, verify_signature
+from warden.supervisor.webhooks import WebhookSender, WebhookStatistics, open_webhook_sender
 
 __all__ = (
     "RESUMABLE_BY_HAND",
     "TERMINAL",
     "UNFINISHED",
     "Allow",
+    "ApprovalNotice",
     "BlockedPatternGuard",
     "BreakerOpenError",
     "BreakerState",
@@ -151,14 +154,19 @@ __all__ = (
     "ToolCallFailedError",
     "ToolCallMade",
     "Turn",
+    "WebhookSender",
+    "WebhookStatistics",
     "WorkerUnreachableError",
     "add_restart",
+    "approval_notice",
     "check_transition",
     "open_daemon",
     "open_journal",
     "open_supervisor",
+    "open_webhook_sender",
     "policy_guards",
     "read_daemon_file",
     "supervise_one",
     "supervisor_child",
+    "verify_signature",
 )
