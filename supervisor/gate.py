@@ -124,6 +124,10 @@ class _OpenIntent:
 class _Hooks:
     paused: Callable[[str], Awaitable[None]] | None = None
     resumed: Callable[[], Awaitable[None]] | None = None
+    refused: Callable[[ToolCall, ToolCallRecord, str | None], Awaitable[None]] | None = None
+    """Told of each tool call the gate refused (unknown, not allowlisted, denied by an
+    interceptor, named there), after it is recorded: a dry run records what it would
+    have been refused (``dry_run.record_refusal``)."""
 
 
 # -- the gate ---------------------------------------------------------------------------
@@ -445,6 +449,8 @@ class CallGate:
         log.warning("tool_call_refused", run_id=self.run_id, key=call.key, tool=call.name,
                     reason=reason)
         await self._record_tool(call, record, wait=False, by=by)
+        if self.hooks.refused is not None:
+            await self.hooks.refused(call, record, by)
         return record
 
     async def _record_tool(self, call: ToolCall, record: ToolCallRecord, *, wait: bool,

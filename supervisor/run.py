@@ -45,6 +45,7 @@ afresh under new keys while completed steps stay done.
 
 from __future__ import annotations
 
+import functools
 from typing import TypedDict
 
 import anyio
@@ -78,6 +79,7 @@ from warden.supervisor.events import (
     StepStarted,
     Turn,
 )
+from warden.supervisor.dry_run import record_refusal
 from warden.supervisor.gate import CallGate, full_jitter
 from warden.supervisor.interceptors import ModelCall, ToolCall
 from warden.supervisor.journal import RunState
@@ -138,6 +140,8 @@ class RunSupervisor:
         self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario)
         self.gate.hooks.paused = self._paused
         self.gate.hooks.resumed = self._resumed
+        if state.dry_run:
+            self.gate.hooks.refused = functools.partial(record_refusal, ctx.journal, state.id)
         self._prefix = f"{state.id}/e{state.epoch}"
         self._outputs: list[str] = []
         self._done_steps: dict[int, tuple[str, str]] = {}
@@ -372,6 +376,7 @@ class RunSupervisor:
                     result = await self.gate.tool(ToolCall(
                         key=f"{key}/c{i}", role=step.role, step=index, turn=turn,
                         name=use.name, arguments=use.input, replay=self.gate.replaying,
+                        dry_run=self.state.dry_run,
                     ))
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:
@@ -423,6 +428,6 @@ def _text(content: list[Block]) -> str:
 
 
 def state_of_new_run(run_id: str, text: str, scenario: str | None,
-                     budget_usd: float | None) -> RunState:
+                     budget_usd: float | None, *, dry_run: bool = False) -> RunState:
     """The ``RunState`` of a run just committed as ``queued``."""
-    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0)
+    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0, dry_run=dry_run)
