@@ -141,10 +141,10 @@ async def execute_tool(
     tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
     sandbox: SandboxSettings, data_dir: Path | None, network: bool = False,
 ) -> ToolReply:
-    """Run (or reconcile, or simulate) the one tool call ``request`` describes, in the run's workspace
-    under ``workspaces``. A tool's own failure is a record with ``ok=False``; a request
-    the worker cannot serve (a bad run id) is a reply with ``error``. Raises only on a
-    crash."""
+    """Run (or reconcile, or simulate) the one tool call ``request`` describes, in the
+    run's workspace under ``workspaces``. A tool's own failure is a record with
+    ``ok=False``; a request the worker cannot serve (a bad run id) is a reply with
+    ``error``. Raises only on a crash."""
     key = request.idempotency_key
     if not subjects.is_valid_id(request.run_id):
         return ToolReply(run_id=request.run_id, idempotency_key=key,

@@ -609,7 +609,8 @@ class RunState(NamedTuple):
 
 
 def _state(row: Row) -> RunState:
-    return RunState(*row[:7], dry_run=bool(row[7]))
+    run_id, status, text, scenario, budget_usd, plan, epoch, dry_run = row
+    return RunState(run_id, status, text, scenario, budget_usd, plan, epoch, bool(dry_run))
 
 
 class RecordedCall(NamedTuple):

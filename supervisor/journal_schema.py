@@ -15,9 +15,9 @@ from __future__ import annotations
 from warden.supervisor.run_states import INITIAL, TRANSITIONS
 
 __all__ = (
+    "DRY_RUN_SCHEMA",
     "GUARD_MESSAGE",
     "INDEXES",
-    "DRY_RUN_SCHEMA",
     "MIGRATE_DRY_RUN",
     "MIGRATE_FROM_1",
     "MIGRATE_FROM_2",

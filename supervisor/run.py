@@ -62,6 +62,7 @@ from warden.bus.wire import (
 )
 from warden.supervisor.budget import Budget
 from warden.supervisor.context import RunContext
+from warden.supervisor.dry_run import record_refusal
 from warden.supervisor.errors import (
     BudgetExhaustedError,
     CallFailedError,
@@ -79,7 +80,6 @@ from warden.supervisor.events import (
     StepStarted,
     Turn,
 )
-from warden.supervisor.dry_run import record_refusal
 from warden.supervisor.gate import CallGate, full_jitter
 from warden.supervisor.interceptors import ModelCall, ToolCall
 from warden.supervisor.journal import RunState
