@@ -20,6 +20,11 @@ The spec:
 - **Refusals.** A call that a guard (or the gate's allowlist) refused never reaches this
   guard; the run supervisor records it through the gate's ``refused`` hook
   (``record_refusal``) as ``refused``: a real run would have been refused there too.
+- **Fail closed.** A dry run's side-effecting call that no guard answered (a chain
+  without this guard, or a guard after it that allowed it) is refused by the gate
+  itself, never made.
+- **The model** is called as in a real run (a dry run costs tokens): it is the agent
+  being watched.
 - **Showing it.** ``warden show`` (and the API's ``show``) says the run was a dry run and
   lists its ``intercepted`` calls (``InterceptedCall``) in order.
 

@@ -83,7 +83,8 @@ async def run(h: Harness, run_id: str, *, dry_run: bool) -> RunSummary:
 
 
 def calls_then(*calls: object, answer: str = "done") -> Answer:
-    """One research step whose model asks for ``calls`` in one turn, then answers."""
+    """One research step whose model asks for each of ``calls`` in a turn of its own,
+    then answers."""
     return scripted(plan_of(("research", "act")), {"research": [*calls, text(answer)]})  # type: ignore[list-item]
 
 
@@ -362,3 +363,18 @@ def test_show_cuts_a_dry_runs_intercepted_outputs_to_fit() -> None:
     assert fitted.truncated and fitted.dry_run
     assert [c.key for c in fitted.intercepted] == [c.key for c in calls]
 
+
+
+async def test_a_dry_run_without_its_guard_still_makes_no_side_effect(
+    tmp_path: Path, journal: Journal
+) -> None:
+    h = dry_harness(tmp_path, journal, calls_then(use("bump", text="x"), use("echo", text="e")))
+    h.interceptors = []  # no DryRunGuard: the gate itself refuses
+
+    run_summary = await run(h, "dry-r-1", dry_run=True)
+
+    assert CountingTool.runs == []
+    assert [b.content for b in told(h, 1) + told(h, 2)] == [
+        "dry run: no guard intercepted this side-effecting call; not executed", "e"]
+    (call,) = run_summary.intercepted
+    assert (call.tool, call.decision, call.by) == ("bump", "refused", "gate")
