@@ -1,38 +1,27 @@
 """Dry runs through the real daemon (real nats-server, real SQLite) and the real CLI: the
-``ledger`` scenario with ``--dry-run`` leaves ``ledger.txt`` untouched and ``show`` lists
-its three intercepted calls; a dry run and the real run of one submission id share no
+``ledger`` scenario with ``--dry-run`` against a ``warden up`` process leaves
+``ledger.txt`` untouched and ``show`` lists its three intercepted calls; a dry run and the real run of one submission id share no
 run, key or effect."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
-import anyio
 import pytest
 from warden.bus.wire import ErrorReply, RunSummary, TaskSubmission, encoder, reply_decoder
 from warden.supervisor.cli import submit_and_follow
 from warden.supervisor.dry_run import dry_run_id
 
 from tests.integration.harness import api, make_settings, running_daemon, show
+from tests.integration.warden_process import warden_up
 
-pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+pytestmark = pytest.mark.integration
 
 LEDGER_CALLS = [("research", 0), ("code", 1), ("review", 2)]
 """The ledger scenario's steps: each appends one line with its role as the text."""
-
-
-async def warden(*args: str, data_dir: str) -> tuple[int, str]:
-    """Run the ``warden`` CLI to its end (within 60 s): its exit code and stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-    with anyio.fail_after(60):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "warden", *args, "--data-dir", data_dir],
-            env=env, check=False,
-        )
-    return done.returncode, done.stdout.decode()
 
 
 def ledger_lines(data_dir: str) -> list[str]:
@@ -40,26 +29,29 @@ def ledger_lines(data_dir: str) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-async def test_a_dry_run_of_the_ledger_leaves_it_untouched_and_show_lists_three_calls(
+@pytest.mark.timeout(120)
+def test_a_dry_run_of_the_ledger_leaves_it_untouched_and_show_lists_three_calls(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path)
-    data_dir = settings.data_dir
-    async with running_daemon(settings) as (daemon, _):
-        code, out = await warden("submit", "ledger", "--scenario", "ledger", "--dry-run",
-                                 "--id", "led-1", "--wait", "--json", "--timeout", "60",
-                                 data_dir=data_dir)
-        shown_code, shown = await warden("show", "dry-led-1", data_dir=data_dir)
-        json_code, shown_json = await warden("show", "dry-led-1", "--json", data_dir=data_dir)
-        effects = await daemon.journal.effects("dry-led-1")
+    # A real `warden up` process and the real CLI against it (warden_process.py).
+    with warden_up(tmp_path, {"models": {"provider": "scripted"}}) as daemon:
+        submitted = daemon.submit_wait("ledger", "--scenario", "ledger", "--dry-run",
+                                       timeout=60)
+        run_id = dry_run_id(submitted.run_id)
+        shown = daemon.cli("show", run_id)
+        shown_json = daemon.cli("show", run_id, "--json")
+        with closing(sqlite3.connect(f"file:{daemon.data_dir / 'journal.sqlite'}?mode=ro",
+                                     uri=True)) as db:
+            effects = [str(row[0]) for row in db.execute(
+                "SELECT key FROM effects WHERE run_id = ?", (run_id,))]
 
-    assert (code, shown_code, json_code) == (0, 0, 0)
-    assert not (Path(data_dir) / "ledger.txt").exists()
-    submitted = json.loads(out)
-    assert json.loads(shown_json) == submitted
-    assert (submitted["id"], submitted["status"], submitted["dry_run"]) == (
-        "dry-led-1", "succeeded", True)
-    calls = submitted["intercepted"]
+    assert (submitted.returncode, shown.returncode, shown_json.returncode) == (0, 0, 0), \
+        submitted.stderr
+    assert not (daemon.data_dir / "ledger.txt").exists()
+    run = json.loads(submitted.stdout)
+    assert json.loads(shown_json.stdout) == run
+    assert (run["id"], run["status"], run["dry_run"]) == (run_id, "succeeded", True)
+    calls = run["intercepted"]
     assert [(c["tool"], c["arguments"], c["decision"], c["step"]) for c in calls] == [
         ("ledger_append", {"text": role}, "intercepted", step) for role, step in LEDGER_CALLS]
     for call in calls:  # each answered by the tool's simulation, run by a worker
@@ -67,14 +59,16 @@ async def test_a_dry_run_of_the_ledger_leaves_it_untouched_and_show_lists_three_
         assert call["output"] == (f"would append to ledger.txt as {call['key']}: "
                                   f"{call['arguments']['text']!r}")
     assert sorted(effects) == sorted(c["key"] for c in calls)
-    assert "dry run  yes: its side-effecting tool calls were not executed" in shown
-    assert "would have done (3 calls):" in shown
+    text = shown.stdout
+    assert "dry run  yes: its side-effecting tool calls were not executed" in text
+    assert "would have done (3 calls):" in text
     for role, step in LEDGER_CALLS:
-        assert f"step {step} turn 0  ledger_append {{\"text\":\"{role}\"}}" in shown
+        assert f'step {step} turn 0  ledger_append {{"text":"{role}"}}' in text
         assert (f"would have returned: would append to ledger.txt as "
-                f"dry-led-1/e0/s{step}/a0/t0/c0: '{role}'") in shown
+                f"{run_id}/e0/s{step}/a0/t0/c0: '{role}'") in text
 
 
+@pytest.mark.anyio
 async def test_a_dry_run_and_the_real_run_of_one_id_share_no_key_or_effect(
     tmp_path: Path,
 ) -> None:
@@ -98,6 +92,7 @@ async def test_a_dry_run_and_the_real_run_of_one_id_share_no_key_or_effect(
     assert all(line.split()[1] == "same" for line in lines)
 
 
+@pytest.mark.anyio
 async def test_the_api_submits_a_dry_run_under_its_own_id_and_refuses_a_real_one_there(
     tmp_path: Path,
 ) -> None:
