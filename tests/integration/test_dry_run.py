@@ -1,7 +1,7 @@
 """Dry runs through the real daemon (real nats-server, real SQLite) and the real CLI: the
 ``ledger`` scenario with ``--dry-run`` against a ``warden up`` process leaves
-``ledger.txt`` untouched and ``show`` lists its three intercepted calls; a dry run and the real run of one submission id share no
-run, key or effect."""
+``ledger.txt`` untouched and ``show`` lists its three intercepted calls; a dry run and
+the real run of one submission id share no run, key or effect."""
 
 from __future__ import annotations
 
