@@ -29,6 +29,9 @@ the parent, never trusted to a worker:
   backoff (unless the failure is not retryable); then its role's ``on_failure`` decides:
   ``fail`` the run, ``skip`` the step, or ``escalate`` (``needs_human``).
 - **synthesize**: a final model call over the step outputs gives the run's result.
+- **dry run** (``RunState.dry_run``, from the journal, so a replay stays one): every tool
+  call is marked ``dry_run`` for the guards, and a refused one is recorded as what the
+  run would have been refused (``dry_run.py``); the rest of the run is the same.
 
 Durability. Every model call and tool call has an idempotency key derived from
 ``(run, epoch, step, attempt, turn, call)``. Model replies are journalled under their key;
