@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 from warden.actors.errors import ToolError
+from warden.actors.model import ModelReply
 from warden.actors.tools import Tool, ToolContext, ToolRegistry
 from warden.bus.wire import InterceptedCall, RunSummary, ToolResultBlock, encoder
 from warden.supervisor.api import fit_run
@@ -82,10 +83,10 @@ async def run(h: Harness, run_id: str, *, dry_run: bool) -> RunSummary:
     return summary
 
 
-def calls_then(*calls: object, answer: str = "done") -> Answer:
+def calls_then(*calls: ModelReply, answer: str = "done") -> Answer:
     """One research step whose model asks for each of ``calls`` in a turn of its own,
     then answers."""
-    return scripted(plan_of(("research", "act")), {"research": [*calls, text(answer)]})  # type: ignore[list-item]
+    return scripted(plan_of(("research", "act")), {"research": [*calls, text(answer)]})
 
 
 def told(h: Harness, turn: int = 1) -> list[ToolResultBlock]:
