@@ -37,7 +37,7 @@ from tests.supervisor.run_fakes import (
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = ["list_files", "echo", "bump", "verify", "ledger_append", "preview"]
+TOOLS = ["list_files", "echo", "bump", "verify", "ledger_append", "preview", "run_tests"]
 
 
 class PreviewTool(CountingTool):
@@ -179,6 +179,21 @@ async def test_a_real_run_is_not_intercepted_by_the_dry_run_guard(
 
     assert CountingTool.runs == ["r-1/e0/s0/a0/t0/c0"]
     assert not run_summary.dry_run and run_summary.intercepted == []
+
+
+async def test_an_intercepted_check_does_not_fail_its_step(
+    tmp_path: Path, journal: Journal
+) -> None:
+    # run_tests declares side effects (it runs model-written code): a dry run runs no
+    # code, and a check whose outcome is unknown has not failed.
+    h = dry_harness(tmp_path, journal, calls_then(use("run_tests", path="missing")))
+
+    run_summary = await run(h, "dry-r-1", dry_run=True)
+
+    assert run_summary.status == "succeeded"
+    assert run_summary.steps[0].status == "succeeded"
+    (call,) = run_summary.intercepted
+    assert (call.tool, call.output) == ("run_tests", NOT_EXECUTED)
 
 
 # -- refusals ---------------------------------------------------------------------------
