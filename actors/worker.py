@@ -11,7 +11,8 @@ share the load. It answers two requests, both sent by a run supervisor's call ga
 - ``ToolRequest``: ONE tool call with the parent's idempotency key, refused unless the
   tool is in the role's allowlist, confined to the run's workspace under this worker's
   own root; answered with a ``ToolReply``; or, in ``reconcile`` mode, whether an
-  interrupted call with that key already acted.
+  interrupted call with that key already acted; or, in ``simulate`` mode (a dry run),
+  what the call would return, without acting.
 
 It trusts nothing on the wire: every request is first checked against the worker's own
 config (``admission.py``: run id, role, purpose, model, system prompt, ``max_tokens``,
@@ -140,10 +141,10 @@ async def execute_tool(
     tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
     sandbox: SandboxSettings, data_dir: Path | None, network: bool = False,
 ) -> ToolReply:
-    """Run (or reconcile) the one tool call ``request`` describes, in the run's workspace
-    under ``workspaces``. A tool's own failure is a record with ``ok=False``; a request
-    the worker cannot serve (a bad run id) is a reply with ``error``. Raises only on a
-    crash."""
+    """Run (or reconcile, or simulate) the one tool call ``request`` describes, in the
+    run's workspace under ``workspaces``. A tool's own failure is a record with
+    ``ok=False``; a request the worker cannot serve (a bad run id) is a reply with
+    ``error``. Raises only on a crash."""
     key = request.idempotency_key
     if not subjects.is_valid_id(request.run_id):
         return ToolReply(run_id=request.run_id, idempotency_key=key,
@@ -160,6 +161,10 @@ async def execute_tool(
         except ToolError as exc:
             return ToolReply(run_id=request.run_id, idempotency_key=key, error=str(exc))
         return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)
+    if request.mode == "simulate":
+        simulated = await tools.simulate(request.name, request.arguments, ctx,
+                                         allowlist=allowlist)
+        return ToolReply(run_id=request.run_id, idempotency_key=key, record=simulated)
     record = await tools.call(request.name, request.arguments, ctx, allowlist=allowlist)
     crash_point("tool_acted")
     return ToolReply(run_id=request.run_id, idempotency_key=key, record=record)

@@ -103,6 +103,10 @@ class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
     """Names a bundled script for the scripted model (``fizzbuzz``, ``ledger``, ...)."""
     budget_usd: float | None = None
     """Overrides the configured per-run budget, downwards or upwards."""
+    dry_run: bool = False
+    """Run it without its side effects (``supervisor/dry_run.py``): every side-effecting
+    tool call is intercepted, recorded and answered with its simulation; the run's id is
+    ``dry-<id>``, so it never shares a key with a real run."""
 
 
 class StrictTaskSubmission(TaskSubmission, frozen=True, kw_only=True,
@@ -157,7 +161,8 @@ class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
 
     ``idempotency_key`` is derived from (run, step, attempt, turn, call) and is the same
     when a replay sends the call again. ``mode`` ``reconcile`` asks the tool whether an
-    interrupted call with that key already acted, instead of acting.
+    interrupted call with that key already acted, instead of acting; ``simulate`` (a dry
+    run) asks what the call would return, without acting.
     """
 
     v: int = 1
@@ -168,7 +173,7 @@ class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
     name: str
     arguments: dict[str, object] = {}
     idempotency_key: str
-    mode: Literal["run", "reconcile"] = "run"
+    mode: Literal["run", "reconcile", "simulate"] = "run"
 
 
 class ToolCallRecord(_Wire, frozen=True, kw_only=True, tag="tool_call"):
@@ -272,6 +277,32 @@ class StepSummary(_Wire, frozen=True, kw_only=True, tag="step.summary"):
     cost_usd: float = 0.0
 
 
+DryRunDecision = Literal["intercepted", "refused"]
+"""What became of a dry run's tool call that would have acted (``InterceptedCall``)."""
+
+
+class InterceptedCall(_Wire, frozen=True, kw_only=True, tag="dry_run.call"):
+    """What a dry run would have done at one tool call (``RunSummary.intercepted``).
+
+    ``decision`` ``intercepted``: the call passed every guard named in ``reason`` and was
+    not executed; ``output`` is what the model got instead (the tool's simulation, or
+    "dry run: not executed"). ``refused``: a guard (``by``) refused it, so a real run
+    would have been refused too; ``output`` is the refusal the model read.
+    """
+
+    key: str
+    step: int
+    turn: int
+    tool: str
+    arguments: dict[str, object] = {}
+    decision: DryRunDecision
+    by: str = ""
+    reason: str = ""
+    output: str = ""
+    simulated: bool = False
+    """``output`` is the tool's own simulation (its ``simulate`` hook)."""
+
+
 class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     id: str
     status: str
@@ -289,6 +320,11 @@ class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     each run's text; ``show`` cuts step outputs, then the result): ``show`` gives more."""
     already_submitted: bool = False
     """In a ``submit`` reply: the id was known, nothing was queued, this is the stored run."""
+    dry_run: bool = False
+    """The run is a dry run: its side-effecting tool calls were not executed."""
+    intercepted: list[InterceptedCall] = []
+    """A dry run's tool calls that would have acted, in order: what it would have done
+    (``show`` only)."""
 
 
 class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):

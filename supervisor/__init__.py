@@ -8,6 +8,7 @@ from warden.supervisor.budget import Budget
 from warden.supervisor.context import RunContext
 from warden.supervisor.daemon import Daemon, open_daemon, read_daemon_file
 from warden.supervisor.dispatch import Dispatcher, InMemoryDispatcher, NatsDispatcher
+from warden.supervisor.dry_run import DryRunGuard, dry_run_id
 from warden.supervisor.errors import (
     BreakerOpenError,
     BudgetExhaustedError,
@@ -109,6 +110,7 @@ __all__ = (
     "Decision",
     "Deny",
     "Dispatcher",
+    "DryRunGuard",
     "EffectUncertainError",
     "Event",
     "EventKind",
@@ -160,6 +162,7 @@ __all__ = (
     "add_restart",
     "approval_notice",
     "check_transition",
+    "dry_run_id",
     "open_daemon",
     "open_journal",
     "open_supervisor",

@@ -42,6 +42,7 @@ from warden.bus.wire import (
     DeadLetterInfo,
     DeadLetterList,
     ErrorReply,
+    InterceptedCall,
     PingQuery,
     Reply,
     RunList,
@@ -84,9 +85,10 @@ def _cut(text: str | None, chars: int) -> str | None:
 
 
 def fit_run(run: RunSummary, budget: int) -> RunSummary:
-    """``run`` as it fits in ``budget`` bytes of JSON: step outputs cut first, then the
-    result, then the task's text and the error, each to fewer characters until it fits
-    (``truncated=True`` then). A run with more steps than fit keeps the first ones."""
+    """``run`` as it fits in ``budget`` bytes of JSON: step outputs (and a dry run's
+    intercepted outputs) cut first, then the result, then the task's text and the error,
+    each to fewer characters until it fits (``truncated=True`` then). A run with more
+    steps (or intercepted calls) than fit keeps the first ones."""
     if len(encoder.encode(run)) <= budget:
         return run
     chars = max(256, budget // 8)
@@ -94,11 +96,24 @@ def fit_run(run: RunSummary, budget: int) -> RunSummary:
         steps = [msgspec.structs.replace(s, output=_cut(s.output, chars // 4) or "",
                                          instruction=_cut(s.instruction, chars // 4) or "")
                  for s in run.steps]
+        calls = [msgspec.structs.replace(c, output=_cut(c.output, chars // 4) or "",
+                                         reason=_cut(c.reason, chars // 4) or "")
+                 for c in run.intercepted]
         cut = msgspec.structs.replace(run, steps=steps, result=_cut(run.result, chars),
                                       text=_cut(run.text, chars) or "",
-                                      error=_cut(run.error, chars), truncated=True)
+                                      error=_cut(run.error, chars), truncated=True,
+                                      intercepted=calls)
         if len(encoder.encode(cut)) <= budget:
             return cut
+        if chars <= 64 and calls:  # a dry run's calls go before its steps
+            kept: list[InterceptedCall] = []
+            for intercepted in calls:
+                candidate = msgspec.structs.replace(cut, steps=[],
+                                                    intercepted=[*kept, intercepted])
+                if len(encoder.encode(candidate)) > budget:
+                    break
+                kept.append(intercepted)
+            cut = msgspec.structs.replace(cut, intercepted=kept)
         if chars <= 64:
             fitted: list[StepSummary] = []
             for step in steps:  # only the step list can still be too long: keep a prefix

@@ -1,7 +1,8 @@
 """The ``warden`` command line.
 
     warden up                      run the daemon in the foreground (Ctrl-C / SIGTERM stops it)
-    warden submit "TEXT" [--wait]  submit a task over NATS; --wait follows it to the end
+    warden submit "TEXT" [--wait]  submit a task over NATS; --wait follows it to the end;
+                                   --dry-run: see what it would do, side effects not executed
     warden runs                    list runs
     warden show RUN_ID             one run with its steps
     warden demo                    start a daemon in-process, run the demo tasks, print a table
@@ -68,6 +69,7 @@ from warden.bus.wire import (
 )
 from warden.config import ConfigError, Settings, load_settings
 from warden.supervisor.daemon import JOURNAL_FILE, DaemonInfo, open_daemon, read_daemon_file
+from warden.supervisor.dry_run import dry_run_id
 from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import open_journal_reader
@@ -206,6 +208,8 @@ def print_run(run: RunSummary) -> None:
     print(f"tokens   {run.tokens}   cost {_money(run.cost_usd)}")
     if run.error:
         print(f"error    {run.error}")
+    if run.dry_run:
+        print_intercepted(run)
     for step in run.steps:
         print(f"  step {step.index} [{step.role}] {step.status}, {step.turns} turns, "
               f"{step.tokens} tokens, {_money(step.cost_usd)}: {step.instruction}")
@@ -214,6 +218,23 @@ def print_run(run: RunSummary) -> None:
     if run.result:
         print("result:")
         print("  " + run.result.strip().replace("\n", "\n  "))
+
+
+def print_intercepted(run: RunSummary) -> None:
+    """A dry run's header and what it would have done, one call a paragraph."""
+    print("dry run  yes: its side-effecting tool calls were not executed")
+    calls = run.intercepted
+    print(f"would have done ({len(calls)} call{'s' if len(calls) != 1 else ''}):")
+    for call in calls:
+        arguments = encoder.encode(call.arguments).decode()
+        print(f"  step {call.step} turn {call.turn}  {call.tool} {arguments[:300]}")
+        if call.decision == "intercepted":
+            would = "simulated" if call.simulated else "not simulated"
+            print(f"    intercepted: {call.reason}; not executed ({would})")
+            print("    would have returned: " + call.output.strip().replace("\n", "\n      ")[:600])
+        else:
+            print(f"    refused by {call.by}: a real run would have been refused too")
+            print("    " + call.output.strip().replace("\n", "\n    ")[:600])
 
 
 async def follow_run(bus: Bus, run_id: str, *, progress: bool, label: str = "") -> str:
@@ -305,8 +326,10 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     run_id = args.id or new_run_id()
     if not subjects.is_valid_id(run_id):
         raise UsageError(f"--id {run_id!r} must be 1-128 characters of [A-Za-z0-9_-]")
+    if args.dry_run:  # the daemon would map it so: the id followed must be the run's
+        run_id = dry_run_id(run_id)
     task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
-                          budget_usd=args.budget)
+                          budget_usd=args.budget, dry_run=args.dry_run)
     check_task(task, max_task_bytes=settings.limits.max_task_bytes)
     async with _open_client(settings, "client", "warden-cli") as bus:
         daemon_id = await daemon_id_for(bus, settings, args.daemon)
@@ -558,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--scenario", help="scripted model scenario (fizzbuzz, slugify, ...)")
     submit.add_argument("--budget", type=float, metavar="USD", help="this run's cost budget")
     submit.add_argument("--id", help="run id to use (default: generated)")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="intercept every side-effecting tool call: record it, answer "
+                        "it with its simulation, do not execute it (the run's id is "
+                        "dry-<id>; `warden show` lists what it would have done)")
     submit.add_argument("--timeout", type=float, default=600.0, metavar="S",
                         help="give up waiting after S seconds (default 600)")
     submit.set_defaults(func=cmd_submit, default_level="warning")

@@ -245,9 +245,10 @@ class Daemon:
         self.model = model
         self.root = root
         self.events = events
+        dispatcher = NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s)
         self.context = RunContext.build(
-            settings, journal, NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s),
-            tools, events=events, interceptors=policy_guards(settings, tools, journal),
+            settings, journal, dispatcher, tools, events=events,
+            interceptors=policy_guards(settings, tools, journal, dispatcher),
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None

@@ -19,7 +19,9 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    ``Pause(reason, decide)`` (the run waits, ``awaiting_approval``, for ``decide()``,
    whose answer then stands) or ``Substitute(result)`` (the call is not made; ``result``
    is its answer, recorded as if it had been made). The first answer other than
-   ``Allow`` decides.
+   ``Allow`` decides. The last of the daemon's is the dry-run guard (``dry_run.py``),
+   which answers a dry run's side-effecting calls; one that still comes out allowed is
+   refused here (a dry run fails closed).
 4. **budget** (model calls). The call's worst case (its prompt priced at the dearest
    input rate plus ``max_tokens`` of output) is reserved; a call that could take the run
    past its budget is not made (``BudgetExhaustedError``).
@@ -124,6 +126,11 @@ class _OpenIntent:
 class _Hooks:
     paused: Callable[[str], Awaitable[None]] | None = None
     resumed: Callable[[], Awaitable[None]] | None = None
+    refused: Callable[[ToolCall, ToolCallRecord, str | None], Awaitable[None]] | None = None
+    """Told of each tool call the gate refuses (unknown, not allowlisted, denied by an
+    interceptor, named there), just before the refusal is recorded (so a replay that
+    finds the refusal finds what the hook wrote too): a dry run records that it would
+    have been refused (``dry_run.record_refusal``)."""
 
 
 # -- the gate ---------------------------------------------------------------------------
@@ -358,6 +365,11 @@ class CallGate:
                 await self._record_tool(call, verdict.result, wait=declared.side_effects,
                                         by=by)
                 return verdict.result
+        if call.dry_run and declared.side_effects:
+            # Fails closed: a dry run's effect is never made, even with no dry-run guard in
+            # the chain (test_a_dry_run_without_its_guard_still_makes_no_side_effect).
+            return await self._refuse(call, "dry run: no guard intercepted this "
+                                            "side-effecting call; not executed")
         record = await self._make(call, declared, uncertain=effect is not None)
         if identity is not None and record.ok:
             self._acted[identity] = record
@@ -444,6 +456,8 @@ class CallGate:
                                 output=reason, duration_ms=0.0)
         log.warning("tool_call_refused", run_id=self.run_id, key=call.key, tool=call.name,
                     reason=reason)
+        if self.hooks.refused is not None:
+            await self.hooks.refused(call, record, by)
         await self._record_tool(call, record, wait=False, by=by)
         return record
 

@@ -2,8 +2,9 @@
 
 A submission (``TaskSubmission`` as JSON on ``warden.tasks``) becomes a run: its id is the
 submission's ``id``, else its ``Nats-Msg-Id``, else ``t-<stream sequence>`` (stable across
-redeliveries). The message is acknowledged only after the run is committed to the journal.
-The order is commit, ack, start: a crash between any two is recovered by the daemon's
+redeliveries); a dry run's is that id as ``dry-<id>`` (``dry_run.py``), a prefix no
+other run's id may have. The message is acknowledged only after the run is committed to
+the journal. The order is commit, ack, start: a crash between any two is recovered by the daemon's
 resume at start (a committed run is resumed; a redelivered message maps to it).
 A submission that is not valid JSON, lacks a field, has a wrong type or is too large is
 recorded as a run with status ``rejected`` and an error naming the field and the problem;
@@ -39,6 +40,7 @@ from warden.bus.lease import Lease
 from warden.bus.wire import TaskSubmission, strict_task_decoder, task_decoder
 from warden.config import Settings
 from warden.config.crashpoints import crash_point
+from warden.supervisor.dry_run import dry_run_id, reserved_id_problem
 from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.journal import Journal, RunState
 from warden.supervisor.run import state_of_new_run
@@ -104,9 +106,14 @@ def _check(
                          error=f"invalid submission: {where}{what}")
     task: TaskSubmission = decoded
     run_id = task.id or fallback_id
+    if task.dry_run:
+        run_id = dry_run_id(run_id)
     problem: tuple[str, str] | None = None
     if task.id is not None and not subjects.is_valid_id(task.id):
         problem = ("id", f"{task.id!r} must be 1-128 characters of [A-Za-z0-9_-]")
+        run_id = fallback_id
+    elif (reserved := reserved_id_problem(run_id, dry_run=task.dry_run)) is not None:
+        problem = ("id", reserved)
         run_id = fallback_id
     elif not task.text.strip():
         problem = ("text", "must not be empty")
@@ -139,7 +146,7 @@ async def admit(
     run_id, task = checked
     created = await journal.create_run(
         run_id, text=task.text, status="queued", scenario=task.scenario,
-        budget_usd=task.budget_usd,
+        budget_usd=task.budget_usd, dry_run=task.dry_run,
     )
     return run_id, task, None, created
 
@@ -267,9 +274,8 @@ class Intake:
             self.rejected += 1
         elif task is not None:
             self.admitted += 1
-            await self.start_run(
-                state_of_new_run(run_id, task.text, task.scenario, task.budget_usd)
-            )
+            await self.start_run(state_of_new_run(run_id, task.text, task.scenario,
+                                                  task.budget_usd, dry_run=task.dry_run))
 
     async def _dead_letter(self, message: TaskMessage, reason: str) -> None:
         await self.journal.record_dead_letter(

@@ -65,6 +65,9 @@ class ToolCall:
     """The run's gate began from a journal that held tool calls of the run (a restarted
     daemon's replay): only then has an interceptor that counts per run anything to read
     back at its first sight of the run."""
+    dry_run: bool = False
+    """The call is a dry run's (``supervisor/dry_run.py``): ``DryRunGuard``, the last
+    guard, intercepts it if it would act; a guard that would pause it need not."""
 
 
 # -- decisions and interceptors ---------------------------------------------------------

@@ -7,10 +7,10 @@ committed, unless called with ``wait=False``. Reads use a second connection, thr
 aiosqlite (WAL lets them run beside the writer). Only this module and the writer import
 aiosqlite or sqlite3; the rest of warden sees ``Journal``.
 
-Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
+Schema (``SCHEMA_VERSION`` 3; a version-1 or -2 file is migrated in place at open)::
 
     runs          id, status, text, scenario, budget_usd, created_at, updated_at,
-                  tokens, cost_usd, error, result, plan, epoch
+                  tokens, cost_usd, error, result, plan, epoch, dry_run
     steps         run_id, idx, role, instruction, status, turns, output, tokens, cost_usd
     model_calls   key (unique), run_id, step, turn, purpose, model, request, response,
                   input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens,
@@ -19,6 +19,8 @@ Schema (``SCHEMA_VERSION`` 2; a version-1 file is migrated in place at open)::
     effects       key (primary), run_id, step, tool, arguments, state (intent | done),
                   ok, output, duration_ms, created_at, updated_at
     dead_letters  id, stream_seq, msg_id, data, reason, deliveries, created_at, retried_at
+    dry_run_calls key (primary), run_id, step, turn, tool, arguments, decision, by,
+                  reason, output, simulated, created_at   (what a dry run would have done)
     events        seq, run_id, kind, status, message, data, created_at   (append-only)
 
 ``model_calls.key`` and ``effects.key`` are the idempotency keys the run supervisor
@@ -56,7 +58,14 @@ import aiosqlite
 import anyio
 import msgspec
 import structlog
-from warden.bus.wire import RunSummary, StepSummary, ToolCallRecord, Usage
+from warden.bus.wire import (
+    DryRunDecision,
+    InterceptedCall,
+    RunSummary,
+    StepSummary,
+    ToolCallRecord,
+    Usage,
+)
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
 from warden.supervisor.journal_schema import GUARD_MESSAGE, SCHEMA_VERSION
 from warden.supervisor.journal_writer import JournalWriter, Statement, open_journal_writer
@@ -93,8 +102,12 @@ class Journal:
     """The journal of runs; obtained from ``open_journal``. A write method returns once
     its write is committed, unless called with ``wait=False`` (``JournalWriter.write``)."""
 
-    def __init__(self, path: Path, writer: JournalWriter, reader: aiosqlite.Connection):
+    def __init__(self, path: Path, writer: JournalWriter, reader: aiosqlite.Connection,
+                 *, version: int = SCHEMA_VERSION):
         self.path = path
+        self.version = version
+        """The file's schema version: older than ``SCHEMA_VERSION`` only when read-only
+        (``open_journal_reader``), which reads what an older file has."""
         self._writer = writer
         self._reader = reader
         self._statuses: dict[str, str] = {}
@@ -152,9 +165,11 @@ class Journal:
         scenario: str | None = None,
         budget_usd: float | None = None,
         error: str | None = None,
+        dry_run: bool = False,
     ) -> bool:
         """Record a new run in ``status`` (``queued`` or ``rejected``); ``False`` (and
-        nothing written) if the id is already known.
+        nothing written) if the id is already known. ``dry_run``: the run is a dry run,
+        for as long as it lives (``RunState.dry_run``).
 
         Raises ``IllegalTransitionError`` for any other status.
         """
@@ -169,8 +184,8 @@ class Journal:
             [
                 (
                     "INSERT OR IGNORE INTO runs (id, status, text, scenario, budget_usd, "
-                    "created_at, updated_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, status, text, scenario, budget_usd, now, now, error),
+                    "created_at, updated_at, error, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, status, text, scenario, budget_usd, now, now, error, int(dry_run)),
                 ),
                 _event(run_id, "run_created", status, error or "", None, now),
             ],
@@ -331,6 +346,22 @@ class Journal:
             _tool_call(run_id, step, turn, record, now),
         ], wait=wait)
 
+    async def record_intercepted(
+        self, run_id: str, *, key: str, step: int, turn: int, tool: str,
+        arguments: dict[str, object], decision: DryRunDecision, by: str, reason: str,
+        output: str, simulated: bool = False, wait: bool = True,
+    ) -> None:
+        """Record what a dry run would have done at one tool call, under its key (a
+        replay's second record of the same call is ignored). A cancellation point with
+        ``wait``."""
+        await self._writer.write([(
+            "INSERT OR IGNORE INTO dry_run_calls (key, run_id, step, turn, tool, arguments, "
+            "decision, by, reason, output, simulated, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, run_id, step, turn, tool, _json.encode(arguments).decode(), decision, by,
+             reason, output, int(simulated), time.time()),
+        )], wait=wait)
+
     async def record_event(
         self, run_id: str, kind: str, status: str, message: str, data: bytes | None
     ) -> None:
@@ -381,10 +412,13 @@ class Journal:
         return None if row is None else str(row[0])
 
     async def get_run(self, run_id: str) -> RunSummary | None:
-        """The run with its steps, or ``None``."""
+        """The run with its steps (and, for a dry run, what it would have done), or
+        ``None``."""
         row = await self._one(_RUN_COLUMNS + " WHERE id = ?", (run_id,))
         if row is None:
             return None
+        dry_run = self.version >= 3 and bool((await self._one(
+            "SELECT dry_run FROM runs WHERE id = ?", (run_id,)) or (0,))[0])
         rows = await self._rows(
             "SELECT idx, role, instruction, status, turns, output, tokens, cost_usd "
             "FROM steps WHERE run_id = ? ORDER BY idx",
@@ -397,7 +431,26 @@ class Journal:
             )
             for r in rows
         ]
-        return _summary(row, steps)
+        summary = _summary(row, steps)
+        if not dry_run:
+            return summary
+        return msgspec.structs.replace(summary, dry_run=True,
+                                       intercepted=await self.intercepted(run_id))
+
+    async def intercepted(self, run_id: str) -> list[InterceptedCall]:
+        """What dry run ``run_id`` would have done: its intercepted and refused tool
+        calls, in the order they were made."""
+        rows = await self._rows(
+            "SELECT key, step, turn, tool, arguments, decision, by, reason, output, "
+            "simulated FROM dry_run_calls WHERE run_id = ? ORDER BY created_at, rowid",
+            (run_id,),
+        )
+        return [
+            InterceptedCall(key=str(r[0]), step=int(r[1]), turn=int(r[2]), tool=str(r[3]),
+                            arguments=msgspec.json.decode(r[4]), decision=r[5], by=str(r[6]),
+                            reason=str(r[7]), output=str(r[8]), simulated=bool(r[9]))
+            for r in rows
+        ]
 
     async def list_runs(self, *, limit: int = 100, status: str | None = None) -> list[RunSummary]:
         """The newest ``limit`` runs, newest last, optionally of one status."""
@@ -445,19 +498,20 @@ class Journal:
     async def run_state(self, run_id: str) -> RunState | None:
         """What a resuming run supervisor needs of its run, or ``None``."""
         row = await self._one(
-            "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs WHERE id = ?",
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run FROM runs "
+            "WHERE id = ?",
             (run_id,),
         )
-        return None if row is None else RunState(*row)
+        return None if row is None else _state(row)
 
     async def unfinished_runs(self) -> list[RunState]:
         """Runs a daemon must resume at start: those in an ``UNFINISHED`` status."""
         rows = await self._rows(
-            "SELECT id, status, text, scenario, budget_usd, plan, epoch FROM runs "
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run FROM runs "
             f"WHERE status IN ({', '.join('?' * len(UNFINISHED))}) ORDER BY created_at, rowid",
             tuple(sorted(UNFINISHED)),
         )
-        return [RunState(*row) for row in rows]
+        return [_state(row) for row in rows]
 
     async def recorded_calls(self, run_id: str) -> dict[str, RecordedCall]:
         """Every model call of the run that has a key, by key."""
@@ -550,6 +604,13 @@ class RunState(NamedTuple):
     budget_usd: float | None
     plan: str | None
     epoch: int
+    dry_run: bool = False
+    """A dry run (``supervisor/dry_run.py``): its side effects are intercepted."""
+
+
+def _state(row: Row) -> RunState:
+    run_id, status, text, scenario, budget_usd, plan, epoch, dry_run = row
+    return RunState(run_id, status, text, scenario, budget_usd, plan, epoch, bool(dry_run))
 
 
 class RecordedCall(NamedTuple):
@@ -676,7 +737,7 @@ async def open_journal_reader(path: Path) -> AsyncIterator[Journal]:
         writer = JournalWriter(path, unused)
         writer.close()
         try:
-            yield Journal(path, writer, reader)
+            yield Journal(path, writer, reader, version=version)
         finally:
             unused.close()
     finally:

@@ -15,15 +15,18 @@ from __future__ import annotations
 from warden.supervisor.run_states import INITIAL, TRANSITIONS
 
 __all__ = (
+    "DRY_RUN_SCHEMA",
     "GUARD_MESSAGE",
     "INDEXES",
+    "MIGRATE_DRY_RUN",
     "MIGRATE_FROM_1",
+    "MIGRATE_FROM_2",
     "SCHEMA",
     "SCHEMA_VERSION",
     "status_guards",
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
@@ -40,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     result TEXT,
     plan TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0
+    epoch INTEGER NOT NULL DEFAULT 0,
+    dry_run INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
@@ -132,6 +136,38 @@ MIGRATE_FROM_1 = """
 ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE model_calls ADD COLUMN key TEXT;
 """
+
+# -- version 3, the dry-run piece (issue 10 point 5) -----------------------------------
+# ``runs.dry_run`` (in ``SCHEMA`` above, added to an older file by ``MIGRATE_DRY_RUN``)
+# and the table of what a dry run would have done, ``dry_run_calls`` (created with the
+# rest, by ``DRY_RUN_SCHEMA``): one row per tool call of a dry run that would have acted,
+# under the call's idempotency key. Other version-3 pieces join ``MIGRATE_FROM_2``.
+
+DRY_RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dry_run_calls (
+    key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    turn INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    output TEXT NOT NULL,
+    simulated INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dry_run_calls_by_run ON dry_run_calls(run_id);
+"""
+
+MIGRATE_DRY_RUN = """
+ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATE_FROM_2 = MIGRATE_DRY_RUN
+"""From version 2 to 3 (after ``MIGRATE_FROM_1`` for a version-1 file); new tables come
+with ``SCHEMA``."""
 
 
 def status_guards() -> str:

@@ -33,8 +33,10 @@ import anyio
 import structlog
 from warden.supervisor.errors import JournalError
 from warden.supervisor.journal_schema import (
+    DRY_RUN_SCHEMA,
     INDEXES,
     MIGRATE_FROM_1,
+    MIGRATE_FROM_2,
     SCHEMA,
     SCHEMA_VERSION,
     status_guards,
@@ -182,10 +184,12 @@ def _open_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
         if version > SCHEMA_VERSION:
             raise JournalError(str(path), f"has schema version {version}, newer than this "
                                f"warden's {SCHEMA_VERSION}")
-        if version == 1:
-            conn.executescript(MIGRATE_FROM_1)
-        conn.executescript(SCHEMA + INDEXES + status_guards())
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        migrations = {1: MIGRATE_FROM_1 + MIGRATE_FROM_2, 2: MIGRATE_FROM_2}.get(version, "")
+        # One transaction: a crash mid-migration leaves the file as it was, not with half
+        # its columns added under the old version number (pinned by
+        # test_a_version_2_journal_is_migrated_to_3_in_place).
+        conn.executescript(f"BEGIN; {migrations} {SCHEMA} {DRY_RUN_SCHEMA} {INDEXES} "
+                           f"{status_guards()} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     except BaseException:
         conn.close()
         raise

@@ -19,6 +19,9 @@ The guard order (the spec; ``policy_guards`` builds the chain in it, from ``[pol
    the step: the run ends ``degraded`` (or ``needs_human``, ``policy.on_loop``) with the
    reason "loop detected". So with K = 3 the tool runs twice and the third call stops
    the step. A step's retry is a new attempt and counts afresh.
+6. **dry run** (``dry_run.py``, always last, whenever there is a journal): a dry run's
+   side-effecting call that got past every guard before it is recorded and answered
+   with its simulation instead of being executed.
 
 Replays. A restarted daemon's replay answers recorded calls from the journal without
 asking the guards, so a guard that first sees a run mid-way reads the run's recorded calls
@@ -43,6 +46,8 @@ from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
 from warden.config import ConfigError, Settings
 from warden.config.policy import PolicySettings, ToolPolicy
+from warden.supervisor.dispatch import Dispatcher
+from warden.supervisor.dry_run import DryRunGuard
 from warden.supervisor.guard_patterns import (
     DEFAULT_PATTERNS,
     BlockedPattern,
@@ -290,10 +295,12 @@ class LoopGuard(_ToolGuard):
 # -- the chain --------------------------------------------------------------------------
 
 
-def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | None = None
-                  ) -> tuple[Interceptor, ...]:
+def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | None = None,
+                  dispatcher: Dispatcher | None = None) -> tuple[Interceptor, ...]:
     """The guards ``settings.policy`` asks for, in the guard order; pure but for what
-    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out."""
+    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out; with a
+    ``journal``, ``DryRunGuard`` comes last (any run may be a dry run), simulating on
+    ``dispatcher``'s workers."""
     policy = settings.policy
     guards: list[Interceptor] = []
     patterns = [*(default_patterns(policy.disabled_defaults) if policy.default_patterns
@@ -310,6 +317,10 @@ def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | No
         guards.append(MagnitudeGuard(policy, tools, journal))
     if policy.loop_threshold:
         guards.append(LoopGuard(policy.loop_threshold, policy.on_loop, journal))
+    if journal is not None:
+        guards.append(DryRunGuard(tools, journal, dispatcher,
+                                  passed=tuple(guard.name for guard in guards),
+                                  simulate_timeout_s=settings.limits.step_timeout_s))
     return tuple(guards)
 
 

@@ -29,6 +29,9 @@ the parent, never trusted to a worker:
   backoff (unless the failure is not retryable); then its role's ``on_failure`` decides:
   ``fail`` the run, ``skip`` the step, or ``escalate`` (``needs_human``).
 - **synthesize**: a final model call over the step outputs gives the run's result.
+- **dry run** (``RunState.dry_run``, from the journal, so a replay stays one): every tool
+  call is marked ``dry_run`` for the guards, and a refused one is recorded as what the
+  run would have been refused (``dry_run.py``); the rest of the run is the same.
 
 Durability. Every model call and tool call has an idempotency key derived from
 ``(run, epoch, step, attempt, turn, call)``. Model replies are journalled under their key;
@@ -45,6 +48,7 @@ afresh under new keys while completed steps stay done.
 
 from __future__ import annotations
 
+import functools
 from typing import TypedDict
 
 import anyio
@@ -61,6 +65,7 @@ from warden.bus.wire import (
 )
 from warden.supervisor.budget import Budget
 from warden.supervisor.context import RunContext
+from warden.supervisor.dry_run import record_refusal
 from warden.supervisor.errors import (
     BudgetExhaustedError,
     CallFailedError,
@@ -138,6 +143,8 @@ class RunSupervisor:
         self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario)
         self.gate.hooks.paused = self._paused
         self.gate.hooks.resumed = self._resumed
+        if state.dry_run:
+            self.gate.hooks.refused = functools.partial(record_refusal, ctx.journal, state.id)
         self._prefix = f"{state.id}/e{state.epoch}"
         self._outputs: list[str] = []
         self._done_steps: dict[int, tuple[str, str]] = {}
@@ -372,6 +379,7 @@ class RunSupervisor:
                     result = await self.gate.tool(ToolCall(
                         key=f"{key}/c{i}", role=step.role, step=index, turn=turn,
                         name=use.name, arguments=use.input, replay=self.gate.replaying,
+                        dry_run=self.state.dry_run,
                     ))
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:
@@ -423,6 +431,6 @@ def _text(content: list[Block]) -> str:
 
 
 def state_of_new_run(run_id: str, text: str, scenario: str | None,
-                     budget_usd: float | None) -> RunState:
+                     budget_usd: float | None, *, dry_run: bool = False) -> RunState:
     """The ``RunState`` of a run just committed as ``queued``."""
-    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0)
+    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0, dry_run=dry_run)

@@ -179,6 +179,12 @@ class ToolBase(abc.ABC, Generic[ArgsT]):
         ``ToolError`` when it cannot tell. Only tools with ``reconciles = True``."""
         raise ToolError(self.name, "has no reconcile hook")
 
+    async def simulate(self, arguments: Mapping[str, object], ctx: ToolContext) -> str:
+        """What a dry run of the call returns, without acting (the registry asks only tools
+        with ``simulates = True``). Raises ``ToolError`` (``ToolArgumentsError`` for bad
+        arguments)."""
+        raise ToolError(self.name, "has no simulate hook")
+
     @abc.abstractmethod
     async def run(self, args: ArgsT, ctx: ToolContext) -> str:
         """Do the work; a cancellation point. Raises ``ToolError`` for what the model

@@ -30,7 +30,8 @@ class LedgerAppend(ToolBase[LedgerAppendArgs]):
     """Appends ``<idempotency key> <run id> <text>`` to ``ledger.txt`` in the data directory.
 
     Not idempotent by key (a second append is a second line), but it reconciles: an
-    interrupted call acted if and only if its key is in the file.
+    interrupted call acted if and only if its key is in the file. A dry run reads the
+    line it would append (``simulate``), and the file is not touched.
     """
 
     name = "ledger_append"
@@ -38,6 +39,7 @@ class LedgerAppend(ToolBase[LedgerAppendArgs]):
     side_effects = True
     idempotent_by_key = False
     reconciles = True
+    simulates = True
     Arguments = LedgerAppendArgs
 
     @staticmethod
@@ -63,6 +65,12 @@ class LedgerAppend(ToolBase[LedgerAppendArgs]):
 
         await anyio.to_thread.run_sync(append)
         return f"appended to ledger.txt as {ctx.idempotency_key}"
+
+    async def simulate(self, arguments: Mapping[str, object], ctx: ToolContext) -> str:
+        args = self.parse(arguments)
+        self._path(ctx)  # what a real call needs, it needs too: the same errors
+        text = " ".join(args.text.split())
+        return f"would append to ledger.txt as {ctx.idempotency_key}: {text!r}"
 
     async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
         path = self._path(ctx)

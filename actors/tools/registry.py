@@ -47,7 +47,7 @@ TIMEOUT_GRACE_S = 5.0
 class ToolRegistry:
     """The tools by name; ``call`` runs one under the contract of the module docstring.
 
-    Immutable once built; only ``call`` and ``reconcile`` block.
+    Immutable once built; only ``call``, ``reconcile`` and ``simulate`` block.
     """
 
     def __init__(
@@ -110,6 +110,37 @@ class ToolRegistry:
             return None
         return ToolCallRecord(
             name=name, arguments=dict(arguments), ok=True, output=output,
+            duration_ms=(anyio.current_time() - started) * 1000.0,
+        )  # fmt: skip
+
+    async def simulate(
+        self, name: str, arguments: Mapping[str, object], ctx: ToolContext, *,
+        allowlist: Sequence[str],
+    ) -> ToolCallRecord:
+        """What tool ``name`` says the call would return, without acting (a dry run): its
+        ``simulate`` hook, under ``call``'s deadline; a ``ToolError`` (also: not in the
+        allowlist, no such tool, no hook) is ``ok=False``. The output is truncated like
+        a call's. A cancellation point."""
+        started = anyio.current_time()
+        tool = self._tools.get(name)
+        hook = getattr(tool, "simulate", None) if tool is not None and tool.simulates \
+            else None
+        output, ok = f"tool {name!r} cannot simulate a call", False
+        if name not in allowlist:
+            output = str(ToolNotAllowedError(name, ctx.role))
+        elif hook is not None:
+            own = self._declarations[name].timeout_s
+            timeout_s = (ctx.sandbox.timeout_s if own is None else own) + self.timeout_grace_s
+            with anyio.move_on_after(timeout_s) as deadline:
+                try:
+                    answer = await hook(arguments, ctx)
+                    output, ok = truncate(str(answer), self.max_output_bytes), True
+                except ToolError as exc:
+                    output = str(exc)
+            if deadline.cancelled_caught:
+                output = f"tool {name!r}: its simulation did not finish within {timeout_s:g} s"
+        return ToolCallRecord(
+            name=name, arguments=dict(arguments), ok=ok, output=output,
             duration_ms=(anyio.current_time() - started) * 1000.0,
         )  # fmt: skip
 

@@ -144,9 +144,47 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         )
     async with open_journal(path) as journal:
         state = await journal.run_state("old")
-        assert state is not None and state.epoch == 0
+        assert state is not None and state.epoch == 0 and not state.dry_run
         assert await journal.recorded_calls("old") == {}
     with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def _as_version_2(path: Path) -> None:
+    """Make the journal at ``path`` what a version-2 warden left: no dry runs."""
+    with sqlite3.connect(path) as db:
+        db.executescript("DROP TABLE dry_run_calls; ALTER TABLE runs DROP COLUMN dry_run;"
+                         "PRAGMA user_version = 2;")
+
+
+async def test_a_version_2_journal_is_migrated_to_3_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("old", text="t", status="queued")
+    _as_version_2(path)
+
+    async with open_journal(path) as journal:
+        state = await journal.run_state("old")
+        await journal.create_run("dry-new", text="t", status="queued", dry_run=True)
+        new = await journal.run_state("dry-new")
+
+    assert state is not None and not state.dry_run
+    assert new is not None and new.dry_run
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+async def test_a_version_2_journal_is_read_without_a_daemon_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("old", text="t", status="queued")
+    _as_version_2(path)
+
+    async with open_journal_reader(path) as journal:
+        run = await journal.get_run("old")
+
+    assert run is not None and not run.dry_run
+    with sqlite3.connect(path) as db:  # read-only: not migrated
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 

@@ -281,3 +281,24 @@ def test_annotation_types_of_every_json_kind_are_supported() -> None:
     schema = msgspec.json.schema(arguments_struct("rich", rich))
     properties = schema["$defs"]["rich"]["properties"]
     assert set(properties) == set("abcdefg")
+
+
+async def test_the_registry_simulates_a_function_tool_through_its_simulate_hook(
+    shop: str, ws: Workspace
+) -> None:
+    import importlib
+
+    calls = importlib.import_module(shop).CALLS
+    registry = registry_for({"refund": ToolSettings(function=f"{shop}:refund",
+                                                    simulate=f"{shop}:refund_preview"),
+                             "lookup": ToolSettings(function=f"{shop}:lookup")})
+    arguments = {"order_id": "o-3", "amount": 5}
+
+    simulated = await registry.simulate("refund", arguments, context(ws, "dry-k"),
+                                        allowlist=["refund", "lookup"])
+    without = await registry.simulate("lookup", {"order_id": "o-3"}, context(ws, "dry-k"),
+                                      allowlist=["refund", "lookup"])
+
+    assert (simulated.ok, simulated.output) == (True, "would refund 5.0 on o-3")
+    assert (without.ok, without.output) == (False, "tool 'lookup' cannot simulate a call")
+    assert calls == []

@@ -43,3 +43,17 @@ async def test_without_a_data_directory_the_append_is_refused(ws: Workspace) -> 
     assert (record.ok, record.output) == (
         False, "tool 'ledger_append': needs a data directory and an idempotency key",
     )  # fmt: skip
+
+
+async def test_a_simulated_append_says_what_it_would_append_and_writes_nothing(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    registry = default_registry()
+    ctx = dataclasses.replace(context(ws), data_dir=tmp_path, idempotency_key="dry-k-1")
+
+    record = await registry.simulate("ledger_append", {"text": "paid\n invoice 7"}, ctx,
+                                     allowlist=["ledger_append"])
+
+    assert (record.ok, record.output) == (
+        True, "would append to ledger.txt as dry-k-1: 'paid invoice 7'")
+    assert not (tmp_path / "ledger.txt").exists()
