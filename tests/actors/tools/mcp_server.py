@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 from mcp_types import ImageContent, TextContent
 
@@ -50,12 +51,14 @@ def pid() -> str:
 @server.tool()
 def fail(reason: str) -> str:
     """Always fails, saying why."""
-    raise ValueError(f"refused: {reason}")
+    raise ToolError(f"refused: {reason}")
 
 
 @server.tool()
-async def slow(seconds: float) -> str:
-    """Sleep, then answer."""
+async def slow(seconds: float, started: str = "") -> str:
+    """Sleep, then answer; first create the file ``started`` if named."""
+    if started:
+        Path(started).touch()
     await asyncio.sleep(seconds)
     return "woke up"
 
