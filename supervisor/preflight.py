@@ -88,7 +88,8 @@ def expand_allowlists(settings: Settings, tools: ToolRegistry) -> Settings:
                 raise ConfigError(f"roles.{role}.tools", spec.tools,
                                   f"{name!r} names no MCP server; configured: "
                                   f"{', '.join(sorted(settings.mcp.servers)) or 'none'}")
-            expanded.extend(tool for tool in tools.names() if tool.startswith(f"{server}."))
+            expanded.extend(sorted(tool for tool in tools.names()
+                                   if tool.startswith(f"{server}.")))
         roles[role] = msgspec.structs.replace(spec, tools=list(dict.fromkeys(expanded)))
         changed = True
     return msgspec.structs.replace(settings, roles=roles) if changed else settings

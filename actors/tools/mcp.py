@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal, TextIO
 
@@ -45,7 +45,7 @@ import anyio
 import mcp_types as types
 import structlog
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
@@ -157,7 +157,7 @@ class McpServer:
             forwarding.start_soon(self._forward, read, watched_send, lost)
             yield await stack.enter_async_context(ClientSession(watched_read, write))
 
-    async def _forward(self, source: MemoryObjectReceiveStream[SessionMessage | Exception],
+    async def _forward(self, source: AsyncIterable[SessionMessage | Exception],
                        sink: MemoryObjectSendStream[SessionMessage | Exception],
                        lost: anyio.Event) -> None:
         # Between the transport and the session, to see the transport end: for stdio

@@ -54,7 +54,7 @@ def ctx(ws: Workspace) -> ToolContext:
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - a state another task changes
             await anyio.sleep(0.01)
 
 
@@ -99,7 +99,7 @@ async def test_an_is_error_result_is_a_tool_error_carrying_its_text(ctx: ToolCon
 async def test_arguments_the_server_refuses_are_a_tool_error_naming_the_field(
         ctx: ToolContext) -> None:
     async with mcp_tools() as tools:
-        with pytest.raises(ToolError, match="t.add") as caught:
+        with pytest.raises(ToolError, match=r"t\.add") as caught:
             await tools["t.add"].invoke({"a": 1}, ctx)
     assert "b" in str(caught.value) and "required" in str(caught.value).lower()
 
@@ -137,7 +137,7 @@ def test_render_result(result: types.CallToolResult, text: str) -> None:
 async def test_a_call_past_the_tools_timeout_is_stopped_and_says_so(ctx: ToolContext) -> None:
     server = server_settings(tools={"slow": McpToolSettings(timeout_s=0.3)})
     async with mcp_tools(t=server) as tools:
-        with pytest.raises(ToolTimeoutError, match="within 0.3 s"):
+        with pytest.raises(ToolTimeoutError, match=r"within 0\.3 s"):
             await tools["t.slow"].invoke({"seconds": 30}, ctx)
         assert await tools["t.add"].invoke({"a": 1, "b": 1}, ctx) == "2"  # still up
 
@@ -209,7 +209,7 @@ async def test_a_server_that_cannot_start_is_a_config_error_naming_it() -> None:
 
 async def test_a_server_that_exits_at_once_is_a_config_error_naming_it() -> None:
     quits = McpServerSettings(command=[sys.executable, "-c", "pass"], timeout_s=10)
-    with pytest.raises(ConfigError, match="mcp.servers.quits"):
+    with pytest.raises(ConfigError, match=r"mcp\.servers\.quits"):
         async with mcp_tools(t=server_settings(), quits=quits):
             pass
 
