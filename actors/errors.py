@@ -201,10 +201,13 @@ class McpServerUnavailableError(ToolError):
     and is being restarted, ``actors/tools/mcp.py``), or dies during the call: the call
     fails at once, and may succeed later (``retryable``)."""
 
-    def __init__(self, tool: str, server: str) -> None:
+    def __init__(self, tool: str, server: str, *, stopped: bool = False) -> None:
         self.server = server
-        super().__init__(tool, f"MCP server {server!r} is restarting; try again later",
-                         retryable=True)
+        if stopped:  # its sessions were closed: a worker shutting down, or a daemon's list
+            super().__init__(tool, f"MCP server {server!r} is stopped in this process")
+        else:
+            super().__init__(tool, f"MCP server {server!r} is restarting; try again later",
+                             retryable=True)
 
 
 class CheckFailedError(ToolError):

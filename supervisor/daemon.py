@@ -444,8 +444,9 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     async with AsyncExitStack() as stack:
         # Config errors before a NATS server or a supervisor exists: one ConfigError. The
         # MCP servers (if any) start first, their listing being part of the tools, and
-        # stop last.
-        tools = await stack.enter_async_context(open_tool_registry(settings))
+        # stop last; without local workers this process never calls them: listed, stopped.
+        tools = await stack.enter_async_context(
+            open_tool_registry(settings, keep_open=settings.local_workers))
         settings = expand_allowlists(settings, tools)
         model = preflight(settings, tools, api_key=api_key)
         stack.push_async_callback(model.aclose)

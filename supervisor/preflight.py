@@ -43,10 +43,12 @@ def tool_registry(settings: Settings) -> ToolRegistry:
 
 
 @asynccontextmanager
-async def open_tool_registry(settings: Settings) -> AsyncIterator[ToolRegistry]:
+async def open_tool_registry(settings: Settings, *,
+                             keep_open: bool = True) -> AsyncIterator[ToolRegistry]:
     """``tool_registry``'s tools and those of the MCP servers (``[mcp.servers.*]``),
     which are started and listed now, in this process, and kept open (under supervision,
-    ``actors/tools/mcp.py``) until the context is left, which stops them. Blocks until
+    ``actors/tools/mcp.py``) until the context is left, which stops them
+    (``keep_open=False``: once listed, for a process that will not call them). Blocks until
     every server is listed. Raises ``ConfigError``: ``tool_registry``'s, a server that
     cannot start or list (naming ``mcp.servers.<name>``), a tool ``timeout_s`` the parent
     would not wait out."""
@@ -63,7 +65,7 @@ async def open_tool_registry(settings: Settings) -> AsyncIterator[ToolRegistry]:
                     f"{TIMEOUT_GRACE_S:g} s of grace: the run would stop waiting before the "
                     "call ends")
     own = tool_registry(settings)
-    async with open_mcp_servers(settings.mcp) as mcp_tools:
+    async with open_mcp_servers(settings.mcp, keep_open=keep_open) as mcp_tools:
         yield registry_for(settings.tools, mcp_tools=mcp_tools) if mcp_tools else own
 
 

@@ -182,7 +182,8 @@ class McpServer:
         session = self._session
         qualified = f"{self.name}.{tool}"
         if session is None or self.state != "up":
-            raise McpServerUnavailableError(qualified, self.name)
+            raise McpServerUnavailableError(qualified, self.name,
+                                            stopped=self.state == "stopped")
         lost = self._lost
         result: types.CallToolResult | None = None
         with anyio.move_on_after(timeout_s) as deadline:
@@ -323,13 +324,26 @@ def _errlog() -> TextIO:
 
 
 @asynccontextmanager
-async def open_mcp_servers(settings: McpSettings) -> AsyncIterator[list[McpTool]]:
+async def open_mcp_servers(settings: McpSettings, *,
+                           keep_open: bool = True) -> AsyncIterator[list[McpTool]]:
     """Start every server of ``settings`` and yield their tools; leaving the context stops
-    them (the module docstring is the contract). Blocks until every server is listed.
-    Raises ``ConfigError`` naming the server (or the tool table) that failed."""
+    them (the module docstring is the contract). ``keep_open=False``: stop them as soon
+    as they are listed (a daemon whose workers run elsewhere needs only their specs and
+    declarations; a call of their tools then fails at once). Blocks until every server
+    is listed. Raises ``ConfigError`` naming the server (or the tool table) that failed."""
     if not settings.servers:
         yield []
-        return
+    elif keep_open:
+        async with _started(settings) as tools:
+            yield tools
+    else:
+        async with _started(settings) as tools:
+            pass
+        yield tools
+
+
+@asynccontextmanager
+async def _started(settings: McpSettings) -> AsyncIterator[list[McpTool]]:
     error: Exception | None = None
     async with anyio.create_task_group() as group:
         try:

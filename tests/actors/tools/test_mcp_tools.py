@@ -227,3 +227,13 @@ async def test_an_error_in_the_body_propagates_as_itself() -> None:
     with pytest.raises(KeyError):
         async with mcp_tools():
             raise KeyError("the body's own")
+
+
+async def test_servers_not_kept_open_are_listed_then_stopped(ctx: ToolContext) -> None:
+    settings = McpSettings(servers={"t": server_settings()})
+    async with open_mcp_servers(settings, keep_open=False) as listed:
+        tools = {tool.name: tool for tool in listed}
+        assert tools["t.add"].server.state == "stopped"
+        with pytest.raises(McpServerUnavailableError, match="'t' is stopped"):
+            await tools["t.add"].invoke({"a": 1, "b": 2}, ctx)
+    assert tools["t.add"].spec().description == "Add two integers."
