@@ -100,6 +100,7 @@ class McpServer:
         failures = 0
         while True:
             lost = self._lost = anyio.Event()
+            up = False
             try:
                 async with self._connect(lost) as session:
                     with anyio.fail_after(self.settings.timeout_s):
@@ -107,7 +108,7 @@ class McpServer:
                         listed = await _list_tools(session) if self.starts == 0 else None
                     if listed is not None:
                         self.listed = listed
-                    self._session, self.state = session, "up"
+                    self._session, self.state, up = session, "up", True
                     self.starts += 1
                     failures = 0
                     log.info("mcp_server_started", server=self.name, starts=self.starts,
@@ -122,8 +123,10 @@ class McpServer:
                     raise ConfigError(f"mcp.servers.{self.name}", self._target(),
                                       f"cannot start or list its tools: {_describe(exc)}"
                                       ) from None
-                log.warning("mcp_server_start_failed", server=self.name,
-                            error=_describe(exc), failures=failures + 1)
+                # A transport may fail by itself when its server dies (HTTP: the
+                # connection refused), rather than end: the same loss.
+                log.warning("mcp_server_lost" if up else "mcp_server_start_failed",
+                            server=self.name, error=_describe(exc), failures=failures + 1)
             finally:
                 self._session = None
                 if self.state == "up":
@@ -161,17 +164,22 @@ class McpServer:
                        sink: MemoryObjectSendStream[SessionMessage | Exception],
                        lost: anyio.Event) -> None:
         # Between the transport and the session, to see the transport end: for stdio
-        # that is the child's stdout closing, i.e. its death. An exception item on an
-        # HTTP transport is a failed request or stream: the server is taken as lost.
+        # that is the child's stdout closing, i.e. its death. (An HTTP transport whose
+        # server is gone fails instead: ``run`` sees its context raise.)
         async with sink:
             try:
                 async for item in source:
                     await sink.send(item)
-                    if isinstance(item, Exception) and self.settings.url is not None:
-                        break
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
+        self._lose(lost)
+
+    def _lose(self, lost: anyio.Event) -> None:
+        """Take the connection of ``lost`` as gone: its calls fail fast from now on, even
+        before ``run`` has wound it down."""
         lost.set()
+        if lost is self._lost and self.state == "up":
+            self.state = "restarting"
 
     async def call(self, tool: str, arguments: Mapping[str, object], *,
                    timeout_s: float) -> types.CallToolResult:
@@ -191,7 +199,7 @@ class McpServer:
                 result = await session.call_tool(tool, dict(arguments))
             except MCPError as exc:
                 if lost.is_set() or exc.code == types.CONNECTION_CLOSED:
-                    lost.set()
+                    self._lose(lost)
                     raise McpServerUnavailableError(qualified, self.name) from None
                 raise ToolError(qualified, f"MCP error {exc.code}: {exc.message}") from None
             except Exception as exc:  # a result the SDK refused, or a transport failure

@@ -1,5 +1,6 @@
 """An MCP server for the tests, written with the official ``mcp`` SDK (``MCPServer``,
-FastMCP before mcp 2), run over stdio: ``python tests/actors/tools/mcp_server.py``.
+FastMCP before mcp 2), run over stdio: ``python tests/actors/tools/mcp_server.py``, or
+over streamable HTTP at ``http://127.0.0.1:PORT/mcp`` with ``--http PORT``.
 
 Its tools: ``add`` (two integers), ``shout`` (async, upper-cases a text), ``env`` (the
 value of one of its environment variables, or ``<unset>``), ``pid`` (its process id, so
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
@@ -80,4 +82,7 @@ def tally(item: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":  # streamable HTTP on 127.0.0.1:PORT
+        server.run("streamable-http", port=int(sys.argv[2]))
+    else:
+        server.run()

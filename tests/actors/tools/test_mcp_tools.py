@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -237,3 +239,48 @@ async def test_servers_not_kept_open_are_listed_then_stopped(ctx: ToolContext) -
         with pytest.raises(McpServerUnavailableError, match="'t' is stopped"):
             await tools["t.add"].invoke({"a": 1, "b": 2}, ctx)
     assert tools["t.add"].spec().description == "Add two integers."
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def http_server(port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``mcp_server.py --http PORT``, entered once it accepts connections (within 20 s),
+    killed and reaped by pid on the way out."""
+    proc = subprocess.Popen([*COMMAND, "--http", str(port)],  # noqa: ASYNC220 - reaped below
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        yield proc
+    finally:
+        proc.kill()
+        await anyio.to_thread.run_sync(proc.wait, 10)
+
+
+async def test_an_http_server_is_called_and_reconnected_after_it_comes_back(
+        ctx: ToolContext) -> None:
+    port = free_port()
+    server = McpServerSettings(url=f"http://127.0.0.1:{port}/mcp", timeout_s=10)
+    async with http_server(port) as first:
+        settings = McpSettings(servers={"h": server}, restart_base_s=0.1, restart_max_s=0.5)
+        async with open_mcp_servers(settings) as listed:
+            tools = {tool.name: tool for tool in listed}
+            assert await tools["h.add"].invoke({"a": 2, "b": 3}, ctx) == "5"
+            first.kill()
+            await anyio.to_thread.run_sync(first.wait, 10)
+            with pytest.raises(McpServerUnavailableError, match="'h' is restarting"):
+                await tools["h.add"].invoke({"a": 2, "b": 3}, ctx)
+            async with http_server(port):
+                await wait_until(lambda: tools["h.add"].server.state == "up", timeout=20)
+                assert await tools["h.shout"].invoke({"text": "back"}, ctx) == "BACK"
+    assert tools["h.add"].server.starts == 2
