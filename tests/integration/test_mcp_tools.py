@@ -7,6 +7,7 @@ of them, and their results are in the journal."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ tools = [{ name = "lookup", input = { order_id = "o-1" } },
 [[scenario.shop_mcp.turns.research]]
 tools = [{ name = "tickets.add", input = { a = 2, b = 40 } },
          { name = "tickets.shout", input = { text = "refunded o-1" } },
-         { name = "tickets.tally", input = { item = "o-1" } }]
+         { name = "tickets.tally", input = { item = "o-1" } },
+         { name = "tickets.pid" }]
 [[scenario.shop_mcp.turns.research]]
 text = "Done: {last_result}"
 '''
@@ -75,8 +77,11 @@ def journalled_calls(daemon: Daemon, run_id: str) -> list[tuple[str, int, str]]:
             (run_id,))]
 
 
-def assert_all_called(calls: list[tuple[str, int, str]], tally: Path, refunds: Path) -> None:
+def assert_all_called(calls: list[tuple[str, int, str]], tally: Path, refunds: Path) -> int:
+    """Every tool was called once and answered; returns the MCP server's pid."""
+    [pid] = [output for name, ok, output in calls if name == "tickets.pid" and ok]
     assert sorted(calls) == sorted([
+        ("tickets.pid", 1, pid),
         ("lookup", 1, '{"order":"o-1","status":"delivered","total":40.0}'),
         ("refund", 1, "refunded 12.5 on o-1"),
         ("tickets.add", 1, "42"),
@@ -85,6 +90,12 @@ def assert_all_called(calls: list[tuple[str, int, str]], tally: Path, refunds: P
     ])
     assert tally.read_text(encoding="utf-8") == "o-1\n"  # the MCP tool acted once
     assert len(refunds.read_text(encoding="utf-8").splitlines()) == 1
+    return int(pid)
+
+
+def assert_gone(pid: int) -> None:
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 async def test_a_role_calls_user_function_tools_and_an_mcp_servers_tools_end_to_end(
@@ -94,7 +105,7 @@ async def test_a_role_calls_user_function_tools_and_an_mcp_servers_tools_end_to_
         run = await run_task(client, "refund and tell the tickets", scenario="shop_mcp")
         calls = journalled_calls(daemon, run.id)
     assert run.status == "succeeded", run.error
-    assert_all_called(calls, tmp_path / "tally.txt", shop)
+    assert_gone(assert_all_called(calls, tmp_path / "tally.txt", shop))  # stopped with it
 
 
 async def test_a_worker_process_runs_its_own_mcp_server_for_its_role(
@@ -122,4 +133,4 @@ async def test_a_worker_process_runs_its_own_mcp_server_for_its_role(
             calls = journalled_calls(daemon, run.id)
     assert run.status == "succeeded", run.error
     assert worker.returncode == 0
-    assert_all_called(calls, tmp_path / "tally.txt", shop)
+    assert_gone(assert_all_called(calls, tmp_path / "tally.txt", shop))  # stopped with it
