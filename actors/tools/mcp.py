@@ -54,7 +54,7 @@ from warden.actors.tools.base import ToolContext
 from warden.bus.wire import ToolSpec
 from warden.config import ConfigError, McpServerSettings, McpSettings, McpToolSettings, Risk
 
-__all__ = ("McpServer", "McpTool", "open_mcp_servers", "render_result")
+__all__ = ("McpServer", "McpTool", "open_mcp_servers", "render_result", "restart_delay")
 
 log = structlog.get_logger("warden.mcp")
 
@@ -131,9 +131,9 @@ class McpServer:
                 self._session = None
                 if self.state == "up":
                     self.state = "restarting"
-            delay = min(self.restart_max_s, self.restart_base_s * 2 ** min(failures, 32))
             failures += 1
-            await anyio.sleep(delay)
+            await anyio.sleep(restart_delay(failures, base_s=self.restart_base_s,
+                                            max_s=self.restart_max_s))
 
     def _target(self) -> object:
         return self.settings.command if self.settings.command is not None else self.settings.url
@@ -275,6 +275,13 @@ class McpTool:
     async def reconcile(self, arguments: Mapping[str, object], ctx: ToolContext) -> str | None:
         """MCP has no way to ask whether an interrupted call acted."""
         raise ToolError(self.name, "has no reconcile hook")
+
+
+def restart_delay(failures: int, *, base_s: float, max_s: float) -> float:
+    """How long to wait before starting a server again after ``failures`` consecutive
+    failures (its death counting as the first): ``base_s``, doubled per further failure,
+    at most ``max_s``. Pure."""
+    return min(max_s, base_s * 2 ** min(max(failures - 1, 0), 64))
 
 
 def render_result(result: types.CallToolResult) -> str:

@@ -19,7 +19,7 @@ import mcp_types as types
 import pytest
 from warden.actors.errors import McpServerUnavailableError, ToolError, ToolTimeoutError
 from warden.actors.tools import McpTool, ToolContext, ToolDeclaration, open_mcp_servers
-from warden.actors.tools.mcp import render_result
+from warden.actors.tools.mcp import render_result, restart_delay
 from warden.actors.workspace import Workspace
 from warden.config import (
     ConfigError,
@@ -134,6 +134,14 @@ async def test_blocks_other_than_text_are_described_and_texts_joined(ctx: ToolCo
 ])
 def test_render_result(result: types.CallToolResult, text: str) -> None:
     assert render_result(result) == text
+
+
+@pytest.mark.parametrize(("failures", "delay"), [
+    (1, 0.5), (2, 1.0), (3, 2.0), (7, 30.0), (10_000, 30.0),
+])
+def test_a_dead_server_is_restarted_after_a_doubling_wait_up_to_the_maximum(
+        failures: int, delay: float) -> None:
+    assert restart_delay(failures, base_s=0.5, max_s=30.0) == delay
 
 
 async def test_a_call_past_the_tools_timeout_is_stopped_and_says_so(ctx: ToolContext) -> None:
