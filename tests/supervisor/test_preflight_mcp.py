@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from warden.config import ConfigError, Settings, load_settings
+from warden.supervisor.policy import check_policy_names
 from warden.supervisor.preflight import (
     check_allowlists,
     expand_allowlists,
@@ -58,6 +59,18 @@ async def test_a_servers_tools_join_the_registry_and_a_role_may_allowlist_them()
     assert (add.risk, add.side_effects, add.trusted_output) == ("low", False, False)
     assert (shout.risk, shout.side_effects, shout.trusted_output) == ("medium", True, False)
     assert spec.description == "Add two integers."
+
+
+@pytest.mark.anyio
+async def test_the_guards_of_an_mcp_tool_are_configured_by_its_dotted_name() -> None:
+    settings = load_settings(env={}, overrides={
+        ("mcp", "servers"): {"t": {"command": SERVER}},
+        ("policy", "tools"): {"t.add": {"max": {"a": 10}}, "t.refund": {"max": {"x": 1}}}})
+    async with open_tool_registry(settings) as tools:
+        with pytest.raises(ConfigError) as caught:
+            check_policy_names(settings, tools)
+    assert caught.value.key == "policy.tools.t.refund"  # t.add passed: it is a tool
+    assert "t.add" in str(caught.value)
 
 
 @pytest.mark.anyio
