@@ -10,6 +10,7 @@ from warden.actors.actor import Actor
 from warden.actors.errors import (
     ActorError,
     CheckFailedError,
+    McpServerUnavailableError,
     ModelError,
     ModelRateLimitedError,
     ModelRequestError,
@@ -48,6 +49,7 @@ __all__ = (
     "ActorError",
     "CheckFailedError",
     "FunctionTool",
+    "McpServerUnavailableError",
     "Model",
     "ModelError",
     "ModelRateLimitedError",

@@ -50,6 +50,7 @@ import anthropic
 import anyio
 import structlog
 from anthropic import types as api
+from warden.actors.api_names import ApiToolNames
 from warden.actors.errors import (
     ModelDeadlineError,
     ModelError,
@@ -149,6 +150,8 @@ class AnthropicModel:
         """
         started = anyio.current_time()
         deadline = math.inf if request.deadline_s is None else request.deadline_s
+        # MCP tools (``server.tool``) have names the API refuses: ``api_names.py``.
+        names = ApiToolNames.of(tool.name for tool in request.tools)
         try:
             with anyio.fail_after(deadline):
                 message: object = await self._client.messages.create(
@@ -156,9 +159,9 @@ class AnthropicModel:
                     # Empty ``system`` and ``tools`` are left out rather than sent empty: the
                     # API's validation of empty values has varied, their absence never has.
                     system=request.system or anthropic.omit,
-                    messages=[_to_api_message(m) for m in request.messages],
+                    messages=[_to_api_message(m, names) for m in request.messages],
                     max_tokens=request.max_tokens,
-                    tools=([_to_api_tool(t) for t in request.tools] if request.tools
+                    tools=([_to_api_tool(t, names) for t in request.tools] if request.tools
                            else anthropic.omit),
                 )
         except anthropic.AnthropicError as exc:
@@ -171,7 +174,8 @@ class AnthropicModel:
             raise error from None
         latency_ms = _elapsed_ms(started)
         try:
-            reply, dropped = _reply_from_api(message, model=request.model, latency_ms=latency_ms)
+            reply, dropped = _reply_from_api(message, model=request.model, latency_ms=latency_ms,
+                                             names=names)
         except ModelUnavailableError as error:
             self._log_failure(error, started)
             raise
@@ -310,34 +314,37 @@ def _body_snippet(body: object) -> str:
 # -- conversions ------------------------------------------------------------------------
 
 
-def _to_api_message(message: Message) -> api.MessageParam:
-    content = [_to_api_block(b) for b in message.content]
+def _to_api_message(message: Message, names: ApiToolNames) -> api.MessageParam:
+    content = [_to_api_block(b, names) for b in message.content]
     if message.role == "user":
         return api.UserMessageParam(role="user", content=content)
     return api.AssistantMessageParam(role="assistant", content=content)
 
 
 def _to_api_block(
-    block: Block,
+    block: Block, names: ApiToolNames,
 ) -> api.TextBlockParam | api.ToolUseBlockParam | api.ToolResultBlockParam:
     match block:
         case TextBlock(text=text):
             return api.TextBlockParam(type="text", text=text)
         case ToolUseBlock(id=id_, name=name, input=input_):
-            return api.ToolUseBlockParam(type="tool_use", id=id_, name=name, input=dict(input_))
+            return api.ToolUseBlockParam(type="tool_use", id=id_, name=names.to_api(name),
+                                         input=dict(input_))
         case ToolResultBlock(tool_use_id=tool_use_id, content=content, is_error=is_error):
             return api.ToolResultBlockParam(
                 type="tool_result", tool_use_id=tool_use_id, content=content, is_error=is_error
             )
 
 
-def _to_api_tool(tool: ToolSpec) -> api.ToolParam:
+def _to_api_tool(tool: ToolSpec, names: ApiToolNames) -> api.ToolParam:
     return api.ToolParam(
-        name=tool.name, description=tool.description, input_schema=dict(tool.input_schema)
+        name=names.to_api(tool.name), description=tool.description,
+        input_schema=dict(tool.input_schema),
     )
 
 
-def _reply_from_api(message: object, *, model: str, latency_ms: float) -> tuple[ModelReply, int]:
+def _reply_from_api(message: object, *, model: str, latency_ms: float,
+                    names: ApiToolNames | None = None) -> tuple[ModelReply, int]:
     """Our reply from the SDK's, and how many blocks it had that we do not represent.
 
     The SDK does not validate replies (strict validation is a private, unstable option of
@@ -356,7 +363,7 @@ def _reply_from_api(message: object, *, model: str, latency_ms: float) -> tuple[
     output_tokens = getattr(usage, "output_tokens", None)
     if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
         raise ModelUnavailableError(model, _malformed(message, "no token counts"))
-    blocks, dropped = _from_api_content(content)
+    blocks, dropped = _from_api_content(content, names or ApiToolNames.of(()))
     # Non-streaming replies always carry a stop reason; ``None`` would be a provider bug,
     # read as the ordinary end of a turn.
     stop_reason = getattr(message, "stop_reason", None) or "end_turn"
@@ -386,7 +393,8 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _from_api_content(blocks: Iterable[object]) -> tuple[list[Block], int]:
+def _from_api_content(blocks: Iterable[object],
+                      names: ApiToolNames) -> tuple[list[Block], int]:
     """Our blocks of a reply, and how many the reply had that we do not represent.
 
     warden asks for neither extended thinking nor server tools, so text and tool_use are
@@ -399,7 +407,8 @@ def _from_api_content(blocks: Iterable[object]) -> tuple[list[Block], int]:
             content.append(TextBlock(text=block.text))
         elif isinstance(block, api.ToolUseBlock):
             arguments = block.input if isinstance(block.input, dict) else {}
-            content.append(ToolUseBlock(id=block.id, name=block.name, input=dict(arguments)))
+            content.append(ToolUseBlock(id=block.id, name=names.from_api(block.name),
+                                        input=dict(arguments)))
         else:
             dropped += 1
     return content, dropped

@@ -15,6 +15,7 @@ The tree::
         ├── ToolArgumentsError     the arguments do not match the tool's schema
         ├── UnknownToolError       the registry holds no tool of that name
         ├── ToolTimeoutError       the call ran past its deadline and was stopped
+        ├── McpServerUnavailableError  the tool's MCP server is down (restarting)
         ├── CheckFailedError       a check tool ran and its verdict is a failure
         ├── WorkspaceEscapeError   a path points outside the run's workspace
         └── SandboxError           the sandboxed process could not be run or was killed
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 __all__ = (
     "ActorError",
     "CheckFailedError",
+    "McpServerUnavailableError",
     "ModelError",
     "ModelRateLimitedError",
     "ModelRequestError",
@@ -192,6 +194,20 @@ class ToolTimeoutError(ToolError):
     ) -> None:
         self.timeout_s = timeout_s
         super().__init__(tool, problem, retryable=retryable)
+
+
+class McpServerUnavailableError(ToolError):
+    """Raised when a tool of an MCP server is called while the server is down (it died
+    and is being restarted, ``actors/tools/mcp.py``), or dies during the call: the call
+    fails at once, and may succeed later (``retryable``)."""
+
+    def __init__(self, tool: str, server: str, *, stopped: bool = False) -> None:
+        self.server = server
+        if stopped:  # its sessions were closed: a worker shutting down, or a daemon's list
+            super().__init__(tool, f"MCP server {server!r} is stopped in this process")
+        else:
+            super().__init__(tool, f"MCP server {server!r} is restarting; try again later",
+                             retryable=True)
 
 
 class CheckFailedError(ToolError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.loading import load_settings, validate
+from warden.config.mcp import McpServerSettings, McpSettings, McpToolSettings
 from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.settings import (
     ROLES,
@@ -31,6 +32,9 @@ __all__ = (
     "ConfigVariableError",
     "IntakeSettings",
     "LimitSettings",
+    "McpServerSettings",
+    "McpSettings",
+    "McpToolSettings",
     "ModelSettings",
     "NatsSettings",
     "PolicySettings",

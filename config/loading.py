@@ -29,6 +29,7 @@ from typing import cast
 
 import msgspec
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
+from warden.config.mcp import check_mcp
 from warden.config.policy import check_policy
 from warden.config.settings import RoleSettings, Settings, ToolSettings
 
@@ -364,3 +365,4 @@ def validate(settings: Settings) -> None:
         if spec.concurrency < 1:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
     check_policy(settings.policy)
+    check_mcp(settings.mcp)

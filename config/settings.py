@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from warden.config.mcp import McpSettings
 from warden.config.policy import PolicySettings
 
 ROLES: tuple[str, ...] = ("research", "code", "review")
@@ -249,3 +250,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     """The user's own tools by name; roles pick them by name like warden's."""
     policy: PolicySettings = PolicySettings()
     """The guards on every tool call (``config/policy.py``)."""
+    mcp: McpSettings = McpSettings()
+    """MCP servers whose tools roles may use (``config/mcp.py``)."""

@@ -74,7 +74,7 @@ from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import open_journal_reader
 from warden.supervisor.logs import configure_logging
-from warden.supervisor.preflight import preflight, tool_registry
+from warden.supervisor.preflight import expand_allowlists, open_tool_registry, preflight
 from warden.supervisor.run_states import TERMINAL
 
 from warden import __version__
@@ -471,26 +471,28 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     unknown = [role for role in roles if role not in settings.roles]
     if unknown:
         raise UsageError(f"--role {unknown[0]!r} is not one of {sorted(settings.roles)}")
-    tools = tool_registry(settings)
-    model = preflight(settings, tools, api_key=os.environ.get("ANTHROPIC_API_KEY"), roles=roles)
-    data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
-    name = "-".join(roles)
-    async with _open_client(settings, "worker", f"warden-worker-{name}") as bus:
-        workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
-                          data_dir=data_dir, models=settings.models) for role in roles]
-        specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
-        async with open_supervisor(
-            specs, name=f"worker-{name}", max_restarts=settings.supervision.max_restarts,
-            period=settings.supervision.period_s,
-        ):
-            served = ", ".join(subjects.work(role) for role in roles)
-            print(f"warden worker {name}: serving {served} on {bus.url}", file=sys.stderr,
-                  flush=True)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
-    await model.aclose()
-    return 0
+    async with open_tool_registry(settings) as tools:  # MCP servers: stopped on leaving
+        settings = expand_allowlists(settings, tools)
+        model = preflight(settings, tools, api_key=os.environ.get("ANTHROPIC_API_KEY"),
+                          roles=roles)
+        data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
+        name = "-".join(roles)
+        async with _open_client(settings, "worker", f"warden-worker-{name}") as bus:
+            workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
+                              data_dir=data_dir, models=settings.models) for role in roles]
+            specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]
+            async with open_supervisor(
+                specs, name=f"worker-{name}", max_restarts=settings.supervision.max_restarts,
+                period=settings.supervision.period_s,
+            ):
+                served = ", ".join(subjects.work(role) for role in roles)
+                print(f"warden worker {name}: serving {served} on {bus.url}", file=sys.stderr,
+                      flush=True)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+        await model.aclose()
+        return 0
 
 
 async def cmd_nats_permissions(args: argparse.Namespace) -> int:

@@ -92,7 +92,7 @@ from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.policy import policy_guards
-from warden.supervisor.preflight import preflight, tool_registry
+from warden.supervisor.preflight import expand_allowlists, open_tool_registry, preflight
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
@@ -442,13 +442,17 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
     data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - once, at start-up
     ensure_private_dir(data_dir)  # 0700: the sandbox may not read the journal or credentials
     _claim_data_dir(data_dir)
-    # Config errors before a server or a task group exists: one ConfigError, no group.
-    tools = tool_registry(settings)
-    model = preflight(settings, tools, api_key=api_key)
-    identities = _identities(settings, data_dir)
-    daemon_id = daemon_id_of(data_dir)
     async with AsyncExitStack() as stack:
+        # Config errors before a NATS server or a supervisor exists: one ConfigError. The
+        # MCP servers (if any) start first, their listing being part of the tools, and
+        # stop last; without local workers this process never calls them: listed, stopped.
+        tools = await stack.enter_async_context(
+            open_tool_registry(settings, keep_open=settings.local_workers))
+        settings = expand_allowlists(settings, tools)
+        model = preflight(settings, tools, api_key=api_key)
         stack.push_async_callback(model.aclose)
+        identities = _identities(settings, data_dir)
+        daemon_id = daemon_id_of(data_dir)
         url = settings.nats.url
         if url is None:
             server = await stack.enter_async_context(

@@ -11,15 +11,18 @@ traceback out of a supervision tree. Pinned by ``tests/integration/test_cli_erro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
+import msgspec
 from warden.actors.model import Model
 from warden.actors.model_factory import build_model
-from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, registry_for
+from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, open_mcp_servers, registry_for
 from warden.config import ConfigError, Settings
 from warden.supervisor.policy import check_policy_names
 
-__all__ = ("check_allowlists", "preflight", "tool_registry")
+__all__ = ("check_allowlists", "expand_allowlists", "open_tool_registry", "preflight",
+           "tool_registry")
 
 
 def tool_registry(settings: Settings) -> ToolRegistry:
@@ -37,6 +40,61 @@ def tool_registry(settings: Settings) -> ToolRegistry:
                 f"must be below limits.step_timeout_s ({wait_s:g}) less {TIMEOUT_GRACE_S:g} s "
                 "of grace: the run would stop waiting before the call ends")
     return registry_for(settings.tools)
+
+
+@asynccontextmanager
+async def open_tool_registry(settings: Settings, *,
+                             keep_open: bool = True) -> AsyncIterator[ToolRegistry]:
+    """``tool_registry``'s tools and those of the MCP servers (``[mcp.servers.*]``),
+    which are started and listed now, in this process, and kept open (under supervision,
+    ``actors/tools/mcp.py``) until the context is left, which stops them
+    (``keep_open=False``: once listed, for a process that will not call them). Blocks until
+    every server is listed. Raises ``ConfigError``: ``tool_registry``'s, a server that
+    cannot start or list (naming ``mcp.servers.<name>``), a tool ``timeout_s`` the parent
+    would not wait out."""
+    wait_s = settings.limits.step_timeout_s
+    for name, server in settings.mcp.servers.items():
+        timeouts = {"timeout_s": server.timeout_s} | {
+            f"tools.{tool}.timeout_s": own.timeout_s for tool, own in server.tools.items()
+            if own.timeout_s is not None}
+        for key, timeout_s in timeouts.items():
+            if timeout_s + TIMEOUT_GRACE_S >= wait_s:
+                raise ConfigError(
+                    f"mcp.servers.{name}.{key}", timeout_s,
+                    f"must be below limits.step_timeout_s ({wait_s:g}) less "
+                    f"{TIMEOUT_GRACE_S:g} s of grace: the run would stop waiting before the "
+                    "call ends")
+    own = tool_registry(settings)
+    async with open_mcp_servers(settings.mcp, keep_open=keep_open) as mcp_tools:
+        yield registry_for(settings.tools, mcp_tools=mcp_tools) if mcp_tools else own
+
+
+def expand_allowlists(settings: Settings, tools: ToolRegistry) -> Settings:
+    """``settings`` with each ``<server>.*`` of a role's ``tools`` replaced by the tools
+    of that MCP server the registry holds (sorted), so every allowlist names tools one by
+    one from here on (the daemon's and each worker's, from their own listing). Pure;
+    raises ``ConfigError`` naming ``roles.<role>.tools`` for a ``<server>.*`` that is not
+    a configured server."""
+    roles = dict(settings.roles)
+    changed = False
+    for role, spec in settings.roles.items():
+        if not any(name.endswith(".*") for name in spec.tools):
+            continue
+        expanded: list[str] = []
+        for name in spec.tools:
+            if not name.endswith(".*"):
+                expanded.append(name)
+                continue
+            server = name[:-2]
+            if server not in settings.mcp.servers:
+                raise ConfigError(f"roles.{role}.tools", spec.tools,
+                                  f"{name!r} names no MCP server; configured: "
+                                  f"{', '.join(sorted(settings.mcp.servers)) or 'none'}")
+            expanded.extend(sorted(tool for tool in tools.names()
+                                   if tool.startswith(f"{server}.")))
+        roles[role] = msgspec.structs.replace(spec, tools=list(dict.fromkeys(expanded)))
+        changed = True
+    return msgspec.structs.replace(settings, roles=roles) if changed else settings
 
 
 def check_allowlists(settings: Settings, tools: ToolRegistry,

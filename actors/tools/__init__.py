@@ -6,6 +6,8 @@
   opens the module), ``truncate`` and ``default_registry``;
 - ``function.py``: ``FunctionTool``, a user's Python function named in config as a
   tool (``load_function_tool``; ``registry_for`` adds them to warden's);
+- ``mcp.py``: ``McpTool``, a tool of an MCP server (``[mcp.servers.*]``), and
+  ``open_mcp_servers``, which keeps their client sessions open under supervision;
 - the tools warden ships, by concept: ``files.py`` (``list_files``, ``read_file``,
   ``grep``, ``write_file``), ``python.py`` (``run_python``, ``run_tests``), ``ledger.py``
   (``ledger_append``), ``echo.py`` (``echo``).
@@ -26,6 +28,7 @@ from warden.actors.tools.echo import Echo
 from warden.actors.tools.files import Grep, ListFiles, ReadFile, WriteFile
 from warden.actors.tools.function import FunctionTool, arguments_struct, load_function_tool
 from warden.actors.tools.ledger import LedgerAppend
+from warden.actors.tools.mcp import McpServer, McpTool, open_mcp_servers
 from warden.actors.tools.python import RunPython, RunTests
 from warden.actors.tools.registry import (
     TIMEOUT_GRACE_S,
@@ -43,6 +46,8 @@ __all__ = (
     "Grep",
     "LedgerAppend",
     "ListFiles",
+    "McpServer",
+    "McpTool",
     "ReadFile",
     "RunPython",
     "RunTests",
@@ -57,6 +62,7 @@ __all__ = (
     "default_registry",
     "input_schema",
     "load_function_tool",
+    "open_mcp_servers",
     "registry_for",
     "truncate",
 )

@@ -224,12 +224,14 @@ def default_registry(*, max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRe
 
 
 def registry_for(tools: Mapping[str, ToolSettings], *,
-                 max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES) -> ToolRegistry:
+                 max_output_bytes: int = MAX_TOOL_OUTPUT_BYTES,
+                 mcp_tools: Iterable[Tool] = ()) -> ToolRegistry:
     """warden's tools (``default_registry``) and the user's function tools of ``tools``
-    (the settings' ``[tools.*]``), their modules imported now. Blocks on the imports;
+    (the settings' ``[tools.*]``), their modules imported now, and ``mcp_tools`` (the
+    tools of the MCP servers, ``mcp.py``'s ``open_mcp_servers``). Blocks on the imports;
     raises ``ConfigError`` naming ``tools.<name>.<key>`` (``function.py``)."""
     builtin = default_registry(max_output_bytes=max_output_bytes)
     reserved = frozenset(builtin.names())
     own = [load_function_tool(name, spec, reserved=reserved) for name, spec in tools.items()]
-    return ToolRegistry([*(builtin.get(name) for name in builtin.names()), *own],
+    return ToolRegistry([*(builtin.get(name) for name in builtin.names()), *own, *mcp_tools],
                         max_output_bytes=max_output_bytes)

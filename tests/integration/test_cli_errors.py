@@ -148,6 +148,10 @@ def test_anthropic_without_a_key_is_one_line_naming_the_key_exit_2(
          ["'policy.blocked_patterns[0]'", "'rm (-rf'", "not a valid regular expression"]),
         ({}, "[policy.tools.nuke]\nmax = { amount = 1 }\n",
          ["'policy.tools.nuke'", "unknown tool"]),
+        ({}, '[mcp.servers.tickets]\ncommand = ["/nonexistent/tickets-mcp"]\n',
+         ["'mcp.servers.tickets'", "cannot start or list its tools", "FileNotFoundError"]),
+        ({}, '[mcp.servers.tickets]\nurl = "ftp://tickets/mcp"\n',
+         ["'mcp.servers.tickets.url'", "must be an http:// or https:// URL"]),
     ],
 )
 def test_bad_settings_are_each_one_line_naming_key_and_value_exit_2(
