@@ -7,6 +7,7 @@ from warden.config.loading import load_settings, validate
 from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.settings import (
     ROLES,
+    ApprovalSettings,
     BreakerSettings,
     IntakeSettings,
     LimitSettings,
@@ -24,6 +25,7 @@ from warden.config.settings import (
 
 __all__ = (
     "ROLES",
+    "ApprovalSettings",
     "BreakerSettings",
     "ConfigError",
     "ConfigFileError",

@@ -364,3 +364,6 @@ def validate(settings: Settings) -> None:
         if spec.concurrency < 1:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
     check_policy(settings.policy)
+    if not settings.approvals.timeout_s > 0:
+        raise ConfigError("approvals.timeout_s", settings.approvals.timeout_s,
+                          "must be greater than 0")

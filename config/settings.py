@@ -129,10 +129,28 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     the network. Off: under bubblewrap the code gets a network namespace of its own with
     only a loopback on which nothing listens; without bubblewrap this cannot be enforced,
     which the worker's start-up warning says."""
+    auto_approve: Literal["low", "medium"] = "low"
+    """The highest risk this role's tool calls run at without a human's approval
+    (README, "Approvals"): ``low`` (the cautious default: every medium-risk call waits
+    for one) or ``medium``. A ``high`` call always waits, and so does any medium one
+    while its step is tainted by untrusted output."""
 
 
 Risk = Literal["low", "medium", "high"]
 """How much harm a tool call can do; what the policy of later guards reads."""
+
+
+class ApprovalSettings(_Config, frozen=True, kw_only=True):
+    """Approvals of risky tool calls (``[approvals]``; README, "Approvals")."""
+
+    timeout_s: float = 3600.0
+    """How long a request waits for a decision; then it expires, denied."""
+    on_expiry: Literal["tell_model", "needs_human"] = "tell_model"
+    """An expired request: the model reads "approval expired" and the step goes on
+    (``tell_model``), or the run stops in ``needs_human``."""
+    on_deny: Literal["tell_model", "needs_human"] = "tell_model"
+    """A denied request: the model reads the denial and its reason, or the run stops in
+    ``needs_human``."""
 
 
 class ToolSettings(_Config, frozen=True, kw_only=True):
@@ -249,3 +267,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     """The user's own tools by name; roles pick them by name like warden's."""
     policy: PolicySettings = PolicySettings()
     """The guards on every tool call (``config/policy.py``)."""
+    approvals: ApprovalSettings = ApprovalSettings()
+    """Approvals of risky tool calls: expiry and what a denial does."""

@@ -65,6 +65,10 @@ class ToolCall:
     """The run's gate began from a journal that held tool calls of the run (a restarted
     daemon's replay): only then has an interceptor that counts per run anything to read
     back at its first sight of the run."""
+    tainted_by: str | None = None
+    """The output that tainted this call's step attempt (``"read_file (<key>)"``), or
+    ``None``: set by the run supervisor; while set, the approval guard asks a human for
+    every medium- and high-risk call (``supervisor/approvals.py``)."""
 
 
 # -- decisions and interceptors ---------------------------------------------------------

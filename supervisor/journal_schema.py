@@ -18,12 +18,13 @@ __all__ = (
     "GUARD_MESSAGE",
     "INDEXES",
     "MIGRATE_FROM_1",
+    "MIGRATE_FROM_2",
     "SCHEMA",
     "SCHEMA_VERSION",
     "status_guards",
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
@@ -112,6 +113,24 @@ CREATE TABLE IF NOT EXISTS effects (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS effects_by_run ON effects(run_id);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    call_key TEXT NOT NULL UNIQUE,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    risk TEXT NOT NULL,
+    why TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    decided_by TEXT,
+    reason TEXT,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     stream_seq INTEGER NOT NULL,
@@ -132,6 +151,10 @@ MIGRATE_FROM_1 = """
 ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE model_calls ADD COLUMN key TEXT;
 """
+
+MIGRATE_FROM_2 = ""
+"""Version 3 adds the ``approvals`` table, which ``SCHEMA`` creates when it is missing:
+nothing to alter."""
 
 
 def status_guards() -> str:

@@ -35,6 +35,7 @@ from warden.supervisor.errors import JournalError
 from warden.supervisor.journal_schema import (
     INDEXES,
     MIGRATE_FROM_1,
+    MIGRATE_FROM_2,
     SCHEMA,
     SCHEMA_VERSION,
     status_guards,
@@ -184,6 +185,8 @@ def _open_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
                                f"warden's {SCHEMA_VERSION}")
         if version == 1:
             conn.executescript(MIGRATE_FROM_1)
+        if 1 <= version <= 2:
+            conn.executescript(MIGRATE_FROM_2)
         conn.executescript(SCHEMA + INDEXES + status_guards())
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:

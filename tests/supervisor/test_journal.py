@@ -147,7 +147,7 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         assert state is not None and state.epoch == 0
         assert await journal.recorded_calls("old") == {}
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 # -- the run state machine in the journal ------------------------------------------------
