@@ -19,6 +19,10 @@ The guard order (the spec; ``policy_guards`` builds the chain in it, from ``[pol
    the step: the run ends ``degraded`` (or ``needs_human``, ``policy.on_loop``) with the
    reason "loop detected". So with K = 3 the tool runs twice and the third call stops
    the step. A step's retry is a new attempt and counts afresh.
+6. **approval** (``[approvals]``, ``[roles.X] auto_approve``; ``approvals.py``): a call
+   whose risk, or its step's taint, needs a human waits for one (``awaiting_approval``),
+   then runs, or is refused as denied or expired. Always in the chain when the daemon
+   has a journal: a ``high`` call always needs an approval.
 
 Replays. A restarted daemon's replay answers recorded calls from the journal without
 asking the guards, so a guard that first sees a run mid-way reads the run's recorded calls
@@ -43,6 +47,7 @@ from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
 from warden.config import ConfigError, Settings
 from warden.config.policy import PolicySettings, ToolPolicy
+from warden.supervisor.approvals import ApprovalBoard, ApprovalGuard
 from warden.supervisor.guard_patterns import (
     DEFAULT_PATTERNS,
     BlockedPattern,
@@ -290,10 +295,12 @@ class LoopGuard(_ToolGuard):
 # -- the chain --------------------------------------------------------------------------
 
 
-def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | None = None
-                  ) -> tuple[Interceptor, ...]:
+def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | None = None,
+                  *, board: ApprovalBoard | None = None) -> tuple[Interceptor, ...]:
     """The guards ``settings.policy`` asks for, in the guard order; pure but for what
-    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out."""
+    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out. The approval
+    guard decides on ``board`` (the daemon's, which its decision consumer applies
+    decisions to), else on a board of its own over ``journal``; without either, none."""
     policy = settings.policy
     guards: list[Interceptor] = []
     patterns = [*(default_patterns(policy.disabled_defaults) if policy.default_patterns
@@ -310,6 +317,10 @@ def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | No
         guards.append(MagnitudeGuard(policy, tools, journal))
     if policy.loop_threshold:
         guards.append(LoopGuard(policy.loop_threshold, policy.on_loop, journal))
+    if board is None and journal is not None:
+        board = ApprovalBoard(journal, settings.approvals.timeout_s)
+    if board is not None:
+        guards.append(ApprovalGuard(settings, tools, board))
     return tuple(guards)
 
 
