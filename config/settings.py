@@ -151,6 +151,9 @@ class ApprovalSettings(_Config, frozen=True, kw_only=True):
     on_deny: Literal["tell_model", "needs_human"] = "tell_model"
     """A denied request: the model reads the denial and its reason, or the run stops in
     ``needs_human``."""
+    operator_key: str | None = None
+    """The public user nkey (``U...``) whose signature a decision needs, on an external
+    server (``nats.url``). With the embedded server: the generated operator identity's."""
 
 
 class ToolSettings(_Config, frozen=True, kw_only=True):

@@ -76,10 +76,11 @@ from warden.bus.identities import (
     public_key,
     render_authorization,
 )
-from warden.bus.wire import DaemonHealth
+from warden.bus.wire import ApprovalInfo, DaemonHealth, encoder
 from warden.config import Settings
 from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
+from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import (
@@ -89,6 +90,7 @@ from warden.supervisor.errors import (
     RunNotFoundError,
 )
 from warden.supervisor.events import EventStream, standard_observers
+from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.policy import policy_guards
@@ -245,12 +247,24 @@ class Daemon:
         self.model = model
         self.root = root
         self.events = events
+        operator = self._seeds.get("operator")
+        self.approvals = ApprovalBoard(
+            journal, settings.approvals.timeout_s,
+            operator_key=public_key(operator) if operator else settings.approvals.operator_key,
+            announce=self._announce,
+        )
+        """Approval requests and decisions (``approvals.py``); ``approvals.notify`` is the
+        webhook hook."""
         self.context = RunContext.build(
             settings, journal, NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s),
-            tools, events=events, interceptors=policy_guards(settings, tools, journal),
+            tools, events=events,
+            interceptors=policy_guards(settings, tools, journal, board=self.approvals),
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
+
+    async def _announce(self, request: ApprovalInfo) -> None:
+        await self.bus.publish(subjects.approvals(request.run_id), encoder.encode(request))
 
     def credentials(self, identity: Identity) -> Credentials:
         """How a client of this daemon connects as ``identity``: the generated seed
@@ -489,6 +503,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,
             ))
+        # Before the runs: decisions published while no daemon ran are applied first.
+        await root.start_child(ChildSpec(name="approvals",
+                                         start=DecisionIntake(bus, daemon.approvals).run,
+                                         shutdown_timeout=supervision.shutdown_timeout_s))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
         api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,
