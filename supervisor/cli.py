@@ -9,15 +9,15 @@
     warden cancel RUN_ID           cancel a run that has not ended
     warden resume RUN_ID           resume a run stopped in needs_human or failed
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
-    warden approvals / approve ID / deny ID --reason R   the operator's approvals
-                                   (supervisor/cli_approvals.py)
+    warden approvals               list pending approval requests (cli_approvals.py)
+    warden approve ID / deny ID    decide one, as the operator (deny needs --reason)
     warden nats-permissions        the permissions block for a NATS cluster's server config
 
 Client commands find the daemon through ``daemon.json`` in the data directory
 (``--data-dir`` / ``WARDEN_DATA_DIR``): its NATS URL, the seed it names (``client``;
-``operator`` for ``dlq`` and approvals; ``worker`` for ``warden worker``) and its daemon id, which every
-API subject carries (``warden.api.<daemon_id>.<verb>``), so they talk to that daemon and
-no other. With ``--nats URL`` they take credentials from config or ``WARDEN_NATS_*``
+``operator`` for ``dlq`` and approvals; ``worker`` for ``warden worker``) and its daemon
+id, which every API subject carries (``warden.api.<daemon_id>.<verb>``), so they talk to
+that daemon and no other. With ``--nats URL`` they take credentials from config or ``WARDEN_NATS_*``
 (README, "Security model") and ``--daemon ID``, or ask ``$SRV.PING.warden`` and use the
 only daemon that answers (several: an error listing them). Without a daemon, ``runs`` and
 ``show`` read the data directory's journal (read-only) and say so on stderr.

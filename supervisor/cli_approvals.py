@@ -22,6 +22,7 @@ import secrets
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import anyio
 from warden.bus import subjects
@@ -91,7 +92,7 @@ def _operator_seed(settings: Settings) -> Path:
 async def cmd_decide(args: argparse.Namespace) -> int:
     """``approve`` and ``deny``: sign, publish, wait for the daemon's outcome."""
     settings = _settings(args)
-    verdict = "approve" if args.command == "approve" else "deny"
+    verdict: Literal["approve", "deny"] = "approve" if args.command == "approve" else "deny"
     if verdict == "deny" and not (args.reason or "").strip():
         raise UsageError("`warden deny` needs --reason: the model and the audit read it")
     seed = _operator_seed(settings)
@@ -129,7 +130,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     return 3
 
 
-def add_approval_commands(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+def add_approval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                           common: argparse.ArgumentParser) -> None:
     """The three commands, on the ``warden`` parser's subcommands."""
     listing = sub.add_parser("approvals", parents=[common], help="list pending approvals",

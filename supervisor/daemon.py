@@ -82,6 +82,7 @@ from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
 from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
+from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import (
     DaemonError,
@@ -90,7 +91,6 @@ from warden.supervisor.errors import (
     RunNotFoundError,
 )
 from warden.supervisor.events import EventStream, standard_observers
-from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.policy import policy_guards
