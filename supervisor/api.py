@@ -292,7 +292,8 @@ class Api:
             return _error(query)
         listed: list[ApprovalInfo] = []
         size = 64
-        for record in await self.journal.approvals(status="pending", limit=query.limit):
+        for record in await self.journal.approvals(status="pending", limit=query.limit,
+                                                   live_only=True):
             info = info_of(record)
             size += len(encoder.encode(info)) + 1
             if size > self._budget:

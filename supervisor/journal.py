@@ -401,16 +401,22 @@ class Journal:
         rows = await self._rows(f"{_APPROVAL_COLUMNS} WHERE call_key = ?", (call_key,))
         return _approval(rows[0]) if rows else None
 
-    async def approvals(self, *, status: str | None = "pending", limit: int = 1000
-                        ) -> list[ApprovalRecord]:
-        """Approval requests in ``status`` (``None``: all), oldest first."""
-        if status is None:
-            rows = await self._rows(f"{_APPROVAL_COLUMNS} ORDER BY created_at LIMIT ?",
-                                    (limit,))
-        else:
-            rows = await self._rows(
-                f"{_APPROVAL_COLUMNS} WHERE status = ? ORDER BY created_at LIMIT ?",
-                (status, limit))
+    async def approvals(self, *, status: str | None = "pending", limit: int = 1000,
+                        live_only: bool = False) -> list[ApprovalRecord]:
+        """Approval requests in ``status`` (``None``: all), oldest first; with
+        ``live_only``, only those of runs that have not ended (a cancelled run's request
+        stays pending in the file, and no decision can matter to it)."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if live_only:
+            ended = ", ".join("?" for _ in TERMINAL)
+            where.append(f"run_id IN (SELECT id FROM runs WHERE status NOT IN ({ended}))")
+            params.extend(sorted(TERMINAL))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._rows(f"{_APPROVAL_COLUMNS}{clause} ORDER BY created_at LIMIT ?",
+                                (*params, limit))
         return [_approval(row) for row in rows]
 
     # -- reads --------------------------------------------------------------------------

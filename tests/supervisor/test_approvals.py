@@ -417,3 +417,42 @@ async def test_no_bypass_attempt_makes_a_call_run(
             verdict = await again.decide()
             assert isinstance(verdict, Deny) and "expired" in verdict.reason
     assert [r for r in await journal.approvals(status=None) if r.status == "approved"] == []
+
+
+# -- the journal -------------------------------------------------------------------------
+
+
+async def test_a_version_2_journal_gains_the_approvals_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    from warden.supervisor.journal import open_journal
+    path = tmp_path / "v2.sqlite"
+    async with open_journal(path):
+        pass
+    with sqlite3.connect(path) as db:  # back to what a version-2 warden left
+        db.executescript("DROP TABLE approvals; PRAGMA user_version = 2;")
+    async with open_journal(path) as journal:
+        assert await journal.approvals(status=None) == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+async def test_the_listing_leaves_out_requests_of_runs_that_ended(
+    tmp_path: Path, journal: Journal
+) -> None:
+    board = ApprovalBoard(journal, 60.0)
+    for run_id in ("live", "gone"):
+        await journal.create_run(run_id, text="t", status="queued")
+        await board.request(run_id, ToolCall(key=f"{run_id}/e0/s0/a0/t0/c0", role="research",
+                                             step=0, turn=0, name="refund", arguments={}),
+                            "high", "risk high")
+    await journal.transition("gone", "cancelled", message="cancelled")
+    live = await journal.approvals(live_only=True)
+    assert [r.run_id for r in live] == ["live"]
+    assert len(await journal.approvals()) == 2
+
+
+def test_auto_approve_high_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from warden.config import ConfigError
+    with pytest.raises(ConfigError, match=r"'roles\.research\.auto_approve' = 'high'"):
+        settings_for(tmp_path, roles__research__auto_approve="high")
