@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 import pytest
 from warden.bus import Bus, BusTimeoutError, PublishError, open_bus, subjects
-from warden.bus.identities import seed_path
+from warden.bus.identities import ensure_seeds, public_key, seed_path
 from warden.bus.signing import sign_decision
 from warden.bus.wire import (
     ApprovalDecision,
@@ -40,7 +40,14 @@ from warden.supervisor.cli import main
 from warden.supervisor.daemon import CREDENTIALS_DIR, Daemon
 from warden.supervisor.journal import ApprovalRecord
 
-from tests.integration.harness import api, make_settings, run_task, running_daemon, show
+from tests.integration.harness import (
+    api,
+    make_settings,
+    run_task,
+    running_daemon,
+    show,
+    wait_for,
+)
 from tests.integration.warden_process import warden_up
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -373,3 +380,42 @@ def _alive(pid: int) -> bool:
         return False
     return True
 
+
+
+# -- a decision published while no daemon runs -------------------------------------------
+
+
+async def test_a_decision_published_while_the_daemon_was_down_is_applied_when_it_returns(
+    tmp_path: Path, effects: Path, nats_url: str,
+) -> None:
+    # An external server (the embedded one stops with its daemon): the decision waits in
+    # WARDEN_APPROVALS while no daemon runs, and the next one applies it before it resumes
+    # the run, which then makes its call once.
+    seed = ensure_seeds(tmp_path / "operator-keys")["operator"]
+    settings = settings_for(tmp_path, nats__url=nats_url,
+                            approvals__operator_key=public_key(seed))
+    async with running_daemon(settings) as (daemon, client):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(run_task, client, "bump once", scenario="bump"))
+            (request,) = await pending(daemon)
+            await wait_for(lambda: _status_is(daemon, request.run_id, "awaiting_approval"))
+            tg.cancel_scope.cancel()
+    decision = ApprovalDecision(id=request.id, run_id=request.run_id, hash=request.hash,
+                                verdict="approve", reason="while you were out",
+                                issued_at=time.time(), nonce="n-down")
+    async with open_bus(nats_url, name="test-operator") as operator:
+        await operator.publish_decision(request.run_id,
+                                        encoder.encode(sign_decision(decision, seed)))
+    assert bumps(effects) == []
+    async with running_daemon(settings) as (daemon, client):
+        await wait_for(lambda: _status_is(daemon, request.run_id, "succeeded"))
+        decided = await daemon.journal.approval(request.id)
+        assert len(await daemon.journal.approvals(status=None)) == 1
+    assert decided is not None
+    assert (decided.status, decided.reason) == ("approved", "while you were out")
+    assert bumps(effects) == ["one"]
+
+
+async def _status_is(daemon: Daemon, run_id: str, status: str) -> bool:
+    await daemon.journal.sync()
+    return await daemon.journal.run_status(run_id) == status
