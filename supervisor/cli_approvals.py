@@ -27,6 +27,7 @@ from typing import Literal
 import anyio
 from warden.bus import subjects
 from warden.bus.connection import Bus
+from warden.bus.errors import BusError
 from warden.bus.signing import sign_decision
 from warden.bus.wire import (
     ApprovalDecision,
@@ -37,6 +38,7 @@ from warden.bus.wire import (
     outcome_decoder,
 )
 from warden.config import Settings
+from warden.supervisor.approvals import info_of
 from warden.supervisor.cli import (
     UsageError,
     _open_client,
@@ -46,6 +48,8 @@ from warden.supervisor.cli import (
     daemon_id_for,
     read_daemon_file,
 )
+from warden.supervisor.daemon import JOURNAL_FILE
+from warden.supervisor.journal import open_journal_reader
 
 __all__ = ("add_approval_commands", "cmd_approvals", "cmd_decide")
 
@@ -56,6 +60,24 @@ async def _pending(bus: Bus, settings: Settings, daemon: str | None) -> list[App
                              settings.nats.request_timeout_s)
     assert isinstance(listing, ApprovalList)
     return listing.approvals
+
+
+async def _find(bus: Bus, settings: Settings, daemon: str | None, approval_id: str
+                ) -> ApprovalInfo | None:
+    """The pending request ``approval_id``, from the daemon; when none answers, from the
+    data dir's journal (read-only), so a decision can be stored while the daemon is down
+    (on an external server) and applied when it is back."""
+    try:
+        pending = await _pending(bus, settings, daemon)
+    except (UsageError, BusError) as exc:
+        path = Path(settings.data_dir).resolve() / JOURNAL_FILE  # noqa: ASYNC240 - once
+        if not path.exists():
+            raise
+        _say(f"{exc}: request {approval_id!r} read from {path}")
+        async with open_journal_reader(path) as journal:
+            record = await journal.approval(approval_id)
+        return info_of(record) if record is not None and record.status == "pending" else None
+    return next((r for r in pending if r.id == approval_id), None)
 
 
 async def cmd_approvals(args: argparse.Namespace) -> int:
@@ -97,11 +119,10 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         raise UsageError("`warden deny` needs --reason: the model and the audit read it")
     seed = _operator_seed(settings)
     async with _open_client(settings, "operator", "warden-cli") as bus:
-        found = [r for r in await _pending(bus, settings, args.daemon) if r.id == args.id]
-        if not found:
+        request = await _find(bus, settings, args.daemon, args.id)
+        if request is None:
             raise UsageError(f"no pending approval request {args.id!r} (see `warden "
                              "approvals`: it may be decided, expired or unknown)")
-        request = found[0]
         if args.hash is not None and args.hash != request.hash:
             raise UsageError(f"--hash {args.hash!r} is not the hash of request {args.id!r} "
                              f"({request.hash}): its call is not the one you checked")

@@ -386,7 +386,8 @@ def _alive(pid: int) -> bool:
 
 
 async def test_a_decision_published_while_the_daemon_was_down_is_applied_when_it_returns(
-    tmp_path: Path, effects: Path, nats_url: str,
+    tmp_path: Path, effects: Path, nats_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # An external server (the embedded one stops with its daemon): the decision waits in
     # WARDEN_APPROVALS while no daemon runs, and the next one applies it before it resumes
@@ -400,12 +401,16 @@ async def test_a_decision_published_while_the_daemon_was_down_is_applied_when_it
             (request,) = await pending(daemon)
             await wait_for(lambda: _status_is(daemon, request.run_id, "awaiting_approval"))
             tg.cancel_scope.cancel()
-    decision = ApprovalDecision(id=request.id, run_id=request.run_id, hash=request.hash,
-                                verdict="approve", reason="while you were out",
-                                issued_at=time.time(), nonce="n-down")
-    async with open_bus(nats_url, name="test-operator") as operator:
-        await operator.publish_decision(request.run_id,
-                                        encoder.encode(sign_decision(decision, seed)))
+    # `warden approve` finds no daemon: it reads the request from the data dir's journal,
+    # stores the signed decision in the stream, and says no daemon judged it (exit 3).
+    monkeypatch.setenv("WARDEN_NATS_NKEY_SEED", str(seed))
+    monkeypatch.setenv("WARDEN_NATS__REQUEST_TIMEOUT_S", "1")  # the wait for any daemon
+    code = await cli(tmp_path, "approve", request.id, "--reason", "while you were out",
+                     "--nats", nats_url, "--timeout", "0.5")
+    assert code == 3, capsys.readouterr().err
+    assert "stored in WARDEN_APPROVALS" in capsys.readouterr().err
+    monkeypatch.delenv("WARDEN_NATS_NKEY_SEED")
+    monkeypatch.delenv("WARDEN_NATS__REQUEST_TIMEOUT_S")
     assert bumps(effects) == []
     async with running_daemon(settings) as (daemon, client):
         await wait_for(lambda: _status_is(daemon, request.run_id, "succeeded"))
