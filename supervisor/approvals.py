@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import anyio
 import msgspec
@@ -119,6 +119,13 @@ def info_of(record: ApprovalRecord) -> ApprovalInfo:
     )
 
 
+def _status(text: str) -> ApprovalStatus:
+    """A status read from the journal, checked against the vocabulary."""
+    if text in get_args(ApprovalStatus):
+        return cast(ApprovalStatus, text)
+    raise ValueError(f"approval status {text!r} is not one of {get_args(ApprovalStatus)}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     status: ApprovalStatus
@@ -181,9 +188,9 @@ class ApprovalBoard:
         held = self._decided.get(record.id)
         if held is not None:
             return held
-        if record.status != "pending":
-            return _Outcome(record.status, record.decided_by or "",  # type: ignore[arg-type]
-                            record.reason or "")
+        status = _status(record.status)
+        if status != "pending":
+            return _Outcome(status, record.decided_by or "", record.reason or "")
         return None
 
     async def wait(self, record: ApprovalRecord) -> _Outcome:
@@ -259,8 +266,8 @@ class ApprovalBoard:
                       why: str) -> ApprovalOutcome:
         log.warning("approval_decision_refused", approval=approval_id, why=why,
                     run_id=None if record is None else record.run_id)
-        status = "unknown" if record is None else (
-            (self._decided.get(record.id) or _Outcome(record.status, "", "")).status)  # type: ignore[arg-type]
+        held = None if record is None else self.settled(record)
+        status = "unknown" if record is None else held.status if held else record.status
         await self.journal.record_event(
             "" if record is None else record.run_id, "approval_refused", status,
             f"decision on {approval_id!r} {why}", None)
