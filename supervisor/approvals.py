@@ -229,10 +229,10 @@ class ApprovalBoard:
             return await self._refuse(None, "?", "", "refused: the signature does not check "
                                       "out (forged, altered, or not signed)")
         decision = opened.decision
+        record = await self.journal.approval(decision.id)  # to audit it on its run
         if self.operator_key is None or opened.signer != self.operator_key:
-            return await self._refuse(None, decision.id, decision.nonce,
+            return await self._refuse(record, decision.id, decision.nonce,
                                       "refused: not signed by the operator identity")
-        record = await self.journal.approval(decision.id)
         if record is None:
             return await self._refuse(None, decision.id, decision.nonce,
                                       f"refused: no approval request {decision.id!r}")

@@ -456,3 +456,27 @@ def test_auto_approve_high_is_a_config_error_naming_the_key(tmp_path: Path) -> N
     from warden.config import ConfigError
     with pytest.raises(ConfigError, match=r"'roles\.research\.auto_approve' = 'high'"):
         settings_for(tmp_path, roles__research__auto_approve="high")
+
+
+async def test_a_refused_decision_is_audited_in_the_journal_with_why(
+    tmp_path: Path, journal: Journal, logs: list[dict[str, object]]
+) -> None:
+    import sqlite3
+
+    operator = Operator(tmp_path)
+    board = ApprovalBoard(journal, 60.0, operator_key=operator.key)
+    await journal.create_run("r-a", text="t", status="queued")
+    record = await board.request("r-a", ToolCall(key="r-a/e0/s0/a0/t0/c0", role="research",
+                                                 step=0, turn=0, name="refund",
+                                                 arguments={"text": "x"}), "high", "risk high")
+
+    outcome = await board.apply(operator.decide(record, seed=operator.stranger))
+    await journal.sync()
+
+    assert not outcome.applied and outcome.status == "pending"
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        rows = db.execute("SELECT status, message FROM events WHERE run_id = 'r-a' AND "
+                          "kind = 'approval_refused'").fetchall()
+    assert rows == [("pending", f"decision on {record.id!r} refused: not signed by the "
+                                "operator identity")]
+    assert any(e["event"] == "approval_decision_refused" for e in logs)
