@@ -166,10 +166,10 @@ async def test_a_risky_call_waits_for_approval_and_runs_exactly_once_when_approv
         async with anyio.create_task_group() as tg:
             ended: list[RunSummary] = []
 
-            async def run() -> None:
+            async def go() -> None:
                 ended.append(await run_task(client, "bump once", scenario="bump"))
 
-            tg.start_soon(run)
+            tg.start_soon(go)
             (request,) = await pending(daemon)
             run_id = request.run_id
             assert (await show(client, run_id)).status == "awaiting_approval"
@@ -204,10 +204,10 @@ async def test_a_denied_call_is_told_to_the_model_or_stops_the_run(
         async with anyio.create_task_group() as tg:
             ended: list[RunSummary] = []
 
-            async def run() -> None:
+            async def go() -> None:
                 ended.append(await run_task(client, "bump once", scenario="bump"))
 
-            tg.start_soon(run)
+            tg.start_soon(go)
             (request,) = await pending(daemon)
             assert await cli(tmp_path, "deny", request.id, "--reason", "not this order") == 0
         (run,) = ended
@@ -249,10 +249,10 @@ async def test_a_client_cannot_publish_a_decision_and_a_stranger_signed_one_is_r
         async with anyio.create_task_group() as tg:
             ended: list[RunSummary] = []
 
-            async def run() -> None:
+            async def go() -> None:
                 ended.append(await run_task(operator, "bump once", scenario="bump"))
 
-            tg.start_soon(run)
+            tg.start_soon(go)
             (request,) = await pending(daemon)
             decision = ApprovalDecision(id=request.id, run_id=request.run_id,
                                         hash=request.hash, verdict="approve", reason="me",

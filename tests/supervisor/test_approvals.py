@@ -5,14 +5,16 @@ decisions signed with real nkeys."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import anyio
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from warden.actors.model import ModelReply, ModelRequest
 from warden.actors.tools import ToolBase, ToolContext, ToolRegistry, default_registry
 from warden.bus.identities import ensure_seeds, public_key
 from warden.bus.signing import sign_decision
@@ -27,8 +29,10 @@ from warden.supervisor.approvals import (
 from warden.supervisor.interceptors import Allow, Deny, Pause, ToolCall
 from warden.supervisor.journal import ApprovalRecord, Journal
 from warden.supervisor.policy import policy_guards
+from warden.supervisor.run import RunSupervisor
 
 from tests.supervisor.run_fakes import (
+    Answer,
     CountArgs,
     FakeModel,
     Harness,
@@ -104,11 +108,12 @@ class Operator:
         self.key = public_key(self.seed)
         self._nonces = itertools.count()
 
-    def decide(self, record: ApprovalRecord, verdict: str = "approve", *, reason: str = "ok",
+    def decide(self, record: ApprovalRecord, verdict: Literal["approve", "deny"] = "approve",
+               *, reason: str = "ok",
                hash: str | None = None, seed: Path | None = None) -> SignedDecision:
         decision = ApprovalDecision(
             id=record.id, run_id=record.run_id, hash=record.hash if hash is None else hash,
-            verdict=verdict, reason=reason, issued_at=0.0,  # type: ignore[arg-type]
+            verdict=verdict, reason=reason, issued_at=0.0,
             nonce=f"n{next(self._nonces)}")
         return sign_decision(decision, seed or self.seed)
 
@@ -119,16 +124,16 @@ def _counts() -> None:
     Note.runs = []
 
 
-def approving(tmp_path: Path, journal: Journal, answer: object, *, timeout_s: float = 60.0,
-              clock: object = None, **overrides: object
+def approving(tmp_path: Path, journal: Journal, answer: Answer, *, timeout_s: float = 60.0,
+              clock: Callable[[], float] | None = None, **overrides: object
               ) -> tuple[Harness, ApprovalBoard, Operator]:
     operator = Operator(tmp_path)
     overrides.setdefault("roles__research__tools", list(TOOLS))
     settings = settings_for(tmp_path, **overrides)
     board = ApprovalBoard(journal, timeout_s, operator_key=operator.key)
     if clock is not None:
-        board.clock = clock  # type: ignore[assignment]
-    h = Harness(settings, journal, FakeModel(answer), tools(), tmp_path)  # type: ignore[arg-type]
+        board.clock = clock
+    h = Harness(settings, journal, FakeModel(answer), tools(), tmp_path)
     h.interceptors = list(policy_guards(settings, h.tools, journal, board=board))
     return h, board, operator
 
@@ -200,10 +205,10 @@ async def test_a_high_risk_call_waits_and_runs_once_when_approved(
     async with anyio.create_task_group() as tg:
         ended: list[str] = []
 
-        async def run() -> None:
+        async def go() -> None:
             ended.append(await h.run())
 
-        tg.start_soon(run)
+        tg.start_soon(go)
         (request,) = await pending(journal)
         await journal.sync()
         assert await journal.run_status("r-1") == "awaiting_approval"
@@ -241,10 +246,10 @@ async def test_a_denied_call_is_not_made_and_the_model_is_told_or_the_run_stops(
     async with anyio.create_task_group() as tg:
         ended: list[str] = []
 
-        async def run() -> None:
+        async def go() -> None:
             ended.append(await h.run())
 
-        tg.start_soon(run)
+        tg.start_soon(go)
         (request,) = await pending(journal)
         assert (await board.apply(operator.decide(request, "deny", reason="not today"))).applied
     assert Note.runs == []
@@ -480,3 +485,51 @@ async def test_a_refused_decision_is_audited_in_the_journal_with_why(
     assert rows == [("pending", f"decision on {record.id!r} refused: not signed by the "
                                 "operator identity")]
     assert any(e["event"] == "approval_decision_refused" for e in logs)
+
+
+class Hold(ToolBase[CountArgs]):
+    """A read-only tool that blocks until released: where a test stops a run."""
+
+    name = "hold"
+    description = "Wait."
+    Arguments = CountArgs
+    release: ClassVar[anyio.Event | None] = None
+    reached: ClassVar[anyio.Event | None] = None
+
+    async def run(self, args: CountArgs, ctx: ToolContext) -> str:
+        assert Hold.reached is not None and Hold.release is not None
+        Hold.reached.set()
+        await Hold.release.wait()
+        return "held"
+
+
+async def test_a_replay_knows_the_files_the_run_wrote_in_steps_it_does_not_repeat(
+    tmp_path: Path, journal: Journal
+) -> None:
+    Hold.release, Hold.reached = anyio.Event(), anyio.Event()
+    answer = scripted(plan_of(("research", "write"), ("research", "read, note")), {
+        "research": [use("write_file", path="mine.txt", content="hello"), text("wrote")]})
+
+    def by_step(request: ModelRequest) -> ModelReply | Exception:  # step 1 has its own
+        if request.purpose == "step" and "read, note" in str(request.messages[0]):
+            turns = sum(1 for m in request.messages if m.role == "assistant")
+            return [use("read_file", path="mine.txt"), use("hold"),
+                    use("note", text="after mine"), text("done")][min(turns, 3)]
+        return answer(request)
+
+    h, _, _ = approving(tmp_path, journal, by_step, timeout_s=0.2,
+                        roles__research__tools=[*TOOLS, "hold"],
+                        roles__research__auto_approve="medium")
+    h.tools = ToolRegistry([*(h.tools.get(n) for n in h.tools.names()), Hold()])
+    async with anyio.create_task_group() as tg:  # the first daemon dies at `hold`
+        tg.start_soon(h.run)
+        with anyio.fail_after(10):
+            await Hold.reached.wait()
+        tg.cancel_scope.cancel()
+    Hold.release.set()
+    state = await journal.run_state("r-1")
+    assert state is not None and state.status == "running"
+    with anyio.fail_after(10):
+        assert await RunSupervisor(h.context(), state).run() == "succeeded"
+    assert Note.runs == ["after mine"]  # mine.txt was the run's own: no taint, no approval
+    assert await journal.approvals(status=None) == []
