@@ -302,7 +302,9 @@ class ApprovalGuard:
         try:
             risk = self.tools.declaration(call.name).risk
         except UnknownToolError:
-            return ALLOW  # the gate refused it before any interceptor
+            # The gate refuses a tool its registry lacks before any interceptor; one that
+            # this guard's registry lacks (a mis-wired daemon) is treated as the riskiest.
+            risk = "high"
         role = self.settings.roles.get(call.role)
         why = needs_approval(risk, role.auto_approve if role else "low", call.tainted_by)
         if why is None:

@@ -517,10 +517,11 @@ async def test_a_replay_knows_the_files_the_run_wrote_in_steps_it_does_not_repea
                     use("note", text="after mine"), text("done")][min(turns, 3)]
         return answer(request)
 
-    h, _, _ = approving(tmp_path, journal, by_step, timeout_s=0.2,
-                        roles__research__tools=[*TOOLS, "hold"],
-                        roles__research__auto_approve="medium")
+    h, board, _ = approving(tmp_path, journal, by_step, timeout_s=0.2,
+                            roles__research__tools=[*TOOLS, "hold"],
+                            roles__research__auto_approve="medium")
     h.tools = ToolRegistry([*(h.tools.get(n) for n in h.tools.names()), Hold()])
+    h.interceptors = list(policy_guards(h.settings, h.tools, journal, board=board))
     async with anyio.create_task_group() as tg:  # the first daemon dies at `hold`
         tg.start_soon(h.run)
         with anyio.fail_after(10):
@@ -533,3 +534,14 @@ async def test_a_replay_knows_the_files_the_run_wrote_in_steps_it_does_not_repea
         assert await RunSupervisor(h.context(), state).run() == "succeeded"
     assert Note.runs == ["after mine"]  # mine.txt was the run's own: no taint, no approval
     assert await journal.approvals(status=None) == []
+
+
+async def test_a_tool_the_guard_does_not_know_is_treated_as_high_risk(
+    tmp_path: Path, journal: Journal
+) -> None:
+    settings = settings_for(tmp_path, roles__research__auto_approve="medium")
+    guard = ApprovalGuard(settings, tools(), ApprovalBoard(journal, 60.0))
+    call = ToolCall(key="r-u/e0/s0/a0/t0/c0", role="research", step=0, turn=0,
+                    name="mcp.unknown", arguments={})
+    verdict = await guard.on_tool_call("r-u", call)
+    assert isinstance(verdict, Pause) and "risk high" in verdict.reason
