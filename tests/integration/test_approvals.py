@@ -31,6 +31,7 @@ from warden.bus.wire import (
     ApprovalList,
     ApprovalsQuery,
     RunSummary,
+    approval_info_decoder,
     encoder,
     outcome_decoder,
     reply_decoder,
@@ -163,7 +164,10 @@ async def test_a_risky_call_waits_for_approval_and_runs_exactly_once_when_approv
     # medium waits because this role auto-approves only low; high would wait anyway.
     settings = settings_for(tmp_path, risk, roles__research__auto_approve="low")
     async with running_daemon(settings, identity="operator") as (daemon, client):
-        async with anyio.create_task_group() as tg:
+        async with (
+            client.subscribe("warden.approvals.*") as watched,  # requests, not decisions
+            anyio.create_task_group() as tg,
+        ):
             ended: list[RunSummary] = []
 
             async def go() -> None:
@@ -172,6 +176,9 @@ async def test_a_risky_call_waits_for_approval_and_runs_exactly_once_when_approv
             tg.start_soon(go)
             (request,) = await pending(daemon)
             run_id = request.run_id
+            with anyio.fail_after(10):
+                announced = approval_info_decoder.decode((await anext(aiter(watched))).data)
+            assert (announced.id, announced.hash) == (request.id, request.hash)
             assert (await show(client, run_id)).status == "awaiting_approval"
             assert bumps(effects) == []
             listed = reply_decoder.decode(await api(client, "approvals",
