@@ -37,6 +37,7 @@ from warden.bus.wire import (
     reply_decoder,
 )
 from warden.config import Settings
+from warden.supervisor import cli as cli_module
 from warden.supervisor.cli import main
 from warden.supervisor.daemon import CREDENTIALS_DIR, Daemon
 from warden.supervisor.journal import ApprovalRecord
@@ -146,6 +147,14 @@ async def pending(daemon: Daemon, count: int = 1) -> list[ApprovalRecord]:
         while len(found := await daemon.journal.approvals()) < count:  # noqa: ASYNC110
             await anyio.sleep(0.02)
     return found
+
+
+@pytest.fixture(autouse=True)
+def _tests_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main`` would configure logging for a command line, caching every logger first
+    used meanwhile (the in-process daemon's too): later tests' ``capture_logs`` would
+    miss them. The CLI here logs as the tests configured it."""
+    monkeypatch.setattr(cli_module, "configure_logging", lambda *_, **__: None)
 
 
 async def cli(tmp_path: Path, *args: str) -> int:
