@@ -84,8 +84,10 @@ _DECIDED_HELD = 4096
 Announce = Callable[[ApprovalInfo], Awaitable[None]]
 """Publishes a new request for watchers (``warden.approvals.<run>``)."""
 Notify = Callable[[ApprovalInfo], Awaitable[None]]
-"""The webhook hook: told of every new request once it is durable. An exception it
-raises is logged, never the run's failure."""
+"""The webhook hook: told of every new request once it is durable. The run moves to
+``awaiting_approval`` only after it returns, so it should hand the request on (a queue
+its own sender drains) rather than deliver it. An exception it raises is logged, never
+the run's failure."""
 
 
 def approval_hash(run_id: str, call_key: str, tool: str, arguments: dict[str, object]) -> str:
@@ -182,9 +184,9 @@ class ApprovalBoard:
         return record
 
     def settled(self, record: ApprovalRecord) -> _Outcome | None:
-        """The request's outcome if it has one (decided here, in the journal, or expired
-        by now; an expiry found here is set, then journalled by ``wait``), else
-        ``None``. Never blocks."""
+        """The request's outcome if it has one (decided or expired in this process, or
+        in the journal), else ``None``. Never blocks; does not look at the clock
+        (``wait`` does)."""
         held = self._decided.get(record.id)
         if held is not None:
             return held
