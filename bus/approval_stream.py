@@ -73,6 +73,15 @@ class DecisionConsumer:
     def __init__(self, psub: JetStreamContext.PullSubscription) -> None:
         self._psub = psub
 
+    async def stored(self) -> int:
+        """Decisions in the stream not yet delivered to this consumer, plus those
+        delivered and not acked (the server's count). A cancellation point."""
+        try:
+            info = await self._psub.consumer_info()
+        except FAILURES as exc:
+            raise translate(exc, operation="consumer info", subject=APPROVALS_STREAM) from exc
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def fetch(self, batch: int, timeout: float) -> list[DecisionMessage]:
         """Up to ``batch`` decisions, waiting at most ``timeout`` s for the first; ``[]``
         when none came. A cancellation point."""

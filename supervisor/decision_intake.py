@@ -28,9 +28,8 @@ log = structlog.get_logger("warden.approvals")
 
 _MAX_DECISION_BYTES = 16 * 1024
 _BATCH = 64
-_DRAIN_WAIT_S = 0.25
-"""How long the first fetches wait for a stored decision before the stream counts as
-drained (stored messages come at once)."""
+_DRAIN_WAIT_S = 1.0
+"""How long a fetch at start waits for decisions the server says are stored."""
 _WAIT_S = 5.0
 
 
@@ -50,7 +49,10 @@ class DecisionIntake:
         """Drain the stream, signal started, then apply decisions until cancelled.
         Raises the bus's errors (a crash: the root restarts it)."""
         async with self.bus.decision_consumer() as consumer:
-            while batch := await consumer.fetch(_BATCH, timeout=_DRAIN_WAIT_S):
+            while await consumer.stored():
+                batch = await consumer.fetch(_BATCH, timeout=_DRAIN_WAIT_S)
+                if not batch:
+                    break  # delivered to a consumer that died: redelivered after ack_wait
                 for message in batch:
                     await self._judge(message.subject, message.data, message.received_at)
                     await message.ack()
