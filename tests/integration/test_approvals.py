@@ -286,8 +286,15 @@ async def test_a_client_cannot_publish_a_decision_and_a_stranger_signed_one_is_r
                 with anyio.fail_after(10):
                     outcome = outcome_decoder.decode((await anext(aiter(outs))).data)
             assert not outcome.applied and "not signed by the operator" in outcome.reason
+            # 3. Not a signed decision at all: refused, audited, acked.
+            async with operator.subscribe(subjects.approval_outcome(request.run_id)) as outs:
+                await operator.publish_decision(request.run_id, b'{"verdict": "approve"}')
+                with anyio.fail_after(10):
+                    outcome = outcome_decoder.decode((await anext(aiter(outs))).data)
+            assert not outcome.applied and "not a signed decision" in outcome.reason
             assert bumps(effects) == []
-            # 3. The operator's own: applied.
+            assert (await daemon.journal.approval(request.id)).status == "pending"  # type: ignore[union-attr]
+            # 4. The operator's own: applied.
             assert await cli(tmp_path, "approve", request.id) == 0
         assert ended[0].status == "succeeded"
     assert bumps(effects) == ["one"]
