@@ -293,7 +293,8 @@ async def test_a_client_cannot_publish_a_decision_and_a_stranger_signed_one_is_r
                     outcome = outcome_decoder.decode((await anext(aiter(outs))).data)
             assert not outcome.applied and "not a signed decision" in outcome.reason
             assert bumps(effects) == []
-            assert (await daemon.journal.approval(request.id)).status == "pending"  # type: ignore[union-attr]
+            still = await daemon.journal.approval(request.id)
+            assert still is not None and still.status == "pending"
             # 4. The operator's own: applied.
             assert await cli(tmp_path, "approve", request.id) == 0
         assert ended[0].status == "succeeded"
