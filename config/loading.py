@@ -245,6 +245,11 @@ def load_settings(
     for section, kind in _KEYED_SECTIONS:
         entries = tree.get(section)
         for name, entry in entries.items() if isinstance(entries, dict) else ():
+            if section == "roles" and isinstance(entry, dict) \
+                    and entry.get("auto_approve") == "high":
+                raise ConfigError(f"roles.{name}.auto_approve", "high",
+                                  "must be 'low' or 'medium': a high-risk call always "
+                                  "needs an approval (README, \"Approvals\")")
             try:
                 msgspec.convert(entry, kind, strict=False)
             except msgspec.ValidationError as exc:

@@ -459,7 +459,8 @@ async def test_the_listing_leaves_out_requests_of_runs_that_ended(
 
 def test_auto_approve_high_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     from warden.config import ConfigError
-    with pytest.raises(ConfigError, match=r"'roles\.research\.auto_approve' = 'high'"):
+    with pytest.raises(ConfigError, match=r"'roles\.research\.auto_approve' = 'high': must "
+                                          r"be 'low' or 'medium': a high-risk call always"):
         settings_for(tmp_path, roles__research__auto_approve="high")
 
 
