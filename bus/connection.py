@@ -43,7 +43,8 @@ import nats
 import nats.errors
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
-from warden.bus import jetstream, lease, service
+from warden.bus import approval_stream, jetstream, lease, service
+from warden.bus.approval_stream import DecisionConsumer
 from warden.bus.credentials import Credentials
 from warden.bus.errors import FAILURES, BusConnectionError, translate
 from warden.bus.jetstream import PubAck, TaskConsumer, TaskMessage
@@ -344,11 +345,13 @@ class Bus:
     # -- JetStream (jetstream.py) --------------------------------------------------------
 
     async def ensure_streams(self, *, duplicate_window: float = 120.0) -> None:
-        """Create or update ``WARDEN_TASKS`` and ``WARDEN_EVENTS``; idempotent.
+        """Create or update ``WARDEN_TASKS``, ``WARDEN_EVENTS`` and ``WARDEN_APPROVALS``;
+        idempotent.
 
         See ``jetstream.ensure_streams`` (raises ``JetStreamError``).
         """
         await jetstream.ensure_streams(self._js, duplicate_window=duplicate_window)
+        await approval_stream.ensure_stream(self._js)
 
     async def publish_task(
         self, data: bytes, *, msg_id: str | None, timeout: float = 5.0
@@ -367,6 +370,18 @@ class Bus:
         return jetstream.task_consumer(
             self._js, durable=durable, max_deliver=max_deliver, ack_wait=ack_wait
         )
+
+    async def publish_decision(self, run_id: str, data: bytes, *, timeout: float = 5.0
+                               ) -> PubAck:
+        """Publish a signed approval decision and wait for the stream's ack. See
+        ``approval_stream.publish_decision`` (raises ``PublishError``, ``BusTimeoutError``)."""
+        return await approval_stream.publish_decision(self._js, run_id, data, timeout=timeout)
+
+    def decision_consumer(self, *, ack_wait: float = 30.0
+                          ) -> AbstractAsyncContextManager[DecisionConsumer]:
+        """``async with bus.decision_consumer() as consumer``: the durable pull consumer of
+        approval decisions. See ``approval_stream.decision_consumer``."""
+        return approval_stream.decision_consumer(self._js, ack_wait=ack_wait)
 
     # -- services and leases (service.py, lease.py) -------------------------------------
 

@@ -14,7 +14,8 @@ The identities, each a NATS user with its own nkey and its own inbox prefix:
   of ``WARDEN_EVENTS``, no consumer) and waits on ``warden.done.*``. Never
   ``warden.work.>``.
 - ``operator``: the client's rights plus administration (``warden.admin.>``, the API's
-  ``dlq`` and ``dlq_retry``) and approvals (``warden.approvals.>``).
+  ``dlq``, ``dlq_retry`` and ``approvals``) and approval decisions
+  (``warden.approvals.>``: the only identity but the daemon that may publish there).
 
 Inbox isolation: identity ``x`` connects with inbox prefix ``_INBOX_x`` and may subscribe
 to ``_INBOX_x.>`` only, so no other identity can read the replies sent to it (the
@@ -103,7 +104,7 @@ def _api(*verbs: subjects.ApiVerb) -> tuple[str, ...]:
 
 _CLIENT_VERBS: tuple[subjects.ApiVerb, ...] = ("submit", "runs", "show", "cancel", "resume",
                                                "ping")
-_OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry")
+_OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry", "approvals")
 
 # What bus.follow (jetstream.follow) sends: direct gets of the events stream, answered in
 # the connection's own inbox. Not a consumer: whoever may create one chooses its delivery

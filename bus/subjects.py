@@ -10,7 +10,12 @@
 - ``warden.api.<daemon>.<verb>``: the API, a ``nats.micro`` service named ``warden``
   (``$SRV.PING.warden`` finds every daemon on the server); ``<daemon>`` is the daemon's
   id, so a client addresses exactly one daemon. Verbs: submit, runs, show, cancel,
-  resume, dlq, dlq_retry, ping;
+  resume, dlq, dlq_retry, ping, approvals;
+- ``warden.approvals.<run>``: core NATS, each approval request of the run, for watchers;
+- ``warden.approvals.<run>.decision``: JetStream stream ``WARDEN_APPROVALS`` (limits, file
+  storage), the operator's signed decisions, consumed by the daemon's durable consumer
+  ``approver``; ``warden.approvals.<run>.outcome``: core NATS, the daemon's answer to each
+  (README, "Approvals");
 - KV bucket ``WARDEN_LOCKS``, key ``intake``: which daemon consumes the task stream.
 
 Nothing else in warden spells a subject; tests and the CLI import these too.
@@ -42,8 +47,13 @@ SERVICE_DISCOVERY = "$SRV.>"
 SERVICE_PING = f"$SRV.PING.{SERVICE_NAME}"
 """Every running warden API answers a request here with its identity."""
 
-ApiVerb = Literal["submit", "runs", "show", "ping", "cancel", "resume", "dlq", "dlq_retry"]
+ApiVerb = Literal["submit", "runs", "show", "ping", "cancel", "resume", "dlq", "dlq_retry",
+                  "approvals"]
 API_VERBS: tuple[ApiVerb, ...] = get_args(ApiVerb)
+
+APPROVALS_STREAM = "WARDEN_APPROVALS"
+APPROVALS_CONSUMER = "approver"
+DECISIONS_WILDCARD = "warden.approvals.*.decision"
 
 LOCKS_BUCKET = "WARDEN_LOCKS"
 INTAKE_LOCK = "intake"
@@ -67,6 +77,21 @@ def run_events(run_id: str) -> str:
 def run_done(run_id: str) -> str:
     """The subject of one run's ending (its last event, not stored)."""
     return f"warden.done.{_token(run_id, 'run id')}"
+
+
+def approvals(run_id: str) -> str:
+    """The subject a run's approval requests are published on."""
+    return f"warden.approvals.{_token(run_id, 'run id')}"
+
+
+def approval_decision(run_id: str) -> str:
+    """The subject (stream ``WARDEN_APPROVALS``) of decisions on a run's requests."""
+    return f"{approvals(run_id)}.decision"
+
+
+def approval_outcome(run_id: str) -> str:
+    """The subject of the daemon's outcomes of decisions on a run's requests."""
+    return f"{approvals(run_id)}.outcome"
 
 
 def work(role: str) -> str:

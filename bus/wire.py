@@ -383,7 +383,77 @@ class ErrorReply(_Wire, frozen=True, kw_only=True, tag="error"):
     field: str | None = None
 
 
-Reply = RunSummary | RunList | DeadLetterList | DaemonHealth | ErrorReply
+# -- approvals (supervisor/approvals.py; README, "Approvals") ------------------------------
+
+
+class ApprovalInfo(_Wire, frozen=True, kw_only=True, tag="approval.request"):
+    """An approval request, as published on ``warden.approvals.<run>`` and listed by the
+    ``approvals`` verb. ``hash`` is what a decision must name."""
+
+    id: str
+    run_id: str
+    step: int
+    call_key: str
+    tool: str
+    arguments: dict[str, object]
+    risk: str
+    why: str
+    hash: str
+    created_at: float
+    expires_at: float
+    status: str = "pending"
+
+
+class ApprovalList(_Wire, frozen=True, kw_only=True, tag="approval.list"):
+    approvals: list[ApprovalInfo]
+
+
+class ApprovalsQuery(_Wire, frozen=True, kw_only=True, tag="approvals.query",
+                     forbid_unknown_fields=True):
+    """The ``approvals`` request: the pending requests (``{}``)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 100
+    v: int = 1
+
+
+class ApprovalDecision(_Wire, frozen=True, kw_only=True, tag="approval.decision"):
+    """A decision on one request, as the operator signs it: it names the request's
+    ``id`` and ``hash``; ``nonce`` tells its outcome apart from any other's."""
+
+    id: str
+    run_id: str
+    hash: str
+    verdict: Literal["approve", "deny"]
+    reason: str = ""
+    issued_at: float
+    nonce: str
+    v: int = 1
+
+
+class SignedDecision(_Wire, frozen=True, kw_only=True, tag="approval.signed"):
+    """What is published on ``warden.approvals.<run>.decision``: ``body`` is the
+    ``ApprovalDecision``'s JSON exactly as signed, ``signature`` its ed25519 signature
+    (base64url, the nkey's) by the key ``signer`` (a public user nkey, ``U...``)."""
+
+    body: str
+    signature: str
+    signer: str
+    v: int = 1
+
+
+class ApprovalOutcome(_Wire, frozen=True, kw_only=True, tag="approval.outcome"):
+    """The daemon's answer to one decision, on ``warden.approvals.<run>.outcome``:
+    ``applied`` or refused, and why."""
+
+    id: str
+    nonce: str
+    applied: bool
+    status: str
+    """The request's status now (``unknown`` for an id the journal does not hold)."""
+    reason: str
+
+
+Reply = RunSummary | RunList | DeadLetterList | DaemonHealth | ApprovalList | ErrorReply
 
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
@@ -398,3 +468,8 @@ run_query_decoder = msgspec.json.Decoder(RunQuery)
 dlq_retry_decoder = msgspec.json.Decoder(DeadLetterRetry)
 ping_query_decoder = msgspec.json.Decoder(PingQuery)
 reply_decoder = msgspec.json.Decoder(Reply)
+approvals_query_decoder = msgspec.json.Decoder(ApprovalsQuery)
+decision_decoder = msgspec.json.Decoder(ApprovalDecision)
+signed_decision_decoder = msgspec.json.Decoder(SignedDecision)
+approval_info_decoder = msgspec.json.Decoder(ApprovalInfo)
+outcome_decoder = msgspec.json.Decoder(ApprovalOutcome)

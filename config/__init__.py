@@ -8,6 +8,7 @@ from warden.config.mcp import McpServerSettings, McpSettings, McpToolSettings
 from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.settings import (
     ROLES,
+    ApprovalSettings,
     BreakerSettings,
     IntakeSettings,
     LimitSettings,
@@ -26,6 +27,7 @@ from warden.config.webhooks import WebhookSettings, check_webhooks
 
 __all__ = (
     "ROLES",
+    "ApprovalSettings",
     "BreakerSettings",
     "ConfigError",
     "ConfigFileError",

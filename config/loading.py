@@ -246,6 +246,11 @@ def load_settings(
     for section, kind in _KEYED_SECTIONS:
         entries = tree.get(section)
         for name, entry in entries.items() if isinstance(entries, dict) else ():
+            if section == "roles" and isinstance(entry, dict) \
+                    and entry.get("auto_approve") == "high":
+                raise ConfigError(f"roles.{name}.auto_approve", "high",
+                                  "must be 'low' or 'medium': a high-risk call always "
+                                  "needs an approval (README, \"Approvals\")")
             try:
                 msgspec.convert(entry, kind, strict=False)
             except msgspec.ValidationError as exc:
@@ -366,3 +371,6 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
     check_policy(settings.policy)
     check_mcp(settings.mcp)
+    if not settings.approvals.timeout_s > 0:
+        raise ConfigError("approvals.timeout_s", settings.approvals.timeout_s,
+                          "must be greater than 0")

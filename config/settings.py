@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 from warden.config.mcp import McpSettings
 from warden.config.policy import PolicySettings
+from warden.config.webhooks import WebhookSettings
 
 ROLES: tuple[str, ...] = ("research", "code", "review")
 """The worker roles warden ships. A plan step names one of them."""
@@ -130,10 +131,34 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     the network. Off: under bubblewrap the code gets a network namespace of its own with
     only a loopback on which nothing listens; without bubblewrap this cannot be enforced,
     which the worker's start-up warning says."""
+    auto_approve: Literal["low", "medium"] = "low"
+    """The highest risk this role's tool calls run at without a human's approval
+    (README, "Approvals"): ``low`` (the cautious default: every medium-risk call waits
+    for one) or ``medium``. A ``high`` call always waits, and so does any medium one
+    while its step is tainted by untrusted output."""
 
 
 Risk = Literal["low", "medium", "high"]
 """How much harm a tool call can do; what the policy of later guards reads."""
+
+
+class ApprovalSettings(_Config, frozen=True, kw_only=True):
+    """Approvals of risky tool calls (``[approvals]``; README, "Approvals")."""
+
+    timeout_s: float = 3600.0
+    """How long a request waits for a decision; then it expires, denied."""
+    on_expiry: Literal["tell_model", "needs_human"] = "tell_model"
+    """An expired request: the model reads "approval expired" and the step goes on
+    (``tell_model``), or the run stops in ``needs_human``."""
+    on_deny: Literal["tell_model", "needs_human"] = "tell_model"
+    """A denied request: the model reads the denial and its reason, or the run stops in
+    ``needs_human``."""
+    operator_key: str | None = None
+    """The public user nkey (``U...``) whose signature a decision needs, on an external
+    server (``nats.url``). With the embedded server: the generated operator identity's."""
+    webhooks: list[WebhookSettings] = []
+    """Where each new request is POSTed (``[[approvals.webhooks]]``, README "Approval
+    webhooks"); checked at the daemon's start (``config/webhooks.py``)."""
 
 
 class ToolSettings(_Config, frozen=True, kw_only=True):
@@ -252,3 +277,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     """The guards on every tool call (``config/policy.py``)."""
     mcp: McpSettings = McpSettings()
     """MCP servers whose tools roles may use (``config/mcp.py``)."""
+    approvals: ApprovalSettings = ApprovalSettings()
+    """Approvals of risky tool calls: expiry and what a denial does."""

@@ -3,6 +3,7 @@ the daemon and the CLI. Only this package decides."""
 
 from __future__ import annotations
 
+from warden.supervisor.approvals import ApprovalBoard, ApprovalGuard
 from warden.supervisor.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from warden.supervisor.budget import Budget
 from warden.supervisor.context import RunContext
@@ -92,6 +93,8 @@ __all__ = (
     "TERMINAL",
     "UNFINISHED",
     "Allow",
+    "ApprovalBoard",
+    "ApprovalGuard",
     "ApprovalNotice",
     "BlockedPatternGuard",
     "BreakerOpenError",

@@ -1,5 +1,6 @@
 """The daemon's API: a ``nats.micro`` service named ``warden`` on
-``warden.api.<daemon_id>.<verb>``: submit, runs, show, cancel, resume, dlq, dlq_retry, ping.
+``warden.api.<daemon_id>.<verb>``: submit, runs, show, cancel, resume, dlq, dlq_retry, ping,
+approvals (the pending approval requests: id, run, tool, arguments, risk, why, hash, expiry).
 
 The rules, in the order a request meets them:
 
@@ -38,6 +39,8 @@ from warden.bus.connection import Bus, Envelope
 from warden.bus.decoding import InvalidMessage, decode
 from warden.bus.errors import BusError
 from warden.bus.wire import (
+    ApprovalInfo,
+    ApprovalList,
     DaemonHealth,
     DeadLetterInfo,
     DeadLetterList,
@@ -48,6 +51,7 @@ from warden.bus.wire import (
     RunList,
     RunSummary,
     StepSummary,
+    approvals_query_decoder,
     dlq_retry_decoder,
     encoder,
     ping_query_decoder,
@@ -55,6 +59,7 @@ from warden.bus.wire import (
     runs_query_decoder,
 )
 from warden.config import Settings
+from warden.supervisor.approvals import info_of
 from warden.supervisor.errors import DaemonError, IllegalTransitionError, RunNotFoundError
 from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.intake import Rejection, check_submission
@@ -237,6 +242,8 @@ class Api:
                 return fit_run(run, self._budget)
             case "dlq":
                 return await self._dead_letters(data)
+            case "approvals":
+                return await self._approvals(data)
             case "dlq_retry":
                 retry = decode(dlq_retry_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
                                what="dlq_retry request")
@@ -292,6 +299,22 @@ class Api:
                 break
             letters.append(info)
         return DeadLetterList(letters=letters)
+
+    async def _approvals(self, data: bytes) -> Reply:
+        query = decode(approvals_query_decoder, data or b"{}", max_bytes=_MAX_REQUEST_BYTES,
+                       what="approvals request")
+        if isinstance(query, InvalidMessage):
+            return _error(query)
+        listed: list[ApprovalInfo] = []
+        size = 64
+        for record in await self.journal.approvals(status="pending", limit=query.limit,
+                                                   live_only=True):
+            info = info_of(record)
+            size += len(encoder.encode(info)) + 1
+            if size > self._budget:
+                break
+            listed.append(info)
+        return ApprovalList(approvals=listed)
 
     async def _retry_dead_letter(self, letter_id: int) -> Reply:
         letters = {d.id: d for d in await self.journal.dead_letters()}

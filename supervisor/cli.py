@@ -10,13 +10,15 @@
     warden cancel RUN_ID           cancel a run that has not ended
     warden resume RUN_ID           resume a run stopped in needs_human or failed
     warden dlq [retry ID]          list dead-lettered task messages, or re-submit one
+    warden approvals               list pending approval requests (cli_approvals.py)
+    warden approve ID / deny ID    decide one, as the operator (deny needs --reason)
     warden nats-permissions        the permissions block for a NATS cluster's server config
 
 Client commands find the daemon through ``daemon.json`` in the data directory
 (``--data-dir`` / ``WARDEN_DATA_DIR``): its NATS URL, the seed it names (``client``;
-``operator`` for ``dlq``; ``worker`` for ``warden worker``) and its daemon id, which every
-API subject carries (``warden.api.<daemon_id>.<verb>``), so they talk to that daemon and
-no other. With ``--nats URL`` they take credentials from config or ``WARDEN_NATS_*``
+``operator`` for ``dlq`` and approvals; ``worker`` for ``warden worker``) and its daemon
+id, which every API subject carries (``warden.api.<daemon_id>.<verb>``), so they talk to
+that daemon and no other. With ``--nats URL`` they take credentials from config or ``WARDEN_NATS_*``
 (README, "Security model") and ``--daemon ID``, or ask ``$SRV.PING.warden`` and use the
 only daemon that answers (several: an error listing them). Without a daemon, ``runs`` and
 ``show`` read the data directory's journal (read-only) and say so on stderr.
@@ -625,6 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("id", nargs="?", type=int, help="the dead letter to retry")
     dlq.add_argument("--json", action="store_true", help="a JSON list")
     dlq.set_defaults(func=cmd_dlq, default_level="warning")
+
+    from warden.supervisor.cli_approvals import add_approval_commands  # it imports this one
+
+    add_approval_commands(sub, common)
 
     worker = sub.add_parser("worker", parents=[common], help="serve roles' steps",
                             description="Join the roles' queue groups from this process "

@@ -76,11 +76,13 @@ from warden.bus.identities import (
     public_key,
     render_authorization,
 )
-from warden.bus.wire import DaemonHealth
+from warden.bus.wire import ApprovalInfo, DaemonHealth, encoder
 from warden.config import Settings
 from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
+from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
+from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import (
     DaemonError,
@@ -96,6 +98,7 @@ from warden.supervisor.preflight import expand_allowlists, open_tool_registry, p
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
+from warden.supervisor.webhooks import approval_notifier, open_webhook_sender
 
 from warden import __version__
 
@@ -246,12 +249,24 @@ class Daemon:
         self.root = root
         self.events = events
         dispatcher = NatsDispatcher(bus, model, timeout_s=settings.models.timeout_s)
+        operator = self._seeds.get("operator")
+        self.approvals = ApprovalBoard(
+            journal, settings.approvals.timeout_s,
+            operator_key=public_key(operator) if operator else settings.approvals.operator_key,
+            announce=self._announce,
+        )
+        """Approval requests and decisions (``approvals.py``); ``approvals.notify`` is the
+        webhook hook."""
         self.context = RunContext.build(
             settings, journal, dispatcher, tools, events=events,
-            interceptors=policy_guards(settings, tools, journal, dispatcher),
+            interceptors=policy_guards(settings, tools, journal, dispatcher,
+                                       board=self.approvals),
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
+
+    async def _announce(self, request: ApprovalInfo) -> None:
+        await self.bus.publish(subjects.approvals(request.run_id), encoder.encode(request))
 
     def credentials(self, identity: Identity) -> Credentials:
         """How a client of this daemon connects as ``identity``: the generated seed
@@ -451,6 +466,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         settings = expand_allowlists(settings, tools)
         model = preflight(settings, tools, api_key=api_key)
         stack.push_async_callback(model.aclose)
+        # Checked before anything starts; stops after the runs (a late request's notice
+        # still gets its bounded delivery).
+        webhooks = await stack.enter_async_context(
+            open_webhook_sender(settings.approvals.webhooks))
         identities = _identities(settings, data_dir)
         daemon_id = daemon_id_of(data_dir)
         url = settings.nats.url
@@ -487,6 +506,8 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
             journal, bus, publish_calls=settings.nats.publish_call_events))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
                         seeds=identities.seeds, daemon_id=daemon_id)
+        if settings.approvals.webhooks:
+            daemon.approvals.notify = approval_notifier(webhooks)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
             worker = Worker(worker_bus, role, role_settings, model, tools, settings.sandbox,
                             data_dir=data_dir, models=settings.models)
@@ -494,6 +515,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 name=f"worker.{role}", start=worker.run,
                 shutdown_timeout=supervision.shutdown_timeout_s,
             ))
+        # Before the runs: decisions published while no daemon ran are applied first.
+        await root.start_child(ChildSpec(name="approvals",
+                                         start=DecisionIntake(bus, daemon.approvals).run,
+                                         shutdown_timeout=supervision.shutdown_timeout_s))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
         api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,

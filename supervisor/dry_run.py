@@ -34,6 +34,7 @@ run: the model reads ``NOT_EXECUTED`` and why, and the record says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -41,6 +42,7 @@ import structlog
 from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
 from warden.bus.wire import ToolCallRecord, ToolRequest
+from warden.config import Risk
 from warden.supervisor.dispatch import Dispatcher, DispatchError
 from warden.supervisor.interceptors import ALLOW, Decision, ModelCall, Substitute, ToolCall
 from warden.supervisor.journal import Journal
@@ -95,6 +97,9 @@ class DryRunGuard:
     dispatcher: Dispatcher | None = None
     passed: tuple[str, ...] = ()
     simulate_timeout_s: float = 60.0
+    approval: Callable[[ToolCall], tuple[Risk, str | None]] | None = None
+    """The approval guard's ``why``: a call that would have waited for a person is
+    recorded as such (a dry run asks no one)."""
     name: str = "dry_run"
 
     async def on_model_call(self, run_id: str, call: ModelCall) -> Decision:
@@ -117,6 +122,10 @@ class DryRunGuard:
             output, simulated = await self._simulate(run_id, call)
         reason = ("passed every guard (" + ", ".join(self.passed) + ")" if self.passed
                   else "no guard before it refused it")
+        if self.approval is not None:
+            _, why = self.approval(call)
+            if why is not None:
+                reason += f"; would have waited for a person's approval: {why}"
         log.info("dry_run_intercepted", run_id=run_id, key=call.key, tool=call.name,
                  simulated=simulated)
         await self.journal.record_intercepted(

@@ -11,8 +11,8 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    the same step already made, with the same arguments, is answered from its outcome
    (a step retry never repeats an effect that is not idempotent; a check always runs).
 3. **interceptors**, in their fixed order (the daemon's are the policy guards, in the
-   guard order of ``policy.py``: blocked patterns → magnitude → loop). Each answers one
-   ``Decision``:
+   guard order of ``policy.py``: blocked patterns → magnitude → loop → approval). Each
+   answers one ``Decision``:
    ``Allow()`` (ask the next), ``Deny(reason)`` (the call is not made: a tool call's
    result tells the model why, or with ``ends_run`` the refusal is recorded and the step
    stops, ``StepStoppedError``; a model call fails the step with ``CallDeniedError``),

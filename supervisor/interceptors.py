@@ -68,6 +68,10 @@ class ToolCall:
     dry_run: bool = False
     """The call is a dry run's (``supervisor/dry_run.py``): ``DryRunGuard``, the last
     guard, intercepts it if it would act; a guard that would pause it need not."""
+    tainted_by: str | None = None
+    """The output that tainted this call's step attempt (``"read_file (<key>)"``), or
+    ``None``: set by the run supervisor; while set, the approval guard asks a human for
+    every medium- and high-risk call (``supervisor/approvals.py``)."""
 
 
 # -- decisions and interceptors ---------------------------------------------------------

@@ -21,6 +21,9 @@ Schema (``SCHEMA_VERSION`` 3; a version-1 or -2 file is migrated in place at ope
     dead_letters  id, stream_seq, msg_id, data, reason, deliveries, created_at, retried_at
     dry_run_calls key (primary), run_id, step, turn, tool, arguments, decision, by,
                   reason, output, simulated, created_at   (what a dry run would have done)
+    approvals     id (primary), run_id, step, call_key (unique), tool, arguments, risk, why,
+                  hash, created_at, expires_at, status (pending | approved | denied |
+                  expired), decided_by, reason, decided_at   (supervisor/approvals.py)
     events        seq, run_id, kind, status, message, data, created_at   (append-only)
 
 ``model_calls.key`` and ``effects.key`` are the idempotency keys the run supervisor
@@ -78,6 +81,7 @@ from warden.supervisor.run_states import (
 )
 
 __all__ = (
+    "ApprovalRecord",
     "DeadLetter",
     "Effect",
     "Journal",
@@ -394,6 +398,58 @@ class Journal:
             "UPDATE dead_letters SET retried_at = ? WHERE id = ?", (time.time(), letter_id)
         )])
 
+    # -- approvals (supervisor/approvals.py) --------------------------------------------
+
+    async def record_approval(self, request: ApprovalRecord) -> None:
+        """Commit a pending approval request; a second one for the same call key is
+        ignored (the first stands: a replay finds it)."""
+        r = request
+        await self._writer.write([(
+            "INSERT OR IGNORE INTO approvals (id, run_id, step, call_key, tool, arguments, "
+            "risk, why, hash, created_at, expires_at, status, decided_by, reason, decided_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.id, r.run_id, r.step, r.call_key, r.tool, _json.encode(r.arguments).decode(),
+             r.risk, r.why, r.hash, r.created_at, r.expires_at, r.status, r.decided_by,
+             r.reason, r.decided_at),
+        )])
+
+    async def decide_approval(self, approval_id: str, *, status: str, decided_by: str,
+                              reason: str, decided_at: float) -> None:
+        """Commit the decision of a pending request (a decided one is left as it is)."""
+        await self._writer.write([(
+            "UPDATE approvals SET status = ?, decided_by = ?, reason = ?, decided_at = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (status, decided_by, reason, decided_at, approval_id),
+        )])
+
+    async def approval(self, approval_id: str) -> ApprovalRecord | None:
+        """The approval request ``approval_id``, as the file has it."""
+        rows = await self._rows(f"{_APPROVAL_COLUMNS} WHERE id = ?", (approval_id,))
+        return _approval(rows[0]) if rows else None
+
+    async def approval_for_call(self, call_key: str) -> ApprovalRecord | None:
+        """The approval request of tool call ``call_key``, if one was made."""
+        rows = await self._rows(f"{_APPROVAL_COLUMNS} WHERE call_key = ?", (call_key,))
+        return _approval(rows[0]) if rows else None
+
+    async def approvals(self, *, status: str | None = "pending", limit: int = 1000,
+                        live_only: bool = False) -> list[ApprovalRecord]:
+        """Approval requests in ``status`` (``None``: all), oldest first; with
+        ``live_only``, only those of runs that have not ended (a cancelled run's request
+        stays pending in the file, and no decision can matter to it)."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if live_only:
+            ended = ", ".join("?" for _ in TERMINAL)
+            where.append(f"run_id IN (SELECT id FROM runs WHERE status NOT IN ({ended}))")
+            params.extend(sorted(TERMINAL))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._rows(f"{_APPROVAL_COLUMNS}{clause} ORDER BY created_at LIMIT ?",
+                                (*params, limit))
+        return [_approval(row) for row in rows]
+
     # -- reads --------------------------------------------------------------------------
     # Each read is one hop that runs its statement to the end: a statement left open
     # between hops would pin the reader's snapshot, and a read just after a commit could
@@ -627,6 +683,45 @@ class Effect(NamedTuple):
     state: str
     """``intent`` (about to act, outcome unknown) or ``done``."""
     record: ToolCallRecord | None
+
+
+class ApprovalRecord(NamedTuple):
+    """One approval request and its decision (``supervisor/approvals.py``)."""
+
+    id: str
+    run_id: str
+    step: int
+    call_key: str
+    tool: str
+    arguments: dict[str, object]
+    risk: str
+    why: str
+    hash: str
+    created_at: float
+    expires_at: float
+    status: str
+    """``pending``, ``approved``, ``denied`` or ``expired`` (``approvals.ApprovalStatus``)."""
+    decided_by: str | None = None
+    reason: str | None = None
+    decided_at: float | None = None
+
+
+_APPROVAL_COLUMNS = (
+    "SELECT id, run_id, step, call_key, tool, arguments, risk, why, hash, created_at, "
+    "expires_at, status, decided_by, reason, decided_at FROM approvals"
+)
+
+
+def _approval(row: Row) -> ApprovalRecord:
+    return ApprovalRecord(
+        id=str(row[0]), run_id=str(row[1]), step=int(row[2]), call_key=str(row[3]),
+        tool=str(row[4]), arguments=msgspec.json.decode(row[5]), risk=str(row[6]),
+        why=str(row[7]), hash=str(row[8]), created_at=float(row[9]),
+        expires_at=float(row[10]), status=str(row[11]),
+        decided_by=None if row[12] is None else str(row[12]),
+        reason=None if row[13] is None else str(row[13]),
+        decided_at=None if row[14] is None else float(row[14]),
+    )
 
 
 class DeadLetter(NamedTuple):

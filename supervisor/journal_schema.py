@@ -116,6 +116,24 @@ CREATE TABLE IF NOT EXISTS effects (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS effects_by_run ON effects(run_id);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    call_key TEXT NOT NULL UNIQUE,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    risk TEXT NOT NULL,
+    why TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    decided_by TEXT,
+    reason TEXT,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     stream_seq INTEGER NOT NULL,
@@ -166,8 +184,9 @@ ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
 """
 
 MIGRATE_FROM_2 = MIGRATE_DRY_RUN
-"""From version 2 to 3 (after ``MIGRATE_FROM_1`` for a version-1 file); new tables come
-with ``SCHEMA``."""
+"""From version 2 to 3 (after ``MIGRATE_FROM_1`` for a version-1 file). New tables come
+with ``SCHEMA`` (``approvals``) and ``DRY_RUN_SCHEMA`` (``dry_run_calls``), created when
+missing."""
 
 
 def status_guards() -> str:

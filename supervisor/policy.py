@@ -19,7 +19,11 @@ The guard order (the spec; ``policy_guards`` builds the chain in it, from ``[pol
    the step: the run ends ``degraded`` (or ``needs_human``, ``policy.on_loop``) with the
    reason "loop detected". So with K = 3 the tool runs twice and the third call stops
    the step. A step's retry is a new attempt and counts afresh.
-6. **dry run** (``dry_run.py``, always last, whenever there is a journal): a dry run's
+6. **approval** (``[approvals]``, ``[roles.X] auto_approve``; ``approvals.py``): a call
+   whose risk, or its step's taint, needs a human waits for one (``awaiting_approval``),
+   then runs, or is refused as denied or expired. Always in the chain when the daemon
+   has a journal: a ``high`` call always needs an approval.
+7. **dry run** (``dry_run.py``, always last, whenever there is a journal): a dry run's
    side-effecting call that got past every guard before it is recorded and answered
    with its simulation instead of being executed.
 
@@ -46,6 +50,7 @@ from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
 from warden.config import ConfigError, Settings
 from warden.config.policy import PolicySettings, ToolPolicy
+from warden.supervisor.approvals import ApprovalBoard, ApprovalGuard
 from warden.supervisor.dispatch import Dispatcher
 from warden.supervisor.dry_run import DryRunGuard
 from warden.supervisor.guard_patterns import (
@@ -296,11 +301,14 @@ class LoopGuard(_ToolGuard):
 
 
 def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | None = None,
-                  dispatcher: Dispatcher | None = None) -> tuple[Interceptor, ...]:
+                  dispatcher: Dispatcher | None = None, *, board: ApprovalBoard | None = None,
+                  ) -> tuple[Interceptor, ...]:
     """The guards ``settings.policy`` asks for, in the guard order; pure but for what
-    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out; with a
-    ``journal``, ``DryRunGuard`` comes last (any run may be a dry run), simulating on
-    ``dispatcher``'s workers."""
+    ``MagnitudeGuard`` reads later. A guard with nothing to do is left out. The approval
+    guard decides on ``board`` (the daemon's, which its decision consumer applies
+    decisions to), else on a board of its own over ``journal``; without either, none.
+    With a ``journal``, ``DryRunGuard`` comes last (any run may be a dry run), simulating
+    on ``dispatcher``'s workers."""
     policy = settings.policy
     guards: list[Interceptor] = []
     patterns = [*(default_patterns(policy.disabled_defaults) if policy.default_patterns
@@ -317,10 +325,17 @@ def policy_guards(settings: Settings, tools: ToolRegistry, journal: Journal | No
         guards.append(MagnitudeGuard(policy, tools, journal))
     if policy.loop_threshold:
         guards.append(LoopGuard(policy.loop_threshold, policy.on_loop, journal))
+    approval: ApprovalGuard | None = None
+    if board is None and journal is not None:
+        board = ApprovalBoard(journal, settings.approvals.timeout_s)
+    if board is not None:
+        approval = ApprovalGuard(settings, tools, board)
+        guards.append(approval)
     if journal is not None:
         guards.append(DryRunGuard(tools, journal, dispatcher,
                                   passed=tuple(guard.name for guard in guards),
-                                  simulate_timeout_s=settings.limits.step_timeout_s))
+                                  simulate_timeout_s=settings.limits.step_timeout_s,
+                                  approval=approval.why if approval is not None else None))
     return tuple(guards)
 
 

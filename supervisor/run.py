@@ -32,6 +32,12 @@ the parent, never trusted to a worker:
 - **dry run** (``RunState.dry_run``, from the journal, so a replay stays one): every tool
   call is marked ``dry_run`` for the guards, and a refused one is recorded as what the
   run would have been refused (``dry_run.py``); the rest of the run is the same.
+- **taint** (README, "Injection containment"): in a step attempt, once a tool call's output
+  may carry someone else's instructions (a tool declared ``trusted_output = false``, or
+  ``read_file`` of a file this run did not write), every later call of the attempt carries
+  ``tainted_by`` (that tool and its call key), and the approval guard asks a human for
+  each of its medium- and high-risk calls. A replay rebuilds the taint from the recorded
+  results, in the same order.
 
 Durability. Every model call and tool call has an idempotency key derived from
 ``(run, epoch, step, attempt, turn, call)``. Model replies are journalled under their key;
@@ -49,6 +55,7 @@ afresh under new keys while completed steps stay done.
 from __future__ import annotations
 
 import functools
+import posixpath
 from typing import TypedDict
 
 import anyio
@@ -148,6 +155,10 @@ class RunSupervisor:
         self._prefix = f"{state.id}/e{state.epoch}"
         self._outputs: list[str] = []
         self._done_steps: dict[int, tuple[str, str]] = {}
+        self._written: set[str] = set()
+        """Paths this run wrote with ``write_file`` (seen in this process)."""
+        self._written_before: list[tuple[tuple[int, ...], str]] = []
+        """Paths the journal says the run wrote, and where (a replay's earlier steps)."""
 
     @property
     def tokens(self) -> int:
@@ -194,6 +205,10 @@ class RunSupervisor:
                 effects=await journal.effects(self.run_id), hooks=self.gate.hooks,
             )
             self.gate.tokens, self.budget.spent_usd = await journal.spent(self.run_id)
+            for key, effect in self.gate.effects.items():
+                path = _written_path(effect.record)
+                if path is not None:
+                    self._written_before.append((_position(key), path))
             run = await journal.get_run(self.run_id)
             for step in run.steps if run else []:
                 if step.status in ("succeeded", "skipped"):
@@ -348,6 +363,8 @@ class RunSupervisor:
         stored = 0
         checks: dict[str, ToolCallRecord] = {}
         """The last result of each check tool called in this attempt."""
+        tainted_by: str | None = None
+        """The first output in this attempt that may carry someone else's instructions."""
 
         async def record(status: str, turns: int, output: str) -> None:
             # Not waited for: a replay rebuilds the step from its recorded calls, and the
@@ -376,14 +393,22 @@ class RunSupervisor:
                 uses = [b for b in content if isinstance(b, ToolUseBlock)]
                 results = []
                 for i, use in enumerate(uses):
+                    call_key = f"{key}/c{i}"
                     result = await self.gate.tool(ToolCall(
-                        key=f"{key}/c{i}", role=step.role, step=index, turn=turn,
+                        key=call_key, role=step.role, step=index, turn=turn,
                         name=use.name, arguments=use.input, replay=self.gate.replaying,
                         dry_run=self.state.dry_run,
+                        tainted_by=tainted_by,
                     ))
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:
                         checks[use.name] = result
+                    if tainted_by is None and self._taints(call_key, result):
+                        tainted_by = f"{use.name} ({call_key})"
+                        log.info("step_tainted", run_id=self.run_id, step=index, by=tainted_by)
+                    written = _written_path(result)
+                    if written is not None:
+                        self._written.add(written)
                     results.append(result)
             except StepStoppedError as exc:  # a guard stopped the step (policy.py: loop)
                 await record("stopped", turn + 1, exc.reason)
@@ -418,6 +443,51 @@ class RunSupervisor:
         raise StepCapReachedError(
             "turns per step", limits.max_turns_per_step, self.run_id, step.role
         )
+
+
+    def _taints(self, key: str, result: ToolCallRecord) -> bool:
+        """Whether ``result`` may carry someone else's instructions: output of a tool
+        declared untrusted, or a file read that this run did not write before ``key``."""
+        declared = self.gate.declared(result.name)
+        if declared is not None and not declared.trusted_output:
+            return True
+        if result.name != READ_TOOL or not result.ok:
+            return False
+        path = _normal_path(result.arguments.get("path"))
+        if path is None:
+            return True
+        if path in self._written:
+            return False
+        here = _position(key)
+        return not any(p == path and at < here for at, p in self._written_before)
+
+
+READ_TOOL = "read_file"
+"""The built-in read tool: its output taints a step unless the run wrote the file."""
+WRITE_TOOL = "write_file"
+
+
+def _normal_path(path: object) -> str | None:
+    return posixpath.normpath(path) if isinstance(path, str) else None
+
+
+def _written_path(record: ToolCallRecord | None) -> str | None:
+    """The path an ``ok`` ``write_file`` call wrote, else ``None``."""
+    if record is None or record.name != WRITE_TOOL or not record.ok:
+        return None
+    return _normal_path(record.arguments.get("path"))
+
+
+def _position(key: str) -> tuple[int, ...]:
+    """Where call ``key`` (``<run>/e<epoch>/s<step>/a<attempt>/t<turn>/c<call>``) comes in
+    the run: its numbers, in order (a key of another shape comes first)."""
+    numbers: list[int] = []
+    for part in key.split("/")[1:]:
+        digits = part[1:]
+        if not digits.isdigit():
+            return ()
+        numbers.append(int(digits))
+    return tuple(numbers)
 
 
 def _check_failure(record: ToolCallRecord) -> str:

@@ -40,14 +40,17 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import anyio
 import httpx2
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from warden.bus.wire import ApprovalInfo
+from warden.config import Risk
 from warden.config.webhooks import WebhookSettings, check_webhooks, shown_url, webhook_url
 from warden.supervisor.gate import full_jitter
 from warden.supervisor.webhook_payload import (
@@ -62,6 +65,7 @@ from warden.supervisor.webhook_payload import (
 __all__ = (
     "WebhookSender",
     "WebhookStatistics",
+    "approval_notifier",
     "open_webhook_sender",
     "retry_after_s",
     "retryable_error",
@@ -342,3 +346,17 @@ async def open_webhook_sender(
                 if not done.is_set():
                     sender._abandoned()
                     sender._scope.cancel()
+
+
+def approval_notifier(sender: WebhookSender) -> Callable[[ApprovalInfo], Awaitable[None]]:
+    """The approval board's ``notify`` hook: queue each new request for ``sender``'s
+    webhooks (never waits for a delivery)."""
+
+    async def notify(info: ApprovalInfo) -> None:
+        sender.notify(approval_notice(
+            approval_id=info.id, run_id=info.run_id, step=info.step, tool=info.tool,
+            arguments=info.arguments, risk=cast(Risk, info.risk), why=info.why,
+            hash=info.hash, created_at=info.created_at, expires_at=info.expires_at,
+        ))
+
+    return notify

@@ -99,6 +99,7 @@ class WriteFile(ToolBase[WriteFileArgs]):
         f"directories. At most {MAX_WRITE_BYTES} bytes."
     )
     side_effects = True
+    risk = "medium"  # README, "Approvals": what runs without a human is the role's auto_approve
     idempotent_by_key = True  # the same content written twice is the same file
     Arguments = WriteFileArgs
 

@@ -37,6 +37,7 @@ class LedgerAppend(ToolBase[LedgerAppendArgs]):
     name = "ledger_append"
     description = "Append one line of text to the shared ledger (ledger.txt)."
     side_effects = True
+    risk = "medium"  # README, "Approvals": what runs without a human is the role's auto_approve
     idempotent_by_key = False
     reconciles = True
     simulates = True

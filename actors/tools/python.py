@@ -58,6 +58,7 @@ class RunPython(ToolBase[RunPythonArgs]):
         "the workspace as working directory; returns the exit code, stdout and stderr."
     )
     side_effects = True
+    risk = "medium"  # README, "Approvals": what runs without a human is the role's auto_approve
     idempotent_by_key = False  # arbitrary code: running it twice may differ from once
     Arguments = RunPythonArgs
 
@@ -96,6 +97,7 @@ class RunTests(ToolBase[RunTestsArgs]):
     )
     # It runs model-written tests, which may do anything: declared like run_python.
     side_effects = True
+    risk = "medium"  # README, "Approvals": what runs without a human is the role's auto_approve
     idempotent_by_key = False
     check = True  # it verifies the step's work
     Arguments = RunTestsArgs

@@ -114,7 +114,25 @@ def test_every_api_verb_is_a_client_or_an_operator_verb_of_any_daemon() -> None:
     for verb in subjects.API_VERBS:
         wanted = f"{subjects.API_PREFIX}.*.{verb}"
         assert wanted in operator.publish_allow, verb
-        assert (wanted in client.publish_allow) is (verb not in ("dlq", "dlq_retry")), verb
+        assert (wanted in client.publish_allow) is (
+            verb not in ("dlq", "dlq_retry", "approvals")), verb
+
+
+def test_only_the_operator_and_the_daemon_may_publish_approval_decisions() -> None:
+    decision = subjects.approval_decision("r-1")
+    for identity, perms in PERMISSIONS.items():
+        allowed = any(_matches(pattern, decision) for pattern in perms.publish_allow)
+        assert allowed is (identity in ("daemon", "operator")), identity
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    wanted, given = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > i
+        if i >= len(given) or token not in ("*", given[i]):
+            return False
+    return len(wanted) == len(given)
 
 
 def test_every_identity_subscribes_to_its_own_inbox_and_no_other() -> None:

@@ -68,7 +68,8 @@ text = "Done: {last_result}"
 
 TOOLS = {
     "lookup": {"function": "shop.tools:lookup", "risk": "low", "side_effects": False},
-    "refund": {"function": "shop.tools:refund", "risk": "high", "timeout_s": 20},
+    # medium: the shipped roles auto-approve it (a high one waits for a human: approvals)
+    "refund": {"function": "shop.tools:refund", "risk": "medium", "timeout_s": 20},
 }
 ROLE_TOOLS = ["list_files", "lookup", "refund"]
 

@@ -36,6 +36,14 @@ def test_every_built_in_tool_declares_side_effects_idempotency_reconcile_and_che
     }
 
 
+def test_the_built_in_tools_that_act_are_medium_risk_and_the_readers_low() -> None:
+    registry = default_registry()
+    risks = {name: registry.declaration(name).risk for name in registry.names()}
+    assert risks == {"echo": "low", "grep": "low", "list_files": "low", "read_file": "low",
+                     "ledger_append": "medium", "run_python": "medium", "run_tests": "medium",
+                     "write_file": "medium"}
+
+
 def test_run_tests_is_the_only_built_in_check() -> None:
     registry = default_registry()
     assert [name for name in registry.names() if registry.declaration(name).check] == ["run_tests"]
@@ -45,7 +53,7 @@ def test_a_declaration_is_a_frozen_record_named_for_its_tool() -> None:
     declaration = default_registry().declaration("write_file")
     assert declaration == ToolDeclaration(
         name="write_file", side_effects=True, idempotent_by_key=True, reconciles=False,
-        check=False,
+        check=False, risk="medium",
     )  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         declaration.check = True  # type: ignore[misc]
