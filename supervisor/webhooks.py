@@ -58,6 +58,7 @@ from warden.supervisor.webhook_payload import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     ApprovalNotice,
+    approval_notice,
     encode_payload,
     sign,
 )

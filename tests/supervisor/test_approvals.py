@@ -183,7 +183,9 @@ def test_the_hash_binds_run_call_tool_and_arguments() -> None:
                 approval_hash("r-1", "k/c0", "refund", {"amount": 6, "to": "a"})}) == 5
 
 
-def test_the_chain_ends_with_the_approval_guard(tmp_path: Path) -> None:
+def test_the_approval_guard_comes_after_the_loop_guard_and_before_the_dry_run(
+    tmp_path: Path,
+) -> None:
     settings = settings_for(tmp_path)
 
     async def names() -> list[str]:
@@ -191,7 +193,7 @@ def test_the_chain_ends_with_the_approval_guard(tmp_path: Path) -> None:
         async with open_journal(tmp_path / "j.sqlite") as journal:
             return [g.name for g in policy_guards(settings, tools(), journal)]
 
-    assert anyio.run(names)[-2:] == ["policy.loop", "approval"]
+    assert anyio.run(names)[-3:] == ["policy.loop", "approval", "dry_run"]
 
 
 # -- whole runs --------------------------------------------------------------------------
@@ -435,7 +437,8 @@ async def test_a_version_2_journal_gains_the_approvals_table(tmp_path: Path) -> 
     async with open_journal(path):
         pass
     with sqlite3.connect(path) as db:  # back to what a version-2 warden left
-        db.executescript("DROP TABLE approvals; PRAGMA user_version = 2;")
+        db.executescript("DROP TABLE approvals; DROP TABLE dry_run_calls;"
+                         "ALTER TABLE runs DROP COLUMN dry_run; PRAGMA user_version = 2;")
     async with open_journal(path) as journal:
         assert await journal.approvals(status=None) == []
     with sqlite3.connect(path) as db:

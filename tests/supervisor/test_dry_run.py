@@ -113,7 +113,7 @@ async def test_a_side_effecting_call_of_a_dry_run_is_recorded_and_not_executed(
     assert (call.key, call.tool, call.arguments, call.decision, call.output, call.simulated) \
         == ("dry-r-1/e0/s0/a0/t0/c0", "bump", {"text": "x"}, "intercepted", NOT_EXECUTED,
             False)
-    assert call.reason == "passed every guard (policy.blocked_patterns, policy.loop)"
+    assert call.reason == "passed every guard (policy.blocked_patterns, policy.loop, approval)"
 
 
 async def test_a_tool_that_simulates_answers_a_dry_run_with_its_simulation(
@@ -253,9 +253,37 @@ async def test_the_dry_run_guard_is_last_and_names_the_guards_before_it(
     guards = policy_guards(settings, registry(), journal)
 
     names = [guard.name for guard in guards]
-    assert names == ["policy.blocked_patterns", "policy.magnitude", "policy.loop", "dry_run"]
+    assert names == ["policy.blocked_patterns", "policy.magnitude", "policy.loop", "approval",
+                     "dry_run"]
     assert isinstance(guards[-1], DryRunGuard)
-    assert guards[-1].passed == ("policy.blocked_patterns", "policy.magnitude", "policy.loop")
+    assert guards[-1].passed == ("policy.blocked_patterns", "policy.magnitude", "policy.loop",
+                                 "approval")
+
+
+class RiskyBump(CountingTool):
+    """A side effect of high risk: a real run waits for a person before it."""
+
+    name = "risky_bump"
+    risk = "high"
+
+
+async def test_a_dry_run_records_a_call_that_would_wait_for_approval_and_asks_no_one(
+    tmp_path: Path, journal: Journal
+) -> None:
+    h = harness(tmp_path, journal, calls_then(use("risky_bump", text="x")),
+                roles__research__tools=[*TOOLS, "risky_bump"])
+    h.tools = ToolRegistry([*(tools_with_preview().get(n) for n in tools_with_preview().names()),
+                            RiskyBump()])
+    h.interceptors = list(policy_guards(h.settings, h.tools, journal))
+
+    run_summary = await run(h, "dry-r-9", dry_run=True)
+
+    assert run_summary.status == "succeeded"  # no pause: nobody was asked
+    assert CountingTool.runs == []
+    assert await journal.approvals(status=None) == []
+    (call,) = run_summary.intercepted
+    assert call.reason.endswith("; would have waited for a person's approval: "
+                                "risk high: always needs an approval")
 
 
 async def test_a_dry_run_and_a_real_run_of_one_submission_share_no_key_or_effect(

@@ -151,9 +151,11 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
 
 
 def _as_version_2(path: Path) -> None:
-    """Make the journal at ``path`` what a version-2 warden left: no dry runs."""
+    """Make the journal at ``path`` what a version-2 warden left: no dry runs, no
+    approvals."""
     with sqlite3.connect(path) as db:
         db.executescript("DROP TABLE dry_run_calls; ALTER TABLE runs DROP COLUMN dry_run;"
+                         "DROP TABLE approvals;"
                          "PRAGMA user_version = 2;")
 
 
