@@ -369,6 +369,9 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"roles.{role}.model", spec.model, "has no entry in pricing.models")
         if spec.concurrency < 1:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
+        if not 0.0 <= spec.confidence_threshold <= 1.0:
+            raise ConfigError(f"roles.{role}.confidence_threshold", spec.confidence_threshold,
+                              "must be between 0 (off) and 1")
     check_policy(settings.policy)
     check_mcp(settings.mcp)
     if not settings.approvals.timeout_s > 0:

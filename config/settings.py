@@ -136,6 +136,10 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     (README, "Approvals"): ``low`` (the cautious default: every medium-risk call waits
     for one) or ``medium``. A ``high`` call always waits, and so does any medium one
     while its step is tainted by untrusted output."""
+    confidence_threshold: float = 0.0
+    """A step of this role whose answer states a confidence below this (a last line
+    ``Confidence: 0.6``, ``supervisor/confidence.py``), and that used a tool of medium or
+    high risk, waits for a person to accept its answer (README, "Approvals"). 0: off."""
 
 
 Risk = Literal["low", "medium", "high"]

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ("stated_confidence",)
+__all__ = ("ACCEPT_STEP", "stated_confidence")
+
+ACCEPT_STEP = "accept_step_answer"
+"""The name an approval request to accept a step's answer goes by (its "tool"; its
+arguments are the answer and the stated confidence)."""
 
 _LINE = re.compile(
     r"^[\s*_>-]*confidence[\s*_]*[:=][\s*_]*(?P<value>\d{1,3}(?:\.\d+)?|\.\d+)\s*"

@@ -17,6 +17,7 @@ from warden.supervisor.events import EventStream, JournalObserver
 from warden.supervisor.journal import Journal
 
 if TYPE_CHECKING:
+    from warden.supervisor.approvals import ApprovalBoard
     from warden.supervisor.interceptors import Interceptor
 
 __all__ = ("RunContext",)
@@ -47,11 +48,15 @@ class RunContext:
     tool_specs: dict[str, list[ToolSpec]] = field(default_factory=dict)
     tool_specs_json: dict[str, msgspec.Raw] = field(default_factory=dict)
     """``tool_specs`` encoded once per role, as a ``TurnRequest`` carries them."""
+    approvals: ApprovalBoard | None = None
+    """The daemon's approval requests and decisions: what a step whose answer is not
+    confident enough waits on (``run.py``); ``None``: such a step needs a human at once."""
 
     @classmethod
     def build(
         cls, settings: Settings, journal: Journal, dispatcher: Dispatcher, tools: ToolRegistry,
         *, events: EventStream | None = None, interceptors: Sequence[Interceptor] = (),
+        approvals: ApprovalBoard | None = None,
     ) -> RunContext:
         """The context the settings describe: prices, a breaker per role, tool specs.
         Without ``events``, a stream whose one observer is the journal's events table."""
@@ -65,4 +70,5 @@ class RunContext:
             interceptors=tuple(interceptors),
             tool_specs=specs,
             tool_specs_json={role: msgspec.Raw(encoder.encode(s)) for role, s in specs.items()},
+            approvals=approvals,
         )

@@ -261,6 +261,7 @@ class Daemon:
             settings, journal, dispatcher, tools, events=events,
             interceptors=policy_guards(settings, tools, journal, dispatcher,
                                        board=self.approvals),
+            approvals=self.approvals,
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None

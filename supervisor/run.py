@@ -28,6 +28,10 @@ the parent, never trusted to a worker:
   ``step_retries`` times with the failure as feedback, after a full-jitter exponential
   backoff (unless the failure is not retryable); then its role's ``on_failure`` decides:
   ``fail`` the run, ``skip`` the step, or ``escalate`` (``needs_human``).
+- **confidence** (``confidence.py``): a step of a role with ``confidence_threshold``,
+  that used a tool of medium or high risk and whose answer states a confidence below it,
+  waits (``awaiting_approval``) for a person to accept the answer through the approvals
+  board (``ctx.approvals``); denied or expired, the step fails without a retry.
 - **synthesize**: a final model call over the step outputs gives the run's result.
 - **dry run** (``RunState.dry_run``, from the journal, so a replay stays one): every tool
   call is marked ``dry_run`` for the guards, and a refused one is recorded as what the
@@ -71,6 +75,7 @@ from warden.bus.wire import (
     encoder,
 )
 from warden.supervisor.budget import Budget
+from warden.supervisor.confidence import ACCEPT_STEP, stated_confidence
 from warden.supervisor.context import RunContext
 from warden.supervisor.dry_run import record_refusal
 from warden.supervisor.errors import (
@@ -365,6 +370,8 @@ class RunSupervisor:
         """The last result of each check tool called in this attempt."""
         tainted_by: str | None = None
         """The first output in this attempt that may carry someone else's instructions."""
+        risky: str | None = None
+        """The first call of medium or high risk this attempt made (for confidence)."""
 
         async def record(status: str, turns: int, output: str) -> None:
             # Not waited for: a replay rebuilds the step from its recorded calls, and the
@@ -403,6 +410,9 @@ class RunSupervisor:
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:
                         checks[use.name] = result
+                    if (risky is None and result.ok and declared is not None
+                            and declared.risk != "low"):
+                        risky = f"{use.name} ({declared.risk} risk)"
                     if tainted_by is None and self._taints(call_key, result):
                         tainted_by = f"{use.name} ({call_key})"
                         log.info("step_tainted", run_id=self.run_id, step=index, by=tainted_by)
@@ -434,6 +444,11 @@ class RunSupervisor:
                 why = "; ".join(_check_failure(r) for r in failed_checks)
                 await record("failed", turn + 1, why)
                 raise _StepFailed(f"step {index} ({step.role}): {why}")
+            if risky is not None:
+                refused = await self._accepted(index, attempt, step, answer, risky)
+                if refused is not None:
+                    await record("failed", turn + 1, refused)
+                    raise _StepFailed(f"step {index} ({step.role}): {refused}", retryable=False)
             await record("succeeded", turn + 1, answer)
             await self._emit(StepFinished(**self._so_far(), step=index, role=step.role,
                                           attempt=attempt, output=answer))
@@ -444,6 +459,39 @@ class RunSupervisor:
             "turns per step", limits.max_turns_per_step, self.run_id, step.role
         )
 
+
+    async def _accepted(self, index: int, attempt: int, step: PlanStep, answer: str,
+                        risky: str) -> str | None:
+        """``None`` if the answer of a step that used ``risky`` may be accepted: its
+        role asks for no confidence, or it states enough (or none). Else a person decides
+        (an approval request of ``ACCEPT_STEP``, the run ``awaiting_approval``): ``None``
+        when approved, why not when denied or expired. A replay finds the same request."""
+        threshold = self.ctx.settings.roles[step.role].confidence_threshold
+        confidence = stated_confidence(answer) if threshold else None
+        if confidence is None or confidence >= threshold:
+            return None
+        why = (f"stated confidence {confidence:g} is below the role's confidence_threshold "
+               f"= {threshold:g}, in a step that used {risky}")
+        board = self.ctx.approvals
+        if board is None:
+            raise _NeedsHuman(f"step {index} ({step.role}): {why}; no approvals to wait on")
+        request = ToolCall(key=f"{self._step_key(index, attempt)}/accept", role=step.role,
+                           step=index, turn=-1, name=ACCEPT_STEP,
+                           arguments={"answer": answer, "confidence": confidence})
+        record = await board.request(self.run_id, request, "medium", why)
+        waits = board.settled(record) is None and record.expires_at > board.clock()
+        if waits:
+            await self._paused(f"approval {record.id}: accept the answer of step {index}? "
+                               f"{why}")
+        outcome = await board.wait(record)
+        if waits:
+            await self._resumed()
+        log.info("step_answer_decided", run_id=self.run_id, step=index, approval=record.id,
+                 status=outcome.status)
+        if outcome.status == "approved":
+            return None
+        return (f"its answer was not accepted ({why}): {outcome.status}"
+                + (f" by {outcome.decided_by}: {outcome.reason}" if outcome.reason else ""))
 
     def _taints(self, key: str, result: ToolCallRecord) -> bool:
         """Whether ``result`` may carry someone else's instructions: output of a tool

@@ -21,6 +21,7 @@ from warden.bus.wire import (
     Usage,
 )
 from warden.config import Settings, load_settings
+from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
 from warden.supervisor.dispatch import InMemoryDispatcher
 from warden.supervisor.journal import Journal
@@ -155,12 +156,14 @@ class Harness:
     tools: ToolRegistry
     tmp_path: Path
     interceptors: list[object] = field(default_factory=list)
+    approvals: ApprovalBoard | None = None
 
     def context(self) -> RunContext:
         dispatcher = InMemoryDispatcher(self.settings, self.model, self.tools,
                                         data_dir=self.tmp_path / "data")
         return RunContext.build(self.settings, self.journal, dispatcher, self.tools,
-                                interceptors=self.interceptors)  # type: ignore[arg-type]
+                                interceptors=self.interceptors,  # type: ignore[arg-type]
+                                approvals=self.approvals)
 
     async def run(self, run_id: str = "r-1", *, text: str = "do the thing",
                   budget_usd: float | None = None) -> str:
