@@ -41,6 +41,7 @@ from warden.supervisor import cli as cli_module
 from warden.supervisor.cli import main
 from warden.supervisor.daemon import CREDENTIALS_DIR, Daemon
 from warden.supervisor.journal import ApprovalRecord
+from warden.supervisor.webhook_payload import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 from tests.integration.harness import (
     api,
@@ -51,6 +52,7 @@ from tests.integration.harness import (
     wait_for,
 )
 from tests.integration.warden_process import warden_up
+from tests.supervisor.webhook_receiver import open_receiver
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -448,3 +450,37 @@ async def test_a_decision_published_while_the_daemon_was_down_is_applied_when_it
 async def _status_is(daemon: Daemon, run_id: str, status: str) -> bool:
     await daemon.journal.sync()
     return await daemon.journal.run_status(run_id) == status
+
+
+# -- webhooks ----------------------------------------------------------------------------
+
+
+async def test_a_request_is_posted_to_the_webhook_signed_and_the_run_still_waits(
+    tmp_path: Path, effects: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_HOOK_SECRET", "s3cret-for-the-test")
+    with open_receiver() as receiver:
+        settings = settings_for(tmp_path, approvals__webhooks=[
+            {"url": receiver.url(), "secret_env": "SHOP_HOOK_SECRET"}])
+        async with running_daemon(settings, identity="operator") as (daemon, client):
+            async with anyio.create_task_group() as tg:
+                ended: list[RunSummary] = []
+
+                async def go() -> None:
+                    ended.append(await run_task(client, "bump once", scenario="bump"))
+
+                tg.start_soon(go)
+                (request,) = await pending(daemon)
+                (posted,) = await receiver.wait_for(1)
+                assert (await show(client, request.run_id)).status == "awaiting_approval"
+                assert await cli(tmp_path, "approve", request.id) == 0
+            assert ended[0].status == "succeeded"
+    assert verify_signature(b"s3cret-for-the-test", body=posted.body, now=time.time(),
+                            timestamp=posted.headers[TIMESTAMP_HEADER.lower()],
+                            signature=posted.headers[SIGNATURE_HEADER.lower()])
+    payload = json.loads(posted.body)
+    assert "text" in payload and payload["blocks"]  # what a Slack incoming webhook shows
+    notice = payload["warden"]
+    assert (notice["approval_id"], notice["run_id"], notice["tool"], notice["hash"]) == (
+        request.id, request.run_id, "bump", request.hash)
+    assert bumps(effects) == ["one"]
