@@ -23,7 +23,7 @@ import nats.errors
 import nats.js.api as jsapi
 import nats.js.errors
 from warden.bus.errors import FAILURES, translate
-from warden.bus.jetstream import PubAck, _unsubscribe_quietly
+from warden.bus.jetstream import PubAck, _unsubscribe_quietly, ensure_stream_of
 from warden.bus.subjects import (
     APPROVALS_CONSUMER,
     APPROVALS_STREAM,
@@ -40,7 +40,6 @@ __all__ = ("DecisionConsumer", "DecisionMessage", "decision_consumer", "ensure_s
 
 DECISIONS_MAX_AGE = 30 * 24 * 3600.0
 """How long ``WARDEN_APPROVALS`` keeps a decision, in seconds."""
-_STREAM_CONFIG_CONFLICT = 10058
 
 
 class DecisionMessage:
@@ -102,15 +101,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
         retention=jsapi.RetentionPolicy.LIMITS, storage=jsapi.StorageType.FILE,
         max_age=DECISIONS_MAX_AGE,
     )
-    try:
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != _STREAM_CONFIG_CONFLICT:
-                raise
-            await js.update_stream(config)
-    except FAILURES as exc:
-        raise translate(exc, operation="ensure stream", subject=APPROVALS_STREAM) from exc
+    await ensure_stream_of(js, config)
 
 
 async def publish_decision(js: JetStreamContext, run_id: str, data: bytes, *,

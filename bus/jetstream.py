@@ -49,6 +49,7 @@ __all__ = (
     "PubAck",
     "TaskConsumer",
     "TaskMessage",
+    "ensure_stream_of",
     "ensure_streams",
     "follow",
     "publish_task",
@@ -229,10 +230,12 @@ async def ensure_streams(js: JetStreamContext, *, duplicate_window: float = 120.
         allow_direct=True,  # follow reads it with direct gets
     )
     for config in (tasks, events):
-        await _ensure_stream(js, config)
+        await ensure_stream_of(js, config)
 
 
-async def _ensure_stream(js: JetStreamContext, config: jsapi.StreamConfig) -> None:
+async def ensure_stream_of(js: JetStreamContext, config: jsapi.StreamConfig) -> None:
+    """Create the stream ``config`` describes, or update it to that. Idempotent.
+    Raises ``JetStreamError``."""
     try:
         try:
             await js.add_stream(config)
