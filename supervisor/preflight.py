@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import msgspec
 from warden.actors.model import Model
 from warden.actors.model_factory import build_model
-from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, open_mcp_servers, registry_for
+from warden.actors.tools import TIMEOUT_GRACE_S, ToolRegistry, registry_for
 from warden.config import ConfigError, Settings
 from warden.supervisor.policy import check_policy_names
 
@@ -65,6 +65,13 @@ async def open_tool_registry(settings: Settings, *,
                     f"{TIMEOUT_GRACE_S:g} s of grace: the run would stop waiting before the "
                     "call ends")
     own = tool_registry(settings)
+    if not settings.mcp.servers:
+        yield own
+        return
+    # Imported only when servers are configured: the `mcp` SDK (pydantic, starlette, ...)
+    # takes about 0.4 s of CPU to import, which every `warden` command and process paid.
+    from warden.actors.tools.mcp import open_mcp_servers
+
     async with open_mcp_servers(settings.mcp, keep_open=keep_open) as mcp_tools:
         yield registry_for(settings.tools, mcp_tools=mcp_tools) if mcp_tools else own
 

@@ -7,7 +7,9 @@
 - ``function.py``: ``FunctionTool``, a user's Python function named in config as a
   tool (``load_function_tool``; ``registry_for`` adds them to warden's);
 - ``mcp.py``: ``McpTool``, a tool of an MCP server (``[mcp.servers.*]``), and
-  ``open_mcp_servers``, which keeps their client sessions open under supervision;
+  ``open_mcp_servers``, which keeps their client sessions open under supervision. Not
+  imported here: the ``mcp`` SDK costs about 0.4 s of CPU to import, so it is imported
+  only where servers are configured (``supervisor/preflight.py``);
 - the tools warden ships, by concept: ``files.py`` (``list_files``, ``read_file``,
   ``grep``, ``write_file``), ``python.py`` (``run_python``, ``run_tests``), ``ledger.py``
   (``ledger_append``), ``echo.py`` (``echo``).
@@ -28,7 +30,6 @@ from warden.actors.tools.echo import Echo
 from warden.actors.tools.files import Grep, ListFiles, ReadFile, WriteFile
 from warden.actors.tools.function import FunctionTool, arguments_struct, load_function_tool
 from warden.actors.tools.ledger import LedgerAppend
-from warden.actors.tools.mcp import McpServer, McpTool, open_mcp_servers
 from warden.actors.tools.python import RunPython, RunTests
 from warden.actors.tools.registry import (
     TIMEOUT_GRACE_S,
@@ -46,8 +47,6 @@ __all__ = (
     "Grep",
     "LedgerAppend",
     "ListFiles",
-    "McpServer",
-    "McpTool",
     "ReadFile",
     "RunPython",
     "RunTests",
@@ -62,7 +61,6 @@ __all__ = (
     "default_registry",
     "input_schema",
     "load_function_tool",
-    "open_mcp_servers",
     "registry_for",
     "truncate",
 )

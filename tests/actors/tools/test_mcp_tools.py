@@ -18,8 +18,8 @@ import anyio
 import mcp_types as types
 import pytest
 from warden.actors.errors import McpServerUnavailableError, ToolError, ToolTimeoutError
-from warden.actors.tools import McpTool, ToolContext, ToolDeclaration, open_mcp_servers
-from warden.actors.tools.mcp import render_result, restart_delay
+from warden.actors.tools import ToolContext, ToolDeclaration
+from warden.actors.tools.mcp import McpTool, open_mcp_servers, render_result, restart_delay
 from warden.actors.workspace import Workspace
 from warden.config import (
     ConfigError,
