@@ -104,7 +104,7 @@ def _api(*verbs: subjects.ApiVerb) -> tuple[str, ...]:
 
 _CLIENT_VERBS: tuple[subjects.ApiVerb, ...] = ("submit", "runs", "show", "cancel", "resume",
                                                "ping")
-_OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry", "approvals")
+_OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry", "approvals", "calls")
 
 # What bus.follow (jetstream.follow) sends: direct gets of the events stream, answered in
 # the connection's own inbox. Not a consumer: whoever may create one chooses its delivery

@@ -10,7 +10,7 @@
 - ``warden.api.<daemon>.<verb>``: the API, a ``nats.micro`` service named ``warden``
   (``$SRV.PING.warden`` finds every daemon on the server); ``<daemon>`` is the daemon's
   id, so a client addresses exactly one daemon. Verbs: submit, runs, show, cancel,
-  resume, dlq, dlq_retry, ping, approvals;
+  resume, dlq, dlq_retry, ping, approvals, calls;
 - ``warden.approvals.<run>``: core NATS, each approval request of the run, for watchers;
 - ``warden.approvals.<run>.decision``: JetStream stream ``WARDEN_APPROVALS`` (limits, file
   storage), the operator's signed decisions, consumed by the daemon's durable consumer
@@ -48,7 +48,7 @@ SERVICE_PING = f"$SRV.PING.{SERVICE_NAME}"
 """Every running warden API answers a request here with its identity."""
 
 ApiVerb = Literal["submit", "runs", "show", "ping", "cancel", "resume", "dlq", "dlq_retry",
-                  "approvals"]
+                  "approvals", "calls"]
 API_VERBS: tuple[ApiVerb, ...] = get_args(ApiVerb)
 
 APPROVALS_STREAM = "WARDEN_APPROVALS"

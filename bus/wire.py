@@ -453,7 +453,54 @@ class ApprovalOutcome(_Wire, frozen=True, kw_only=True, tag="approval.outcome"):
     reason: str
 
 
-Reply = RunSummary | RunList | DeadLetterList | DaemonHealth | ApprovalList | ErrorReply
+# -- every call of a run (``warden show RUN --calls``; the API's ``calls``) ---------------
+
+
+class CallView(_Wire, frozen=True, kw_only=True, tag="call.view"):
+    """One recorded call of a run, as the journal holds it. ``kind`` ``model``: ``name``
+    is the model, ``request`` the JSON of what was sent (the messages new since the
+    step's previous call; the system prompt and tool names with the first), ``response``
+    the JSON of the reply's content. ``tool``: ``name`` is the tool, ``request`` its
+    arguments' JSON, ``response`` its output. ``cut``: a text was shortened to fit."""
+
+    kind: Literal["model", "tool"]
+    step: int | None = None
+    turn: int | None = None
+    name: str
+    purpose: str = ""
+    request: str
+    response: str
+    ok: bool = True
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: float = 0.0
+    at: float = 0.0
+    cut: bool = False
+
+
+class CallsQuery(_Wire, frozen=True, kw_only=True, tag="calls.query",
+                 forbid_unknown_fields=True):
+    """One page of a run's calls, from call ``after`` (an index) on."""
+
+    run_id: Annotated[str, msgspec.Meta(max_length=128)]
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    v: int = 1
+
+
+class RunCalls(_Wire, frozen=True, kw_only=True, tag="run.calls"):
+    """A page of a run's calls in the order they were recorded; ``next``: the ``after``
+    of the next page, ``None`` at the end."""
+
+    run_id: str
+    calls: list[CallView]
+    next: int | None = None
+
+
+Reply = (RunSummary | RunList | DeadLetterList | DaemonHealth | ApprovalList | RunCalls
+         | ErrorReply)
 
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
@@ -469,6 +516,7 @@ dlq_retry_decoder = msgspec.json.Decoder(DeadLetterRetry)
 ping_query_decoder = msgspec.json.Decoder(PingQuery)
 reply_decoder = msgspec.json.Decoder(Reply)
 approvals_query_decoder = msgspec.json.Decoder(ApprovalsQuery)
+calls_query_decoder = msgspec.json.Decoder(CallsQuery)
 decision_decoder = msgspec.json.Decoder(ApprovalDecision)
 signed_decision_decoder = msgspec.json.Decoder(SignedDecision)
 approval_info_decoder = msgspec.json.Decoder(ApprovalInfo)

@@ -1,6 +1,7 @@
 """The daemon's API: a ``nats.micro`` service named ``warden`` on
 ``warden.api.<daemon_id>.<verb>``: submit, runs, show, cancel, resume, dlq, dlq_retry, ping,
-approvals (the pending approval requests: id, run, tool, arguments, risk, why, hash, expiry).
+approvals (the pending approval requests: id, run, tool, arguments, risk, why, hash, expiry),
+calls (a page of one run's recorded model and tool calls, ``warden show RUN --calls``).
 
 The rules, in the order a request meets them:
 
@@ -17,7 +18,9 @@ The rules, in the order a request meets them:
 - **Bounded.** A reply stays under the server's max payload (``Bus.max_payload``, less a
   margin for headers): ``runs`` is a page (``limit``, cursor ``before``, the reply's
   ``next_before``) whose runs carry cut text; ``show`` cuts step outputs, then the result,
-  then the task's text (``truncated`` says so); ``dlq`` lists as many letters as fit.
+  then the task's text (``truncated`` says so); ``dlq`` lists as many letters as fit;
+  ``calls`` is a page of as many calls as fit (cursor ``after``, the reply's ``next``), a
+  call too large alone with its texts cut (``cut``).
 - **Concurrent.** Each request is answered in a task of its own, at most
   ``_CONCURRENCY`` at once (a ``cancel`` waits for the run to stop; a ``show`` must not
   wait behind it); past that, requests wait in the subscription.
@@ -41,6 +44,7 @@ from warden.bus.errors import BusError
 from warden.bus.wire import (
     ApprovalInfo,
     ApprovalList,
+    CallView,
     DaemonHealth,
     DeadLetterInfo,
     DeadLetterList,
@@ -48,10 +52,12 @@ from warden.bus.wire import (
     InterceptedCall,
     PingQuery,
     Reply,
+    RunCalls,
     RunList,
     RunSummary,
     StepSummary,
     approvals_query_decoder,
+    calls_query_decoder,
     dlq_retry_decoder,
     encoder,
     ping_query_decoder,
@@ -66,7 +72,7 @@ from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import Journal
 from warden.supervisor.run_states import STATUSES
 
-__all__ = ("Api", "RunControl", "fit_run")
+__all__ = ("Api", "RunControl", "fit_run", "page_calls")
 
 log = structlog.get_logger("warden.api")
 
@@ -87,6 +93,28 @@ class RunControl(Protocol):
 
 def _cut(text: str | None, chars: int) -> str | None:
     return text if text is None or len(text) <= chars else text[:chars] + _CUT
+
+
+def page_calls(run_id: str, calls: list[CallView], after: int, budget: int) -> RunCalls:
+    """The calls from index ``after`` on that fit in ``budget`` bytes of JSON, at least
+    one: a call too large alone has its request and response cut to fit (``cut``)."""
+    page: list[CallView] = []
+    size = 128
+    index = after
+    for index in range(after, len(calls)):
+        call = calls[index]
+        encoded = len(encoder.encode(call)) + 1
+        if size + encoded > budget:
+            if page:
+                return RunCalls(run_id=run_id, calls=page, next=index)
+            chars = max(64, (budget - 1024) // 4)
+            call = msgspec.structs.replace(call, request=_cut(call.request, chars) or "",
+                                           response=_cut(call.response, chars) or "",
+                                           cut=True)
+            encoded = len(encoder.encode(call)) + 1
+        page.append(call)
+        size += encoded
+    return RunCalls(run_id=run_id, calls=page, next=None)
 
 
 def fit_run(run: RunSummary, budget: int) -> RunSummary:
@@ -244,6 +272,8 @@ class Api:
                 return await self._dead_letters(data)
             case "approvals":
                 return await self._approvals(data)
+            case "calls":
+                return await self._calls(data)
             case "dlq_retry":
                 retry = decode(dlq_retry_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
                                what="dlq_retry request")
@@ -315,6 +345,16 @@ class Api:
                 break
             listed.append(info)
         return ApprovalList(approvals=listed)
+
+    async def _calls(self, data: bytes) -> Reply:
+        query = decode(calls_query_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
+                       what="calls request")
+        if isinstance(query, InvalidMessage):
+            return _error(query)
+        if await self.journal.run_status(query.run_id) is None:
+            return ErrorReply(error=f"no run {query.run_id!r}", field="run_id")
+        return page_calls(query.run_id, await self.journal.calls(query.run_id), query.after,
+                          self._budget)
 
     async def _retry_dead_letter(self, letter_id: int) -> Reply:
         letters = {d.id: d for d in await self.journal.dead_letters()}

@@ -70,6 +70,7 @@ from warden.bus.wire import (
     reply_decoder,
 )
 from warden.config import ConfigError, Settings, load_settings
+from warden.supervisor.cli_calls import all_calls, print_calls
 from warden.supervisor.daemon import JOURNAL_FILE, DaemonInfo, open_daemon, read_daemon_file
 from warden.supervisor.dry_run import dry_run_id
 from warden.supervisor.errors import DaemonError, JournalError, RunNotFoundError
@@ -415,13 +416,23 @@ async def cmd_show(args: argparse.Namespace) -> int:
     if journal_path is not None:
         async with open_journal_reader(journal_path) as journal:
             run = await journal.get_run(args.run_id)
+            calls = await journal.calls(args.run_id) if args.calls else []
         if run is None:
             raise UsageError(f"no run {args.run_id!r}")
         _print_run(run, as_json=args.json)
+        if args.calls:
+            print_calls(calls, as_json=args.json)
         return 0
-    async with _open_client(settings, "client", "warden-cli") as bus:
+    # Every prompt and tool output is the operator's to read (``calls`` verb).
+    async with _open_client(settings, "operator" if args.calls else "client",
+                            "warden-cli") as bus:
         daemon_id = await daemon_id_for(bus, settings, args.daemon)
         _print_run(await _show(bus, daemon_id, args.run_id, settings), as_json=args.json)
+        if args.calls:
+            timeout = settings.nats.request_timeout_s
+            calls = await all_calls(args.run_id, lambda query: _request(
+                bus, daemon_id, "calls", query, timeout))
+            print_calls(calls, as_json=args.json)
     return 0
 
 
@@ -604,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="show one run")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="the run as JSON")
+    show.add_argument("--calls", action="store_true",
+                      help="also every prompt, response and tool call, with tokens, cost and "
+                           "timing (as the operator identity; with --json: one JSON object "
+                           "per call after the run)")
     show.set_defaults(func=cmd_show, default_level="warning")
 
     demo = sub.add_parser("demo", parents=[common], help="run the demo tasks in-process",

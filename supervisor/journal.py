@@ -62,6 +62,7 @@ import anyio
 import msgspec
 import structlog
 from warden.bus.wire import (
+    CallView,
     DryRunDecision,
     InterceptedCall,
     RunSummary,
@@ -492,6 +493,28 @@ class Journal:
             return summary
         return msgspec.structs.replace(summary, dry_run=True,
                                        intercepted=await self.intercepted(run_id))
+
+    async def calls(self, run_id: str) -> list[CallView]:
+        """Every model and tool call recorded for the run, in the order recorded (a
+        refused tool call too: its output says why)."""
+        model = await self._rows(
+            "SELECT step, turn, purpose, model, request, response, input_tokens, "
+            "output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, latency_ms, "
+            "created_at, id FROM model_calls WHERE run_id = ?", (run_id,))
+        tools = await self._rows(
+            "SELECT step, turn, name, arguments, ok, output, duration_ms, created_at, id "
+            "FROM tool_calls WHERE run_id = ?", (run_id,))
+        views = [(r[12], 0, r[13], CallView(
+            kind="model", step=r[0], turn=r[1], purpose=r[2], name=r[3], request=r[4],
+            response=r[5], input_tokens=r[6], output_tokens=r[7], cache_read_tokens=r[8],
+            cache_creation_tokens=r[9], cost_usd=r[10], duration_ms=r[11], at=r[12],
+        )) for r in model]
+        views += [(r[7], 1, r[8], CallView(
+            kind="tool", step=r[0], turn=r[1], name=r[2], request=r[3], ok=bool(r[4]),
+            response=r[5], duration_ms=r[6], at=r[7],
+        )) for r in tools]
+        # A turn's model call is recorded before its tools (its reply names them).
+        return [view for *_, view in sorted(views, key=lambda v: v[:3])]
 
     async def intercepted(self, run_id: str) -> list[InterceptedCall]:
         """What dry run ``run_id`` would have done: its intercepted and refused tool

@@ -115,7 +115,7 @@ def test_every_api_verb_is_a_client_or_an_operator_verb_of_any_daemon() -> None:
         wanted = f"{subjects.API_PREFIX}.*.{verb}"
         assert wanted in operator.publish_allow, verb
         assert (wanted in client.publish_allow) is (
-            verb not in ("dlq", "dlq_retry", "approvals")), verb
+            verb not in ("dlq", "dlq_retry", "approvals", "calls")), verb
 
 
 def test_only_the_operator_and_the_daemon_may_publish_approval_decisions() -> None:
