@@ -647,6 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_approval_commands(sub, common)
 
+    from warden.supervisor.cli_audit import add_audit_commands  # it imports this one
+
+    add_audit_commands(sub, common)
+
     worker = sub.add_parser("worker", parents=[common], help="serve roles' steps",
                             description="Join the roles' queue groups from this process "
                             "(with local_workers = false, the daemon runs none itself).")

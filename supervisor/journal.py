@@ -71,6 +71,7 @@ from warden.bus.wire import (
     Usage,
 )
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
+from warden.supervisor.journal_audit import CHAIN_FUNCTION
 from warden.supervisor.journal_schema import GUARD_MESSAGE, SCHEMA_VERSION
 from warden.supervisor.journal_writer import JournalWriter, Statement, open_journal_writer
 from warden.supervisor.run_states import (
@@ -793,11 +794,17 @@ def _summary(row: sqlite3.Row | tuple[object, ...], steps: list[StepSummary]) ->
 def _event(
     run_id: str, kind: str, status: str, message: str, data: str | None, now: float
 ) -> Statement:
-    return (
-        "INSERT INTO events (run_id, kind, status, message, data, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (run_id, kind, status, message, data, now),
-    )
+    return (_INSERT_EVENT, (run_id, kind, status, message, data, now))
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, kind, status, message, data, created_at, hash) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, " + CHAIN_FUNCTION + "("
+    "(SELECT hash FROM events ORDER BY seq DESC LIMIT 1), "
+    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?1, ?2, ?3, ?4, ?5, ?6))"
+)
+"""An event, linked into the audit chain by the writer's ``warden_chain`` (its seq is the
+rowid SQLite gives it: one more than the largest)."""
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

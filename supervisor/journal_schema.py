@@ -21,12 +21,13 @@ __all__ = (
     "MIGRATE_DRY_RUN",
     "MIGRATE_FROM_1",
     "MIGRATE_FROM_2",
+    "MIGRATE_FROM_3",
     "SCHEMA",
     "SCHEMA_VERSION",
     "status_guards",
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
@@ -99,7 +100,8 @@ CREATE TABLE IF NOT EXISTS events (
     status TEXT NOT NULL,
     message TEXT NOT NULL,
     data TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    hash TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id);
 CREATE TABLE IF NOT EXISTS effects (
@@ -206,3 +208,27 @@ CREATE TRIGGER runs_initial_guard BEFORE INSERT ON runs
 WHEN NEW.status NOT IN ({initial})
 BEGIN SELECT RAISE(ABORT, '{GUARD_MESSAGE}'); END;
 """
+
+
+# -- version 4: the audit chain (issue 11 point 5; ``journal_audit.py``) ----------------
+# ``events.hash`` chains each event to the one before (computed in the INSERT by the
+# writer connection's ``warden_chain`` function); ``audit_head`` holds the last event's
+# seq and hash (kept by a trigger), so that removing the newest events shows too. Events
+# written before version 4 keep a NULL hash.
+
+AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT
+);
+CREATE TRIGGER IF NOT EXISTS events_audit_head AFTER INSERT ON events
+BEGIN
+    INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, NEW.seq, NEW.hash);
+END;
+"""
+
+MIGRATE_FROM_3 = """
+ALTER TABLE events ADD COLUMN hash TEXT;
+"""
+"""From version 3 to 4: the chain column; ``AUDIT_SCHEMA`` adds the rest."""

@@ -32,11 +32,14 @@ from pathlib import Path
 import anyio
 import structlog
 from warden.supervisor.errors import JournalError
+from warden.supervisor.journal_audit import CHAIN_FUNCTION, chain_hash
 from warden.supervisor.journal_schema import (
+    AUDIT_SCHEMA,
     DRY_RUN_SCHEMA,
     INDEXES,
     MIGRATE_FROM_1,
     MIGRATE_FROM_2,
+    MIGRATE_FROM_3,
     SCHEMA,
     SCHEMA_VERSION,
     status_guards,
@@ -185,11 +188,17 @@ def _open_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
             raise JournalError(str(path), f"has schema version {version}, newer than this "
                                f"warden's {SCHEMA_VERSION}")
         migrations = {1: MIGRATE_FROM_1 + MIGRATE_FROM_2, 2: MIGRATE_FROM_2}.get(version, "")
+        events = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if events and "hash" not in events:  # an events table from before version 4
+            migrations += MIGRATE_FROM_3
         # One transaction: a crash mid-migration leaves the file as it was, not with half
         # its columns added under the old version number (pinned by
         # test_a_version_2_journal_is_migrated_to_3_in_place).
-        conn.executescript(f"BEGIN; {migrations} {SCHEMA} {DRY_RUN_SCHEMA} {INDEXES} "
-                           f"{status_guards()} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        conn.executescript(f"BEGIN; {migrations} {SCHEMA} {DRY_RUN_SCHEMA} {AUDIT_SCHEMA} "
+                           f"{INDEXES} {status_guards()} "
+                           f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        # Each event's INSERT computes its link of the audit chain (journal_audit.py).
+        conn.create_function(CHAIN_FUNCTION, 8, chain_hash, deterministic=True)
     except BaseException:
         conn.close()
         raise

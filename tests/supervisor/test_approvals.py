@@ -438,11 +438,13 @@ async def test_a_version_2_journal_gains_the_approvals_table(tmp_path: Path) -> 
         pass
     with sqlite3.connect(path) as db:  # back to what a version-2 warden left
         db.executescript("DROP TABLE approvals; DROP TABLE dry_run_calls;"
-                         "ALTER TABLE runs DROP COLUMN dry_run; PRAGMA user_version = 2;")
+                         "ALTER TABLE runs DROP COLUMN dry_run; DROP TRIGGER events_audit_head;"
+                         "DROP TABLE audit_head; ALTER TABLE events DROP COLUMN hash;"
+                         "PRAGMA user_version = 2;")
     async with open_journal(path) as journal:
         assert await journal.approvals(status=None) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 async def test_the_listing_leaves_out_requests_of_runs_that_ended(
