@@ -100,7 +100,6 @@ def page_calls(run_id: str, calls: list[CallView], after: int, budget: int) -> R
     one: a call too large alone has its request and response cut to fit (``cut``)."""
     page: list[CallView] = []
     size = 128
-    index = after
     for index in range(after, len(calls)):
         call = calls[index]
         encoded = len(encoder.encode(call)) + 1

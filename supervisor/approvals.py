@@ -183,6 +183,11 @@ class ApprovalBoard:
                             error=repr(exc))
         return record
 
+    def waits(self, record: ApprovalRecord) -> bool:
+        """Whether ``wait(record)`` would wait: no outcome yet and not expired (else it
+        answers at once). Never blocks."""
+        return self.settled(record) is None and record.expires_at > self.clock()
+
     def settled(self, record: ApprovalRecord) -> _Outcome | None:
         """The request's outcome if it has one (decided or expired in this process, or
         in the journal), else ``None``. Never blocks; does not look at the clock
@@ -319,7 +324,7 @@ class ApprovalGuard:
             # one records that the call would have needed an approval, and why.
             return ALLOW
         record = await self.board.request(run_id, call, risk, why)
-        if self.board.settled(record) is not None or record.expires_at <= self.board.clock():
+        if not self.board.waits(record):
             # Decided (while the run was not waiting: a replay), or expired meanwhile.
             return self._verdict(record, await self.board.wait(record))
 

@@ -4,8 +4,8 @@ A submission (``TaskSubmission`` as JSON on ``warden.tasks``) becomes a run: its
 submission's ``id``, else its ``Nats-Msg-Id``, else ``t-<stream sequence>`` (stable across
 redeliveries); a dry run's is that id as ``dry-<id>`` (``dry_run.py``), a prefix no
 other run's id may have. The message is acknowledged only after the run is committed to
-the journal. The order is commit, ack, start: a crash between any two is recovered by the daemon's
-resume at start (a committed run is resumed; a redelivered message maps to it).
+the journal. The order is commit, ack, start: a crash between any two is recovered by the
+daemon's resume at start (a committed run is resumed; a redelivered message maps to it).
 A submission that is not valid JSON, lacks a field, has a wrong type or is too large is
 recorded as a run with status ``rejected`` and an error naming the field and the problem;
 it is acknowledged (kept in the journal, not redelivered) and never stops the consumer.

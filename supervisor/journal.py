@@ -7,7 +7,7 @@ committed, unless called with ``wait=False``. Reads use a second connection, thr
 aiosqlite (WAL lets them run beside the writer). Only this module and the writer import
 aiosqlite or sqlite3; the rest of warden sees ``Journal``.
 
-Schema (``SCHEMA_VERSION`` 3; a version-1 or -2 file is migrated in place at open)::
+Schema (``SCHEMA_VERSION`` 4; an older file is migrated in place at open)::
 
     runs          id, status, text, scenario, budget_usd, created_at, updated_at,
                   tokens, cost_usd, error, result, plan, epoch, dry_run
@@ -24,7 +24,9 @@ Schema (``SCHEMA_VERSION`` 3; a version-1 or -2 file is migrated in place at ope
     approvals     id (primary), run_id, step, call_key (unique), tool, arguments, risk, why,
                   hash, created_at, expires_at, status (pending | approved | denied |
                   expired), decided_by, reason, decided_at   (supervisor/approvals.py)
-    events        seq, run_id, kind, status, message, data, created_at   (append-only)
+    events        seq, run_id, kind, status, message, data, created_at, hash   (append-only;
+                  hash-chained, journal_audit.py)
+    audit_head    id (1), seq, hash   (the newest event's, kept by a trigger)
 
 ``model_calls.key`` and ``effects.key`` are the idempotency keys the run supervisor
 derives from (run, epoch, step, attempt, turn, call): a replay finds its recorded model

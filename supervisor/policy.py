@@ -48,6 +48,7 @@ from typing import Literal, TypeVar
 import structlog
 from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
+from warden.actors.tools.files import WriteFile
 from warden.config import ConfigError, Settings
 from warden.config.policy import PolicySettings, ToolPolicy
 from warden.supervisor.approvals import ApprovalBoard, ApprovalGuard
@@ -79,8 +80,9 @@ MAX_RUNS_HELD = 4096
 """Runs whose tallies a guard keeps in memory; past it the oldest is dropped (a guard
 reads a dropped run's side effects back from the journal if the run calls again)."""
 
-WRITE_TOOL = "write_file"
-"""The built-in write tool, whose ``path`` and ``content`` the per-run file limits count."""
+WRITE_TOOL = WriteFile.name
+"""The built-in write tool, whose ``path`` and ``content`` the per-run file limits count
+(and whose writes ``run.py`` remembers for taint)."""
 
 
 class _ToolGuard:

@@ -65,6 +65,8 @@ from typing import TypedDict
 import anyio
 import structlog
 from warden.actors.admission import step_turn
+from warden.actors.tools import ToolDeclaration
+from warden.actors.tools.files import ReadFile
 from warden.bus.wire import (
     Block,
     Message,
@@ -110,6 +112,7 @@ from warden.supervisor.planning import (
     synthesis_messages,
     validate_plan,
 )
+from warden.supervisor.policy import WRITE_TOOL
 from warden.supervisor.run_states import TERMINAL, RunStatus
 
 __all__ = ("TERMINAL", "RunContext", "RunSupervisor", "state_of_new_run")
@@ -413,7 +416,7 @@ class RunSupervisor:
                     if (risky is None and result.ok and declared is not None
                             and declared.risk != "low"):
                         risky = f"{use.name} ({declared.risk} risk)"
-                    if tainted_by is None and self._taints(call_key, result):
+                    if tainted_by is None and self._taints(call_key, result, declared):
                         tainted_by = f"{use.name} ({call_key})"
                         log.info("step_tainted", run_id=self.run_id, step=index, by=tainted_by)
                     written = _written_path(result)
@@ -459,7 +462,6 @@ class RunSupervisor:
             "turns per step", limits.max_turns_per_step, self.run_id, step.role
         )
 
-
     async def _accepted(self, index: int, attempt: int, step: PlanStep, answer: str,
                         risky: str) -> str | None:
         """``None`` if the answer of a step that used ``risky`` may be accepted: its
@@ -479,7 +481,7 @@ class RunSupervisor:
                            step=index, turn=-1, name=ACCEPT_STEP,
                            arguments={"answer": answer, "confidence": confidence})
         record = await board.request(self.run_id, request, "medium", why)
-        waits = board.settled(record) is None and record.expires_at > board.clock()
+        waits = board.waits(record)
         if waits:
             await self._paused(f"approval {record.id}: accept the answer of step {index}? "
                                f"{why}")
@@ -493,10 +495,11 @@ class RunSupervisor:
         return (f"its answer was not accepted ({why}): {outcome.status}"
                 + (f" by {outcome.decided_by}: {outcome.reason}" if outcome.reason else ""))
 
-    def _taints(self, key: str, result: ToolCallRecord) -> bool:
+    def _taints(self, key: str, result: ToolCallRecord, declared: ToolDeclaration | None
+                ) -> bool:
         """Whether ``result`` may carry someone else's instructions: output of a tool
-        declared untrusted, or a file read that this run did not write before ``key``."""
-        declared = self.gate.declared(result.name)
+        declared untrusted (``declared``: its tool's declarations), or a file read that
+        this run did not write before ``key``."""
         if declared is not None and not declared.trusted_output:
             return True
         if result.name != READ_TOOL or not result.ok:
@@ -510,9 +513,8 @@ class RunSupervisor:
         return not any(p == path and at < here for at, p in self._written_before)
 
 
-READ_TOOL = "read_file"
+READ_TOOL = ReadFile.name
 """The built-in read tool: its output taints a step unless the run wrote the file."""
-WRITE_TOOL = "write_file"
 
 
 def _normal_path(path: object) -> str | None:
