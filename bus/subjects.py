@@ -58,7 +58,10 @@ DECISIONS_WILDCARD = "warden.approvals.*.decision"
 LOCKS_BUCKET = "WARDEN_LOCKS"
 INTAKE_LOCK = "intake"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MAX_ID = 128
+"""The longest run id (and subject token) warden accepts."""
+
+_TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID}}}$")
 
 
 def _token(value: str, what: str) -> str:
@@ -106,7 +109,7 @@ def api(daemon_id: str, verb: ApiVerb) -> str:
 
 def is_valid_id(value: str) -> bool:
     """Whether ``value`` can be used as a run id (a single subject token)."""
-    return len(value) <= 128 and _is_token(value)
+    return len(value) <= MAX_ID and _is_token(value)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -41,6 +41,7 @@ import anyio
 import structlog
 from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolRegistry
+from warden.bus import subjects
 from warden.bus.wire import ToolCallRecord, ToolRequest
 from warden.config import Risk
 from warden.supervisor.dispatch import Dispatcher, DispatchError
@@ -64,8 +65,6 @@ RESERVED_PREFIX = "dry-"
 NOT_EXECUTED = "dry run: not executed"
 """What the model reads for an intercepted call of a tool that cannot simulate."""
 
-_MAX_ID = 128
-
 
 def dry_run_id(run_id: str) -> str:
     """The id of the dry run of a submission whose id is ``run_id``: ``dry-<run_id>``,
@@ -79,9 +78,9 @@ def reserved_id_problem(run_id: str, *, dry_run: bool) -> str | None:
     if not dry_run and run_id.startswith(RESERVED_PREFIX):
         return (f"{run_id!r} starts with {RESERVED_PREFIX!r}, which only dry runs' ids do "
                 "(submit it with dry_run, or choose another id)")
-    if dry_run and len(run_id) > _MAX_ID:
+    if dry_run and len(run_id) > subjects.MAX_ID:
         return (f"{run_id[:40]!r}... is too long for a dry run: its id "
-                f"{RESERVED_PREFIX!r} + id must be at most {_MAX_ID} characters")
+                f"{RESERVED_PREFIX!r} + id must be at most {subjects.MAX_ID} characters")
     return None
 
 
