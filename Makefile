@@ -12,7 +12,7 @@ BENCH_LOCK := requirements-bench.lock
 UV_VERSION := 0.13.9
 LATEST := .venv-latest
 
-.PHONY: demo test test-latest check lock bench bench-quick chaos clean bubblewrap
+.PHONY: demo test test-latest check lock bench bench-quick chaos clean bubblewrap chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,26 +30,36 @@ $(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
 	@touch $(BENCH_STAMP)
 
-# bubblewrap isolates the code sandbox (actors/isolation.py): installed here where apt-get
-# and root (or password-less sudo) allow it. Elsewhere, or if it fails, one line says so and
-# things go on: the sandbox degrades with a warning and the tests that need it skip, saying
-# what they did not check.
-bubblewrap:
-	@command -v bwrap >/dev/null 2>&1 || { \
+# apt_install(command, package, what is lost without it): installs a Debian package where
+# the command is missing and apt-get and root (or password-less sudo) allow it. Elsewhere, or
+# if it fails, one line says so and things go on; the tests that need it skip, saying what
+# they did not check.
+define apt_install
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
 	  else SUDO=none; fi; \
 	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
-	    { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
+	    { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) \
 	      || { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
-	           apt-get install -y -qq bubblewrap; }; } >/dev/null 2>&1 \
-	    || echo "make: apt-get could not install bubblewrap; the sandbox runs less isolated"; \
-	  else echo "make: bubblewrap (bwrap) is missing and cannot be installed here; the sandbox runs less isolated"; fi; }
+	           apt-get install -y -qq $(2); }; } >/dev/null 2>&1 \
+	    || echo "make: apt-get could not install $(2); $(3)"; \
+	  else echo "make: $(1) is missing and cannot be installed here; $(3)"; fi; }
+endef
+
+# bubblewrap isolates the code sandbox (actors/isolation.py); without it the sandbox degrades
+# with a warning.
+bubblewrap:
+	$(call apt_install,bwrap,bubblewrap,the sandbox runs less isolated)
+
+# Debian's chromium runs the dashboard's browser test (tests/integration/test_dashboard_browser.py).
+chromium:
+	$(call apt_install,chromium,chromium,the dashboard's browser test will skip)
 
 demo: $(STAMP) bubblewrap
 	$(BIN)/warden demo
 
-test: $(STAMP) check bubblewrap
+test: $(STAMP) check bubblewrap chromium
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
@@ -66,9 +76,11 @@ test-latest:
 	WARDEN_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q
 
 # Refresh both locks from pyproject.toml (newest versions that satisfy it, every platform).
+# protobuf (of the OTLP exporter) is held where autogen-core, a bench peer, accepts it, so the
+# bench lock can keep the test lock's versions.
 lock: $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	printf 'setuptools>=77\n' | UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --quiet \
+	printf 'setuptools>=77\nprotobuf>=5.29.3,<5.30\n' | UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --quiet \
 		pyproject.toml - --extra test --generate-hashes --universal --python-version 3.11 \
 		-o $(LOCK)
 	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --quiet pyproject.toml --extra test \

@@ -260,6 +260,16 @@ class SandboxSettings(_Config, frozen=True, kw_only=True):
     """The unprivileged user (and its group) the ``uid`` isolation runs code as."""
 
 
+class HttpSettings(_Config, frozen=True, kw_only=True):
+    """The daemon's HTTP server: ``/metrics`` and the dashboard (``supervisor/web.py``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Loopback by default: the dashboard is reachable from this machine only."""
+    port: int = 8480
+    """0 picks a free one; ``warden up`` prints the URL either way."""
+
+
 class Settings(_Config, frozen=True, kw_only=True):
     data_dir: str = ".warden"
     """Journal, workspaces, the embedded server's store and its URL file live here."""
@@ -282,4 +292,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     mcp: McpSettings = McpSettings()
     """MCP servers whose tools roles may use (``config/mcp.py``)."""
     approvals: ApprovalSettings = ApprovalSettings()
+    http: HttpSettings = HttpSettings()
     """Approvals of risky tool calls: expiry and what a denial does."""

@@ -316,6 +316,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
     async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
         print(f"warden up: NATS {daemon.bus.url}, data dir {daemon.data_dir}, "
               f"model {type(daemon.model).__name__}  (Ctrl-C to stop)", file=sys.stderr)
+        if daemon.http_url is not None:
+            print(f"warden up: dashboard {daemon.http_url}/  metrics {daemon.http_url}/metrics",
+                  file=sys.stderr)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 print(f"warden: {signal.Signals(signum).name}, shutting down", file=sys.stderr)
@@ -524,6 +527,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     async with open_daemon(settings, api_key=os.environ.get("ANTHROPIC_API_KEY")) as daemon:
         print(f"warden demo: daemon in-process, NATS {daemon.bus.url}, data dir "
               f"{daemon.data_dir}, model {type(daemon.model).__name__}", file=sys.stderr)
+        if daemon.http_url is not None:
+            print(f"warden demo: dashboard {daemon.http_url}/", file=sys.stderr)
         async with open_bus(daemon.bus.url, name="warden-demo",
                             credentials=daemon.credentials("client")) as bus:
             tasks = [TaskSubmission(id=new_run_id(), text=text) for text in DEMO_TASKS]

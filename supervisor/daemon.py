@@ -91,6 +91,7 @@ from warden.supervisor.errors import (
     RunNotFoundError,
 )
 from warden.supervisor.events import EventStream, standard_observers
+from warden.supervisor.http_routes import http_routes
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
 from warden.supervisor.policy import policy_guards
@@ -98,6 +99,7 @@ from warden.supervisor.preflight import expand_allowlists, open_tool_registry, p
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
+from warden.supervisor.web import WebServer
 from warden.supervisor.webhooks import approval_notifier, open_webhook_sender
 
 from warden import __version__
@@ -127,6 +129,8 @@ class DaemonInfo:
     """Seed files of the client, operator and worker identities (embedded server only)."""
     daemon_id: str | None = None
     """``None`` in a ``daemon.json`` written before daemons had ids."""
+    http: str | None = None
+    """The HTTP server's base URL (``/metrics``, the dashboard); ``None`` when it is off."""
 
     def credentials(self, identity: Identity, settings: NatsSettings) -> Credentials:
         """How to connect as ``identity``: its seed from ``daemon.json`` when the daemon
@@ -150,7 +154,8 @@ def read_daemon_file(data_dir: Path) -> DaemonInfo | None:
         seeds = {str(k): Path(v) for k, v in dict(record.get("credentials", {})).items()}
         daemon_id = record.get("daemon_id")
         info = DaemonInfo(url=str(record["url"]), data_dir=data_dir, pid=int(record["pid"]),
-                          seeds=seeds, daemon_id=None if daemon_id is None else str(daemon_id))
+                          seeds=seeds, daemon_id=None if daemon_id is None else str(daemon_id),
+                          http=None if record.get("http") is None else str(record["http"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return info if is_alive(info.pid) else None
@@ -265,6 +270,8 @@ class Daemon:
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
+        self.http_url: str | None = None
+        """The HTTP server's base URL (``/metrics``, the dashboard); ``None`` when off."""
 
     async def _announce(self, request: ApprovalInfo) -> None:
         await self.bus.publish(subjects.approvals(request.run_id), encoder.encode(request))
@@ -467,6 +474,11 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         settings = expand_allowlists(settings, tools)
         model = preflight(settings, tools, api_key=api_key)
         stack.push_async_callback(model.aclose)
+        web = None
+        if settings.http.enabled:
+            # Bound before anything runs: a port in use stops the start-up, naming http.port.
+            web = WebServer(settings.http)
+            stack.callback(web.close)
         # Checked before anything starts; stops after the runs (a late request's notice
         # still gets its bounded delivery).
         webhooks = await stack.enter_async_context(
@@ -534,9 +546,14 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         daemon.intake = intake
         await root.start_child(ChildSpec(name="intake", start=intake.run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
+        if web is not None:
+            await root.start_child(ChildSpec(
+                name="http", start=functools.partial(web.run, http_routes(daemon)),
+                shutdown_timeout=supervision.shutdown_timeout_s))
+            daemon.http_url = web.url
         daemon_file = data_dir / DAEMON_FILE
         _write_daemon_file(daemon_file, {
-            "pid": os.getpid(), "url": url, "daemon_id": daemon_id,
+            "pid": os.getpid(), "url": url, "daemon_id": daemon_id, "http": daemon.http_url,
             "credentials": {i: str(identities.seeds[i]) for i in _SHARED_IDENTITIES
                             if i in identities.seeds},
         })

@@ -17,6 +17,10 @@ import pytest
 from warden.bus.embedded import EmbeddedServer, is_alive, open_embedded_server
 from warden.supervisor.logs import configure_logging
 
+# Daemons started by tests, in-process or as `warden up` children (which inherit this), serve
+# HTTP on a free port each: tests run daemons side by side, and beside a developer's own.
+os.environ.setdefault("WARDEN_HTTP_PORT", "0")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_logs() -> None:

@@ -69,6 +69,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         # need to run on: loop detection (supervisor/policy.py) would stop it at its third
         # identical call. Tests of the guards set it.
         ("policy", "loop_threshold"): 0,
+        # Daemons of one test run side by side: each HTTP server on a free port.
+        ("http", "port"): 0,
     }
     for dotted, value in overrides.items():
         values[tuple(dotted.split("__"))] = value
