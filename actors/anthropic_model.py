@@ -99,6 +99,9 @@ class AnthropicModel:
     negative ``max_retries``; does no I/O.
     """
 
+    provider = "anthropic"
+    """``gen_ai.provider.name`` of its calls' spans."""
+
     def __init__(
         self,
         *,

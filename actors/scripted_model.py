@@ -143,6 +143,9 @@ class ScriptedModel:
     cancellation point; it raises nothing but ``ScriptError`` for a broken script.
     """
 
+    provider = "warden.scripted"
+    """``gen_ai.provider.name`` of its calls' spans (not a provider the conventions list)."""
+
     def __init__(
         self, *, latency_ms: float = 0.0, scenarios: dict[str, Scenario] | None = None
     ) -> None:

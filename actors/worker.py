@@ -37,6 +37,7 @@ import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
+from warden.actors import tracing
 from warden.actors.actor import Actor
 from warden.actors.admission import Refusal, refuse_tool, refuse_turn, step_turn
 from warden.actors.errors import ModelDeadlineError, ModelError, ToolError
@@ -107,8 +108,21 @@ async def execute_turn(
     A cancellation point. The call ends by the request's ``deadline_s`` (or ``timeout_s``
     when the request sets none): the model client abandons its HTTP request there
     (``ModelDeadlineError``), and the reply says so (retryable). ``tools``: the request's
-    tool specs when the caller has decoded them already. Raises only on a crash.
+    tool specs when the caller has decoded them already. Raises only on a crash. With
+    tracing on, the call is a ``chat`` span (``tracing.py``).
     """
+    traces = tracing.tracer()
+    if traces is None:
+        return await _turn(model, request, timeout_s=timeout_s, tools=tools)
+    with traces.chat_span(request, tracing.provider_of(model)) as span:
+        reply = await _turn(model, request, timeout_s=timeout_s, tools=tools)
+        traces.chat_ended(span, reply)
+        return reply
+
+
+async def _turn(
+    model: Model, request: TurnRequest, *, timeout_s: float, tools: list[ToolSpec] | None,
+) -> TurnReply:
     deadline = request.deadline_s or timeout_s
     call = ModelRequest(
         model=request.model, system=request.system, messages=request.messages,
@@ -121,6 +135,9 @@ async def execute_turn(
     try:
         answer = await model.complete(call)
     except ModelError as exc:
+        traces = tracing.tracer()
+        if traces is not None:
+            traces.failed(type(exc).__name__)
         if isinstance(exc, ModelDeadlineError):
             log.warning("model_call_deadline", run_id=request.run_id, model=request.model,
                         deadline_s=deadline)
@@ -144,7 +161,23 @@ async def execute_tool(
     """Run (or reconcile, or simulate) the one tool call ``request`` describes, in the
     run's workspace under ``workspaces``. A tool's own failure is a record with
     ``ok=False``; a request the worker cannot serve (a bad run id) is a reply with
-    ``error``. Raises only on a crash."""
+    ``error``. Raises only on a crash. With tracing on, the call is an ``execute_tool``
+    span (``tracing.py``)."""
+    traces = tracing.tracer()
+    if traces is None:
+        return await _tool(tools, request, allowlist=allowlist, workspaces=workspaces,
+                           sandbox=sandbox, data_dir=data_dir, network=network)
+    with traces.tool_span(request) as span:
+        reply = await _tool(tools, request, allowlist=allowlist, workspaces=workspaces,
+                            sandbox=sandbox, data_dir=data_dir, network=network)
+        traces.tool_ended(span, reply)
+        return reply
+
+
+async def _tool(
+    tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
+    sandbox: SandboxSettings, data_dir: Path | None, network: bool,
+) -> ToolReply:
     key = request.idempotency_key
     if not subjects.is_valid_id(request.run_id):
         return ToolReply(run_id=request.run_id, idempotency_key=key,
@@ -236,6 +269,14 @@ class Worker(Actor):
         await self.bus.respond(envelope, encoder.encode(answer))
 
     async def handle(self, envelope: Envelope) -> None:
+        traces = tracing.tracer()
+        if traces is None or not envelope.headers:
+            await self._serve(envelope)
+            return
+        with traces.remote(envelope.headers):  # the sender's span: this one's parent
+            await self._serve(envelope)
+
+    async def _serve(self, envelope: Envelope) -> None:
         try:
             request = work_request_decoder.decode(envelope.data)
         except msgspec.DecodeError as exc:

@@ -174,6 +174,9 @@ class ToolRequest(_Wire, frozen=True, kw_only=True, tag="tool.request"):
     arguments: dict[str, object] = {}
     idempotency_key: str
     mode: Literal["run", "reconcile", "simulate"] = "run"
+    tool_call_id: str | None = None
+    """The model's id of this tool use (``toolu_...``), for the trace's
+    ``gen_ai.tool.call.id``; never used to decide anything."""
 
 
 class ToolCallRecord(_Wire, frozen=True, kw_only=True, tag="tool_call"):

@@ -22,6 +22,7 @@ from warden.config.settings import (
     Settings,
     SupervisionSettings,
     ToolSettings,
+    TracingSettings,
 )
 from warden.config.webhooks import WebhookSettings, check_webhooks
 
@@ -49,6 +50,7 @@ __all__ = (
     "SupervisionSettings",
     "ToolPolicy",
     "ToolSettings",
+    "TracingSettings",
     "WebhookSettings",
     "check_webhooks",
     "load_settings",

@@ -270,6 +270,22 @@ class HttpSettings(_Config, frozen=True, kw_only=True):
     """0 picks a free one; ``warden up`` prints the URL either way."""
 
 
+class TracingSettings(_Config, frozen=True, kw_only=True):
+    """OpenTelemetry traces of runs (``actors/tracing.py``; README, "Tracing").
+
+    The exporter (OTLP over HTTP, protobuf) is configured by the standard ``OTEL_*``
+    variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``..._HEADERS``, ``OTEL_SERVICE_NAME``, ...).
+    """
+
+    enabled: bool = False
+    """Export traces. Also on, without this, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set; always off with
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``."""
+    capture_content: bool = False
+    """Put prompts, replies, tool arguments and tool output on the spans
+    (``gen_ai.input.messages``, ...). Off: spans carry names, counts and timings only."""
+
+
 class Settings(_Config, frozen=True, kw_only=True):
     data_dir: str = ".warden"
     """Journal, workspaces, the embedded server's store and its URL file live here."""
@@ -294,3 +310,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     approvals: ApprovalSettings = ApprovalSettings()
     http: HttpSettings = HttpSettings()
     """Approvals of risky tool calls: expiry and what a denial does."""
+    tracing: TracingSettings = TracingSettings()
+    """OpenTelemetry traces of runs: off unless enabled (README, "Tracing")."""

@@ -479,6 +479,7 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
+    from warden.actors.tracing import open_tracing, provider_of
     from warden.actors.worker import Worker
     from warden.supervisor.supervision import ChildSpec, open_supervisor
 
@@ -493,7 +494,11 @@ async def cmd_worker(args: argparse.Namespace) -> int:
                           roles=roles)
         data_dir = Path(settings.data_dir).absolute()  # noqa: ASYNC240 - once, at start-up
         name = "-".join(roles)
-        async with _open_client(settings, "worker", f"warden-worker-{name}") as bus:
+        async with (
+            open_tracing(settings.tracing, service="warden-worker",
+                         provider=provider_of(model)),
+            _open_client(settings, "worker", f"warden-worker-{name}") as bus,
+        ):
             workers = [Worker(bus, role, settings.roles[role], model, tools, settings.sandbox,
                               data_dir=data_dir, models=settings.models) for role in roles]
             specs = [ChildSpec(name=worker.name, start=worker.run) for worker in workers]

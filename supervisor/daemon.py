@@ -63,6 +63,7 @@ from anyio.abc import TaskStatus
 from warden.actors.isolation import ensure_private_dir
 from warden.actors.model import Model
 from warden.actors.tools import ToolRegistry
+from warden.actors.tracing import open_tracing, provider_of
 from warden.actors.worker import Worker
 from warden.bus import subjects
 from warden.bus.connection import Bus, open_bus
@@ -474,6 +475,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         settings = expand_allowlists(settings, tools)
         model = preflight(settings, tools, api_key=api_key)
         stack.push_async_callback(model.aclose)
+        # Off unless asked for (actors/tracing.py); closed after the runs stopped, so
+        # their spans are ended, then flushed.
+        await stack.enter_async_context(open_tracing(
+            settings.tracing, service="warden", provider=provider_of(model)))
         web = None
         if settings.http.enabled:
             # Bound before anything runs: a port in use stops the start-up, naming http.port.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import msgspec
+from warden.actors import tracing
 from warden.actors.model import Model
 from warden.actors.tools import ToolRegistry
 from warden.actors.worker import WORKSPACES, execute_tool, execute_turn
@@ -95,8 +96,12 @@ class NatsDispatcher:
         subject = self._subjects.get(role)
         if subject is None:
             subject = self._subjects[role] = subjects.work(role)
+        traces = tracing.tracer()
+        # With tracing on, the worker's spans join the current one (W3C traceparent).
+        headers = None if traces is None else traces.headers()
         try:
-            raw = await self._bus.request(subject, encoder.encode(payload), timeout=wait_s)
+            raw = await self._bus.request(subject, encoder.encode(payload), timeout=wait_s,
+                                          headers=headers)
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise DispatchError(f"undecodable reply: {exc}", maybe_delivered=True,

@@ -144,7 +144,7 @@ class DryRunGuard:
         request = ToolRequest(
             run_id=run_id, step=call.step, role=call.role, call_index=call.turn,
             name=call.name, arguments=call.arguments, idempotency_key=call.key,
-            mode="simulate",
+            mode="simulate", tool_call_id=call.use_id,
         )
         try:
             reply = await self.dispatcher.tool(request, wait_s=self.simulate_timeout_s)

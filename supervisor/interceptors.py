@@ -72,6 +72,9 @@ class ToolCall:
     """The output that tainted this call's step attempt (``"read_file (<key>)"``), or
     ``None``: set by the run supervisor; while set, the approval guard asks a human for
     every medium- and high-risk call (``supervisor/approvals.py``)."""
+    use_id: str | None = None
+    """The model's id of the tool use (``toolu_...``): named on the call's span, never
+    part of a decision."""
 
 
 # -- decisions and interceptors ---------------------------------------------------------

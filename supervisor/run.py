@@ -60,10 +60,12 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import anyio
 import structlog
+from warden.actors import genai_attributes as ga
+from warden.actors import tracing
 from warden.actors.admission import step_turn
 from warden.actors.tools import ToolDeclaration
 from warden.actors.tools.files import ReadFile
@@ -114,6 +116,9 @@ from warden.supervisor.planning import (
 )
 from warden.supervisor.policy import WRITE_TOOL
 from warden.supervisor.run_states import TERMINAL, RunStatus
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ("TERMINAL", "RunContext", "RunSupervisor", "state_of_new_run")
 
@@ -167,6 +172,8 @@ class RunSupervisor:
         """Paths this run wrote with ``write_file`` (seen in this process)."""
         self._written_before: list[tuple[tuple[int, ...], str]] = []
         """Paths the journal says the run wrote, and where (a replay's earlier steps)."""
+        self._span: Span | None = None
+        """The run's root span while tracing is on (``run``)."""
 
     @property
     def tokens(self) -> int:
@@ -193,6 +200,8 @@ class RunSupervisor:
             tokens=self.tokens, cost_usd=self.budget.spent_usd, wait=wait or status in TERMINAL,
         )
         self.gate.status = status
+        if self._span is not None:
+            self._span.add_event(ga.EVENT_RUN_STATUS, {ga.WARDEN_RUN_STATUS: status})
 
     async def _paused(self, reason: str) -> None:
         await self._transition("awaiting_approval", reason, wait=True)
@@ -203,7 +212,25 @@ class RunSupervisor:
     # -- the run ------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Take the run from where the journal has it to a terminal status; returns it."""
+        """Take the run from where the journal has it to a terminal status; returns it.
+
+        With tracing on, all of it is the run's root span in this process
+        (``invoke_workflow warden``, in the run's own trace; ``actors/otel_tracing.py``),
+        with an event per status change.
+        """
+        traces = tracing.tracer()
+        if traces is None:
+            return await self._drive()
+        with traces.run_span(self.run_id, dry_run=self.state.dry_run) as span:
+            self._span = span
+            try:
+                status = await self._drive()
+            finally:
+                self._span = None
+            traces.run_ended(span, status, tokens=self.tokens, cost_usd=self.budget.spent_usd)
+            return status
+
+    async def _drive(self) -> str:
         journal = self.ctx.journal
         fresh = self.state.status == "queued" and self.state.epoch == 0
         if not fresh:  # a replay: what is already recorded is not done again
@@ -272,6 +299,13 @@ class RunSupervisor:
         )
 
     async def _plan(self) -> Plan:
+        traces = tracing.tracer()
+        if traces is None:
+            return await self._make_plan()
+        with traces.plan_span(self.run_id):
+            return await self._make_plan()
+
+    async def _make_plan(self) -> Plan:
         settings = self.ctx.settings
         system = plan_system(settings)
         messages = plan_messages(self.state.text)
@@ -361,6 +395,23 @@ class RunSupervisor:
     async def _run_attempt(
         self, index: int, attempt: int, step: PlanStep, feedback: str | None
     ) -> str:
+        """One attempt of a step; with tracing on, its span (``invoke_agent <role>``), the
+        parent of the attempt's model and tool calls wherever they run."""
+        traces = tracing.tracer()
+        if traces is None:
+            return await self._attempt(index, attempt, step, feedback)
+        before_cost, before_tokens = self.budget.spent_usd, self.tokens
+        with traces.step_span(self.run_id, role=step.role, step=index, attempt=attempt,
+                              model=self.ctx.settings.roles[step.role].model) as span:
+            try:
+                return await self._attempt(index, attempt, step, feedback)
+            finally:
+                traces.step_ended(span, tokens=self.tokens - before_tokens,
+                                  cost_usd=self.budget.spent_usd - before_cost)
+
+    async def _attempt(
+        self, index: int, attempt: int, step: PlanStep, feedback: str | None
+    ) -> str:
         ctx = self.ctx
         limits = ctx.settings.limits
         # The same function the role's workers check a turn with (actors/admission.py).
@@ -408,7 +459,7 @@ class RunSupervisor:
                         key=call_key, role=step.role, step=index, turn=turn,
                         name=use.name, arguments=use.input, replay=self.gate.replaying,
                         dry_run=self.state.dry_run,
-                        tainted_by=tainted_by,
+                        tainted_by=tainted_by, use_id=use.id,
                     ))
                     declared = self.gate.declared(use.name)
                     if declared is not None and declared.check:
@@ -482,10 +533,19 @@ class RunSupervisor:
                            arguments={"answer": answer, "confidence": confidence})
         record = await board.request(self.run_id, request, "medium", why)
         waits = board.waits(record)
+        traces = tracing.tracer()
+        if traces is not None:
+            traces.decision(ga.EVENT_APPROVAL_REQUESTED, rule="confidence", decision="pause",
+                            reason=why, tool=ACCEPT_STEP, key=request.key,
+                            approval=record.id)
         if waits:
             await self._paused(f"approval {record.id}: accept the answer of step {index}? "
                                f"{why}")
         outcome = await board.wait(record)
+        if traces is not None:
+            traces.decision(ga.EVENT_APPROVAL_DECIDED, rule="confidence",
+                            decision=outcome.status, reason=outcome.reason or "",
+                            tool=ACCEPT_STEP, key=request.key, approval=record.id)
         if waits:
             await self._resumed()
         log.info("step_answer_decided", run_id=self.run_id, step=index, approval=record.id,
