@@ -110,7 +110,7 @@ class RunTracer:
         # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours only
         # fills in a service name that neither gave.
         resource = Resource.create()
-        if resource.attributes.get(SERVICE_NAME, "unknown_service") == "unknown_service":
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: service}))
         provider_ = TracerProvider(resource=resource, id_generator=_RunIds())
         provider_.add_span_processor(BatchSpanProcessor(exporter))
