@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as semconv
-from warden.actors import ScriptedModel
+from warden.actors import ScriptedModel, tracing
 from warden.actors import genai_attributes as ga
-from warden.actors import tracing
 from warden.actors.otel_tracing import trace_id_of
 from warden.actors.worker import execute_turn
 from warden.bus.wire import Message, TextBlock, TurnRequest

@@ -11,7 +11,13 @@ import pytest
 from warden.actors import genai_attributes as ga
 from warden.actors.otel_tracing import trace_id_of
 
-from tests.integration.harness import make_settings, run_task, running_daemon, wait_for, worker_process
+from tests.integration.harness import (
+    make_settings,
+    run_task,
+    running_daemon,
+    wait_for,
+    worker_process,
+)
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
