@@ -168,11 +168,6 @@ class RunTracer:
         if status != "succeeded":
             _failed(span, status)
 
-    @staticmethod
-    def run_status(span: Span, status: str) -> None:
-        """An event on the run's span: its status changed to ``status``."""
-        span.add_event(ga.EVENT_RUN_STATUS, {ga.WARDEN_RUN_STATUS: status})
-
     def plan_span(self, run_id: str) -> contextlib.AbstractContextManager[Span]:
         """The run's planning (``plan planner``): the plan calls are its children."""
         return self._span(f"{ga.OP_PLAN} planner", {
@@ -256,11 +251,6 @@ class RunTracer:
             span.set_attribute(ga.TOOL_CALL_RESULT, record.output)
 
     # -- events and context --------------------------------------------------------------
-
-    @staticmethod
-    def event(name: str, attributes: Mapping[str, AttributeValue]) -> None:
-        """An event on the current span (a step's, or the run's)."""
-        trace.get_current_span().add_event(name, dict(attributes))
 
     def decision(self, name: str, *, rule: str, decision: str, reason: str,
                  tool: str | None = None, key: str | None = None,

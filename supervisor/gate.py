@@ -60,8 +60,6 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import msgspec
 import structlog
-from warden.actors import genai_attributes as ga
-from warden.actors import tracing
 from warden.actors.errors import UnknownToolError
 from warden.actors.tools import ToolDeclaration
 from warden.bus.wire import (
@@ -76,6 +74,7 @@ from warden.bus.wire import (
     encoder,
 )
 from warden.config.crashpoints import crash_point
+from warden.supervisor import trace_events
 from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.budget import Budget
 from warden.supervisor.dispatch import DispatchError
@@ -181,10 +180,10 @@ class CallGate:
         if self.ctx.interceptors:
             verdict, by = await self._decide(call)
             if isinstance(verdict, Deny):
-                _decided(by, "deny", verdict.reason, call.key)
+                trace_events.decided(by, "deny", verdict.reason, call.key)
                 raise CallDeniedError(self.run_id, call.key, by, verdict.reason)
             if isinstance(verdict, Substitute):
-                _decided(by, "substitute", "", call.key)
+                trace_events.decided(by, "substitute", "", call.key)
                 content = _content_of(verdict.result)
                 await self._record_model(call, call.model, content, Usage(), 0.0, 0.0, by)
                 return content
@@ -366,7 +365,7 @@ class CallGate:
             if isinstance(verdict, Substitute):
                 if not isinstance(verdict.result, ToolCallRecord):
                     raise TypeError(f"{by} substituted a tool call with {verdict.result!r}")
-                _decided(by, "substitute", "", call.key, call.name)
+                trace_events.decided(by, "substitute", "", call.key, call.name)
                 await self._record_tool(call, verdict.result, wait=declared.side_effects,
                                         by=by)
                 return verdict.result
@@ -461,7 +460,7 @@ class CallGate:
                                 output=reason, duration_ms=0.0)
         log.warning("tool_call_refused", run_id=self.run_id, key=call.key, tool=call.name,
                     reason=reason)
-        _decided(by or "gate", "deny", reason, call.key, call.name)
+        trace_events.decided(by or "gate", "deny", reason, call.key, call.name)
         if self.hooks.refused is not None:
             await self.hooks.refused(call, record, by)
         await self._record_tool(call, record, wait=False, by=by)
@@ -500,14 +499,12 @@ class CallGate:
                 log.info("call_paused", run_id=self.run_id, key=call.key,
                          interceptor=interceptor.name, reason=verdict.reason)
                 tool = call.name if isinstance(call, ToolCall) else None
-                _decided(interceptor.name, "pause", verdict.reason, call.key, tool,
-                         event=ga.EVENT_APPROVAL_REQUESTED)
+                trace_events.waiting(interceptor.name, verdict.reason, call.key, tool)
                 if self.hooks.paused is not None:
                     await self.hooks.paused(verdict.reason)
                 verdict = await verdict.decide()
-                _decided(interceptor.name, _outcome(verdict),
-                         verdict.reason if isinstance(verdict, Deny) else "", call.key, tool,
-                         event=ga.EVENT_APPROVAL_DECIDED)
+                trace_events.waited(interceptor.name, trace_events.outcome(verdict),
+                                    getattr(verdict, "reason", ""), call.key, tool)
                 if self.hooks.resumed is not None:
                     await self.hooks.resumed()
             if not isinstance(verdict, Allow):
@@ -578,25 +575,6 @@ class CallGate:
                 else:
                     breaker.record_success()
             return reply
-
-
-def _outcome(verdict: Allow | Deny | Substitute) -> str:
-    """How a wait ended, for its span event: ``approved``, ``denied``, ``expired``, or
-    ``substitute``."""
-    if isinstance(verdict, Allow):
-        return "approved"
-    if isinstance(verdict, Deny):
-        return "expired" if verdict.reason.startswith("approval expired") else "denied"
-    return "substitute"
-
-
-def _decided(rule: str, decision: str, reason: str, key: str, tool: str | None = None, *,
-             event: str = ga.EVENT_POLICY_DECISION) -> None:
-    """With tracing on, a policy event on the current span (the step's, or the run's)."""
-    traces = tracing.tracer()
-    if traces is not None:
-        traces.decision(event, rule=rule, decision=decision, reason=reason, tool=tool,
-                        key=key)
 
 
 def _once(declared: ToolDeclaration) -> bool:

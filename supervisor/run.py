@@ -58,6 +58,7 @@ afresh under new keys while completed steps stay done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import posixpath
 from typing import TYPE_CHECKING, TypedDict
@@ -78,6 +79,7 @@ from warden.bus.wire import (
     ToolUseBlock,
     encoder,
 )
+from warden.supervisor import trace_events
 from warden.supervisor.budget import Budget
 from warden.supervisor.confidence import ACCEPT_STEP, stated_confidence
 from warden.supervisor.context import RunContext
@@ -213,10 +215,7 @@ class RunSupervisor:
 
     async def run(self) -> str:
         """Take the run from where the journal has it to a terminal status; returns it.
-
-        With tracing on, all of it is the run's root span in this process
-        (``invoke_workflow warden``, in the run's own trace; ``actors/otel_tracing.py``),
-        with an event per status change.
+        With tracing on, the run's root span in this process (``actors/otel_tracing.py``).
         """
         traces = tracing.tracer()
         if traces is None:
@@ -300,9 +299,7 @@ class RunSupervisor:
 
     async def _plan(self) -> Plan:
         traces = tracing.tracer()
-        if traces is None:
-            return await self._make_plan()
-        with traces.plan_span(self.run_id):
+        with traces.plan_span(self.run_id) if traces else contextlib.nullcontext():
             return await self._make_plan()
 
     async def _make_plan(self) -> Plan:
@@ -395,8 +392,7 @@ class RunSupervisor:
     async def _run_attempt(
         self, index: int, attempt: int, step: PlanStep, feedback: str | None
     ) -> str:
-        """One attempt of a step; with tracing on, its span (``invoke_agent <role>``), the
-        parent of the attempt's model and tool calls wherever they run."""
+        """One attempt of a step; with tracing on, its span (``invoke_agent <role>``)."""
         traces = tracing.tracer()
         if traces is None:
             return await self._attempt(index, attempt, step, feedback)
@@ -533,19 +529,13 @@ class RunSupervisor:
                            arguments={"answer": answer, "confidence": confidence})
         record = await board.request(self.run_id, request, "medium", why)
         waits = board.waits(record)
-        traces = tracing.tracer()
-        if traces is not None:
-            traces.decision(ga.EVENT_APPROVAL_REQUESTED, rule="confidence", decision="pause",
-                            reason=why, tool=ACCEPT_STEP, key=request.key,
-                            approval=record.id)
+        trace_events.waiting("confidence", why, request.key, ACCEPT_STEP, record.id)
         if waits:
             await self._paused(f"approval {record.id}: accept the answer of step {index}? "
                                f"{why}")
         outcome = await board.wait(record)
-        if traces is not None:
-            traces.decision(ga.EVENT_APPROVAL_DECIDED, rule="confidence",
-                            decision=outcome.status, reason=outcome.reason or "",
-                            tool=ACCEPT_STEP, key=request.key, approval=record.id)
+        trace_events.waited("confidence", outcome.status, outcome.reason or "", request.key,
+                            ACCEPT_STEP, record.id)
         if waits:
             await self._resumed()
         log.info("step_answer_decided", run_id=self.run_id, step=index, approval=record.id,
