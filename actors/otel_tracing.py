@@ -124,10 +124,21 @@ class RunTracer:
 
     @contextlib.contextmanager
     def _span(self, name: str, attributes: Mapping[str, AttributeValue], *,
-              kind: SpanKind = SpanKind.INTERNAL,
-              parent: context_api.Context | None = None) -> Iterator[Span]:
-        span = self._tracer.start_span(name, context=parent, kind=kind,
-                                       attributes=attributes)
+              kind: SpanKind = SpanKind.INTERNAL, run_id: str | None = None,
+              ) -> Iterator[Span]:
+        """A span, current in the block; with ``run_id``, the root of that run's trace
+        (whatever span is current)."""
+        parent: context_api.Context | None = None
+        token = None
+        if run_id is not None:
+            parent = context_api.Context()
+            token = _run_trace.set(trace_id_of(run_id))
+        try:
+            span = self._tracer.start_span(name, context=parent, kind=kind,
+                                           attributes=attributes)
+        finally:
+            if token is not None:
+                _run_trace.reset(token)
         with trace.use_span(span, end_on_exit=True, record_exception=False,
                             set_status_on_exception=False):
             try:
@@ -136,28 +147,13 @@ class RunTracer:
                 _failed(span, type(exc).__name__)
                 raise
 
-    @contextlib.contextmanager
-    def run_span(self, run_id: str, *, dry_run: bool) -> Iterator[Span]:
+    def run_span(self, run_id: str, *, dry_run: bool) -> contextlib.AbstractContextManager[Span]:
         """The root span of run ``run_id`` in this process (``invoke_workflow warden``),
         in the run's own trace whatever span is current."""
-        token = _run_trace.set(trace_id_of(run_id))
-        try:
-            span = self._tracer.start_span(
-                f"{ga.OP_INVOKE_WORKFLOW} {ga.WORKFLOW}", context=context_api.Context(),
-                attributes={
-                    ga.OPERATION_NAME: ga.OP_INVOKE_WORKFLOW, ga.WORKFLOW_NAME: ga.WORKFLOW,
-                    ga.CONVERSATION_ID: run_id, ga.WARDEN_RUN_ID: run_id,
-                    ga.WARDEN_DRY_RUN: dry_run,
-                })
-        finally:
-            _run_trace.reset(token)
-        with trace.use_span(span, end_on_exit=True, record_exception=False,
-                            set_status_on_exception=False):
-            try:
-                yield span
-            except Exception as exc:
-                _failed(span, type(exc).__name__)
-                raise
+        return self._span(f"{ga.OP_INVOKE_WORKFLOW} {ga.WORKFLOW}", {
+            ga.OPERATION_NAME: ga.OP_INVOKE_WORKFLOW, ga.WORKFLOW_NAME: ga.WORKFLOW,
+            ga.CONVERSATION_ID: run_id, ga.WARDEN_RUN_ID: run_id, ga.WARDEN_DRY_RUN: dry_run,
+        }, run_id=run_id)
 
     @staticmethod
     def run_ended(span: Span, status: str, *, tokens: int, cost_usd: float) -> None:
