@@ -67,4 +67,4 @@ def add_eval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.add_argument("--json", action="store_true", help="the verdicts as a JSON list")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
                         help="give up one scenario's replay after S seconds (default 60)")
-    parser.set_defaults(func=cmd_eval, default_level="warning")
+    parser.set_defaults(func=cmd_eval, default_level="error")

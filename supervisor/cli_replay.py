@@ -114,4 +114,4 @@ def add_replay_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="with --save: what the scenario checks (default: the task)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
                         help="give up the replay after S seconds (default 60)")
-    parser.set_defaults(func=cmd_replay, default_level="warning")
+    parser.set_defaults(func=cmd_replay, default_level="error")

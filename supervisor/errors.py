@@ -248,7 +248,7 @@ class DaemonError(SupervisorError):
 
 class ReplayError(SupervisorError):
     """Raised when a recorded run cannot be replayed (``replay.py``): it has not ended,
-    it was resumed, or a scenario file does not hold a recording; ``problem`` says which."""
+    it was resumed, or a scenario file cannot be read; ``problem`` says which."""
 
     def __init__(self, run_id: str, problem: str) -> None:
         self.run_id = run_id
