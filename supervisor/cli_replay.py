@@ -19,12 +19,13 @@ from pathlib import Path
 
 import anyio
 import msgspec
+from warden.config import Settings
 from warden.supervisor.cli import UsageError, _settings
 from warden.supervisor.daemon import JOURNAL_FILE
 from warden.supervisor.errors import ReplayError
 from warden.supervisor.eval import Scenario, save_scenario
 from warden.supervisor.journal_recording import read_recording
-from warden.supervisor.recording import decision_of
+from warden.supervisor.recording import Recording, decision_of
 from warden.supervisor.replay import ReplayReport, replay_under
 
 __all__ = ("add_replay_commands", "print_report", "report_json")
@@ -68,12 +69,17 @@ def print_report(report: ReplayReport) -> None:
         print(f"  then {more.describe()}")
 
 
-async def cmd_replay(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _recording(settings: Settings, run_id: str) -> Recording:
+    """The run's recording from the data dir's journal. Blocks."""
     path = Path(settings.data_dir) / JOURNAL_FILE
     if not path.is_file():
         raise UsageError(f"no journal at {path} (--data-dir)")
-    recording = await anyio.to_thread.run_sync(read_recording, path, args.run_id)
+    return read_recording(path, run_id)
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    recording = await anyio.to_thread.run_sync(_recording, settings, args.run_id)
     try:
         report = await replay_under(settings, recording, timeout_s=args.timeout)
     except ReplayError as exc:

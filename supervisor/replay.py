@@ -51,7 +51,7 @@ from warden.bus.wire import (
     TurnRequest,
     Usage,
 )
-from warden.config import Settings
+from warden.config import Risk, Settings
 from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
 from warden.supervisor.errors import ReplayError
@@ -160,10 +160,10 @@ class _ReplayBoard(ApprovalBoard):
 
     asked: set[str] = field(default_factory=set)
 
-    async def request(self, run_id: str, call: ToolCall, risk: str, why: str
+    async def request(self, run_id: str, call: ToolCall, risk: Risk, why: str
                       ) -> ApprovalRecord:
         self.asked.add(call.key)
-        return await super().request(run_id, call, risk, why)  # type: ignore[arg-type]
+        return await super().request(run_id, call, risk, why)
 
 
 @dataclass(frozen=True)

@@ -134,8 +134,13 @@ async def test_a_changed_policy_or_allowlist_fails_the_scenario_it_affects_with_
     assert "scenarios pass" not in rows
 
 
-async def test_eval_of_a_folder_without_scenarios_is_a_usage_error(
+async def test_eval_of_a_folder_without_scenarios_is_a_usage_error_and_a_bad_file_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert await cli(tmp_path, "eval", str(tmp_path)) == 2
     assert "holds no scenario" in capsys.readouterr().err
+    (tmp_path / "broken.json").write_text('{"name": "broken"}', encoding="utf-8")
+    assert await cli(tmp_path, "eval", str(tmp_path)) == 1
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.split()[:2] == ["broken", "FAIL"]
+    assert "is not a scenario file" in row and "recording" in row
