@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 from warden.supervisor.cli import UsageError, _settings
-from warden.supervisor.eval import EvalResult, evaluate, scenario_files
+
+if TYPE_CHECKING:
+    from warden.supervisor.eval import EvalResult
+
+# eval.py (and the replay machinery) is imported when the command runs (cli_replay.py).
 
 __all__ = ("add_eval_commands", "print_results")
 
@@ -32,6 +37,8 @@ def print_results(results: list[EvalResult]) -> None:
 
 
 def _scenarios(directory: str) -> list[Path]:
+    from warden.supervisor.eval import scenario_files
+
     if not Path(directory).is_dir():
         raise UsageError(f"DIR {directory!r} is not a directory")
     files = scenario_files(Path(directory))
@@ -44,6 +51,8 @@ def _scenarios(directory: str) -> list[Path]:
 async def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     files = await anyio.to_thread.run_sync(_scenarios, args.dir)
+    from warden.supervisor.eval import evaluate
+
     results = [await evaluate(settings, path, timeout_s=args.timeout) for path in files]
     if args.json:
         print(msgspec.json.encode(results).decode())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -23,10 +24,13 @@ from warden.config import Settings
 from warden.supervisor.cli import UsageError, _settings
 from warden.supervisor.daemon import JOURNAL_FILE
 from warden.supervisor.errors import ReplayError
-from warden.supervisor.eval import Scenario, save_scenario
-from warden.supervisor.journal_recording import read_recording
-from warden.supervisor.recording import Recording, decision_of
-from warden.supervisor.replay import ReplayReport, replay_under
+
+if TYPE_CHECKING:
+    from warden.supervisor.recording import Recording
+    from warden.supervisor.replay import ReplayReport
+
+# The replay machinery (recording.py, replay.py, eval.py) is imported when a command
+# runs: at the top, it cost every `warden` command ~30 ms of imports.
 
 __all__ = ("add_replay_commands", "print_report", "report_json")
 
@@ -50,6 +54,8 @@ def report_json(report: ReplayReport) -> dict[str, object]:
 def print_report(report: ReplayReport) -> None:
     """The verdict for a person: what was replayed, then the same, or every divergence
     (the first one first)."""
+    from warden.supervisor.recording import decision_of
+
     recorded, replayed = report.recorded.run, report.replayed.run
     calls = report.replayed.tool_calls
     decisions: dict[str, int] = {}
@@ -71,6 +77,8 @@ def print_report(report: ReplayReport) -> None:
 
 def _recording(settings: Settings, run_id: str) -> Recording:
     """The run's recording from the data dir's journal. Blocks."""
+    from warden.supervisor.journal_recording import read_recording
+
     path = Path(settings.data_dir) / JOURNAL_FILE
     if not path.is_file():
         raise UsageError(f"no journal at {path} (--data-dir)")
@@ -78,6 +86,9 @@ def _recording(settings: Settings, run_id: str) -> Recording:
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
+    from warden.supervisor.eval import Scenario, save_scenario
+    from warden.supervisor.replay import replay_under
+
     settings = _settings(args)
     recording = await anyio.to_thread.run_sync(_recording, settings, args.run_id)
     try:
