@@ -64,19 +64,22 @@ def write_script(path: Path) -> None:
 
 def write_config(workdir: Path, latency_ms: float, *, local_workers: bool) -> Path:
     """A settings file for the daemon and any worker process: the scripted model, the
-    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none)."""
+    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none).
+
+    ``WARDEN_BENCH_TOML`` (TOML text) is appended, for measuring warden with settings of
+    its own, e.g. ``[http]\\nenabled = false`` (bench/README.md, "Observability on and
+    off")."""
     script = workdir / "triad.toml"
     write_script(script)
     lines = [f"data_dir = {_toml(str(workdir / 'data'))}",
              f"local_workers = {'true' if local_workers else 'false'}",
              "[models]", 'provider = "scripted"', f"scripted_latency_ms = {latency_ms}",
-             f"script_files = [{_toml(str(script))}]",
-             # Measurements may run side by side (and beside a `warden up`): a free port.
-             "[http]", "port = 0"]
+             f"script_files = [{_toml(str(script))}]"]
     for role in ROLES:
         lines += [f"[roles.{role}]", 'tools = ["echo"]', "concurrency = 1000000"]
+    extra = os.environ.get("WARDEN_BENCH_TOML", "").replace("\\n", "\n")
     config = workdir / "warden.toml"
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config.write_text("\n".join(lines) + "\n" + extra + "\n", encoding="utf-8")
     return config
 
 
@@ -148,7 +151,8 @@ async def _worker_process(config: Path, url: str, seed: Path | None) -> AsyncIte
 async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncIterator[WardenTriad]:
     configure_logging(os.environ.get("WARDEN_BENCH_LOG", "error"))
     config = write_config(workdir, latency_ms, local_workers=not remote)
-    settings = load_settings(str(config), env={})
+    # /metrics on a free port: never in the way of a daemon of the user's.
+    settings = load_settings(str(config), env={}, overrides={("http", "port"): 0})
     async with AsyncExitStack() as stack:
         daemon = await stack.enter_async_context(open_daemon(settings))
         if remote:
