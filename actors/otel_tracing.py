@@ -112,7 +112,9 @@ class RunTracer:
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: service}))
-        provider_ = TracerProvider(resource=resource, id_generator=_RunIds())
+        # Shut down by open_tracing (flushed off the event loop), not at interpreter exit.
+        provider_ = TracerProvider(resource=resource, id_generator=_RunIds(),
+                                   shutdown_on_exit=False)
         provider_.add_span_processor(BatchSpanProcessor(exporter))
         return cls(provider_, gen_ai_provider=provider, capture_content=capture_content)
 
