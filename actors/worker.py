@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -60,6 +62,9 @@ from warden.bus.wire import (
 )
 from warden.config import ModelSettings, RoleSettings, SandboxSettings
 from warden.config.crashpoints import crash_point
+
+if TYPE_CHECKING:
+    from warden.actors.otel_tracing import RunTracer
 
 log = structlog.get_logger("warden.worker")
 
@@ -100,9 +105,9 @@ def _tool_specs(encoded: bytes) -> list[ToolSpec]:
     return tool_specs_decoder.decode(encoded)
 
 
-async def execute_turn(
+def execute_turn(
     model: Model, request: TurnRequest, *, timeout_s: float, tools: list[ToolSpec] | None = None,
-) -> TurnReply:
+) -> Coroutine[object, object, TurnReply]:
     """Make the one model call ``request`` describes; never raises a ``ModelError``.
 
     A cancellation point. The call ends by the request's ``deadline_s`` (or ``timeout_s``
@@ -110,10 +115,19 @@ async def execute_turn(
     (``ModelDeadlineError``), and the reply says so (retryable). ``tools``: the request's
     tool specs when the caller has decoded them already. Raises only on a crash. With
     tracing on, the call is a ``chat`` span (``tracing.py``).
+
+    A plain function returning the coroutine to await: with tracing off, no coroutine of
+    its own wraps the call's (measured: the extra layers of execute_turn, execute_tool and
+    Worker.handle cost ~0.6 % of warden's instructions per task).
     """
     traces = tracing.tracer()
     if traces is None:
-        return await _turn(model, request, timeout_s=timeout_s, tools=tools)
+        return _turn(model, request, timeout_s=timeout_s, tools=tools)
+    return _traced_turn(traces, model, request, timeout_s=timeout_s, tools=tools)
+
+
+async def _traced_turn(traces: RunTracer, model: Model, request: TurnRequest, *,
+                       timeout_s: float, tools: list[ToolSpec] | None) -> TurnReply:
     with traces.chat_span(request, tracing.provider_of(model)) as span:
         reply = await _turn(model, request, timeout_s=timeout_s, tools=tools)
         traces.chat_ended(span, reply)
@@ -154,22 +168,25 @@ async def _turn(
     )
 
 
-async def execute_tool(
+def execute_tool(
     tools: ToolRegistry, request: ToolRequest, *, allowlist: list[str], workspaces: Path,
     sandbox: SandboxSettings, data_dir: Path | None, network: bool = False,
-) -> ToolReply:
+) -> Coroutine[object, object, ToolReply]:
     """Run (or reconcile, or simulate) the one tool call ``request`` describes, in the
     run's workspace under ``workspaces``. A tool's own failure is a record with
     ``ok=False``; a request the worker cannot serve (a bad run id) is a reply with
     ``error``. Raises only on a crash. With tracing on, the call is an ``execute_tool``
-    span (``tracing.py``)."""
+    span (``tracing.py``). Returns the coroutine to await, as ``execute_turn`` does."""
+    call = _tool(tools, request, allowlist=allowlist, workspaces=workspaces,
+                 sandbox=sandbox, data_dir=data_dir, network=network)
     traces = tracing.tracer()
-    if traces is None:
-        return await _tool(tools, request, allowlist=allowlist, workspaces=workspaces,
-                           sandbox=sandbox, data_dir=data_dir, network=network)
+    return call if traces is None else _traced_tool(traces, request, call)
+
+
+async def _traced_tool(traces: RunTracer, request: ToolRequest,
+                       call: Coroutine[object, object, ToolReply]) -> ToolReply:
     with traces.tool_span(request) as span:
-        reply = await _tool(tools, request, allowlist=allowlist, workspaces=workspaces,
-                            sandbox=sandbox, data_dir=data_dir, network=network)
+        reply = await call
         traces.tool_ended(span, reply)
         return reply
 
@@ -268,11 +285,14 @@ class Worker(Actor):
         )
         await self.bus.respond(envelope, encoder.encode(answer))
 
-    async def handle(self, envelope: Envelope) -> None:
+    def handle(self, envelope: Envelope) -> Coroutine[object, object, None]:
+        # A plain function (see execute_turn): with tracing off, _serve is the handler.
         traces = tracing.tracer()
         if traces is None or not envelope.headers:
-            await self._serve(envelope)
-            return
+            return self._serve(envelope)
+        return self._traced(traces, envelope)
+
+    async def _traced(self, traces: RunTracer, envelope: Envelope) -> None:
         with traces.remote(envelope.headers):  # the sender's span: this one's parent
             await self._serve(envelope)
 

@@ -120,7 +120,10 @@ from warden.supervisor.policy import WRITE_TOOL
 from warden.supervisor.run_states import TERMINAL, RunStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from opentelemetry.trace import Span
+    from warden.actors.otel_tracing import RunTracer
 
 __all__ = ("TERMINAL", "RunContext", "RunSupervisor", "state_of_new_run")
 
@@ -222,10 +225,7 @@ class RunSupervisor:
             return await self._drive()
         with traces.run_span(self.run_id, dry_run=self.state.dry_run) as span:
             self._span = span
-            try:
-                status = await self._drive()
-            finally:
-                self._span = None
+            status = await self._drive()
             traces.run_ended(span, status, tokens=self.tokens, cost_usd=self.budget.spent_usd)
             return status
 
@@ -389,13 +389,16 @@ class RunSupervisor:
     def _step_key(self, index: int, attempt: int) -> str:
         return f"{self._prefix}/s{index}/a{attempt}"
 
-    async def _run_attempt(
-        self, index: int, attempt: int, step: PlanStep, feedback: str | None
-    ) -> str:
-        """One attempt of a step; with tracing on, its span (``invoke_agent <role>``)."""
+    def _run_attempt(self, index: int, attempt: int, step: PlanStep, feedback: str | None
+                     ) -> Coroutine[object, object, str]:
+        """One attempt of a step, in its span with tracing on (as ``execute_turn``)."""
         traces = tracing.tracer()
         if traces is None:
-            return await self._attempt(index, attempt, step, feedback)
+            return self._attempt(index, attempt, step, feedback)
+        return self._traced_attempt(traces, index, attempt, step, feedback)
+
+    async def _traced_attempt(self, traces: RunTracer, index: int, attempt: int,
+                              step: PlanStep, feedback: str | None) -> str:
         before_cost, before_tokens = self.budget.spent_usd, self.tokens
         with traces.step_span(self.run_id, role=step.role, step=index, attempt=attempt,
                               model=self.ctx.settings.roles[step.role].model) as span:
