@@ -26,11 +26,13 @@ The contract:
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from warden.config import TracingSettings
 
 __all__ = ("open_tracing", "provider_of", "tracer", "tracing_wanted")
+
+log = structlog.get_logger("warden.tracing")
 
 _tracer: RunTracer | None = None
 
@@ -56,6 +60,15 @@ def tracing_wanted(settings: TracingSettings, environ: Mapping[str, str]) -> boo
     if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return False
     return settings.enabled or any(environ.get(name, "").strip() for name in _ENDPOINTS)
+
+
+def _endpoint(environ: Mapping[str, str]) -> str:
+    """Where the spans go, as the exporter will read it, without any user or password."""
+    url = (environ.get(_ENDPOINTS[1], "").strip()
+           or environ.get(_ENDPOINTS[0], "").strip() or "http://localhost:4318")
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.hostname or "" if parts.port is None
+                          else f"{parts.hostname}:{parts.port}").geturl()
 
 
 def provider_of(model: object) -> str:
@@ -80,13 +93,16 @@ async def open_tracing(
     that was on before. Raises what the SDK raises for bad ``OTEL_*`` values.
     """
     global _tracer
-    if not tracing_wanted(settings, os.environ if environ is None else environ):
+    environ = os.environ if environ is None else environ
+    if not tracing_wanted(settings, environ):
         yield None
         return
     from warden.actors.otel_tracing import RunTracer
 
     started = RunTracer.start(service=service, provider=provider,
                               capture_content=settings.capture_content, exporter=exporter)
+    log.info("tracing_started", service=service, endpoint=_endpoint(environ),
+             capture_content=settings.capture_content)
     previous, _tracer = _tracer, started
     try:
         yield started

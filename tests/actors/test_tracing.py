@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as semconv
+from structlog.testing import capture_logs
 from warden.actors import ScriptedModel, tracing
 from warden.actors import genai_attributes as ga
 from warden.actors.otel_tracing import trace_id_of
@@ -127,3 +128,14 @@ async def test_the_service_name_is_warden_s_unless_otel_names_one(
             pass
     [span] = exporter.get_finished_spans()
     assert span.resource.attributes["service.name"] == service
+
+
+async def test_the_start_is_logged_with_the_endpoint_but_never_its_credentials() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:s3cret@collector.internal:4318/otel"}
+    with capture_logs() as logs:
+        async with tracing.open_tracing(OFF, service="warden", provider="p", environ=environ,
+                                        exporter=InMemorySpanExporter()):
+            pass
+    [started] = [e for e in logs if e["event"] == "tracing_started"]
+    assert started["endpoint"] == "https://collector.internal:4318/otel"
+    assert "s3cret" not in repr(logs)
