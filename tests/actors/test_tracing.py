@@ -139,3 +139,14 @@ async def test_the_start_is_logged_with_the_endpoint_but_never_its_credentials()
     [started] = [e for e in logs if e["event"] == "tracing_started"]
     assert started["endpoint"] == "https://collector.internal:4318/otel"
     assert "s3cret" not in repr(logs)
+
+
+def test_no_instrumentation_of_the_model_sdk_is_locked_so_no_call_is_traced_twice() -> None:
+    # warden's chat spans are the only ones (README, "Tracing"): an instrumentation of
+    # anthropic or httpx would report every call, and its tokens, a second time.
+    root = Path(__file__).resolve().parents[2]
+    locked = [line.split("==")[0] for lock in ("requirements.lock", "requirements-bench.lock")
+              for line in (root / lock).read_text(encoding="utf-8").splitlines()
+              if "==" in line and not line.startswith((" ", "#"))]
+    assert "opentelemetry-sdk" in locked
+    assert [name for name in locked if name.startswith("opentelemetry-instrumentation")] == []
