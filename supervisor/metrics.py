@@ -38,7 +38,7 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -149,6 +149,7 @@ class Metrics:
             self.anomalies.labels(kind=kind)
         self._scraped = _Scraped()
         r.register(self._scraped)
+        self._exposed = _WithoutCreated(r)
         self._ended = {status: self.runs_ended.labels(status=status) for status in STATUSES}
         self._run_duration = {status: self.run_duration.labels(status=status)
                               for status in STATUSES}
@@ -295,7 +296,22 @@ class Metrics:
         families.extend(await _approvals(daemon))
         families.extend(await _intake(daemon))
         self._scraped.families = families
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
+
+
+class _WithoutCreated:
+    """``registry`` without the ``_created`` samples prometheus_client adds to counters and
+    histograms (in the text format each would be one more gauge family per metric; rates
+    need no creation time). Per registry, not ``disable_created_metrics()``, which is
+    global to the process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():  # fresh Metric objects at every collect
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
 
 
 class _Scraped:
@@ -369,6 +385,6 @@ def metrics_routes(daemon: Daemon) -> list[BaseRoute]:
         return []
 
     async def serve(_request: Request) -> Response:
-        return Response(await metrics.scrape(daemon), media_type=CONTENT_TYPE_LATEST)
+        return Response(await metrics.scrape(daemon), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     return [Route("/metrics", serve, methods=["GET"])]
