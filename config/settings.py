@@ -297,6 +297,9 @@ class AnomalySettings(_Config, frozen=True, kw_only=True):
     min_retries: int = 2
     """Retries are flagged only from this many on (a baseline of none makes any retry
     look far above it)."""
+    min_duration_s: float = 1.0
+    """Durations are flagged only from this many seconds on (a baseline of fast runs
+    makes any jitter look far above it)."""
     repeat_threshold: int = 3
     """A sequence of 2 or more tool names repeated back to back this many times in one
     step is flagged (``repeated_tool_sequence``); 0 turns it off."""

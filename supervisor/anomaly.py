@@ -11,7 +11,8 @@ The rules (the spec; settings in ``[anomaly]``, ``config.settings.AnomalySetting
   when it is above ``max(median + mad_k * MAD, median_ratio * median)`` of the baseline
   (MAD: the median absolute deviation). Both bounds: MAD alone is 0 for identical runs,
   and a ratio alone ignores how much the baseline spreads. Retries are flagged only from
-  ``min_retries`` on. Fewer baseline runs: nothing is flagged (too little to compare).
+  ``min_retries`` on, durations from ``min_duration_s``. Fewer baseline runs: nothing is
+  flagged (too little to compare).
 - **Repeated tool-call patterns.** ``repeated_tool_sequence``: in one step, a sequence of
   2 to ``max_pattern_length`` tool names (not all the same name) called back to back
   ``repeat_threshold`` times or more. ``repeated_tool_call``: the same tool with the same
@@ -121,6 +122,8 @@ def outliers(profile: RunProfile, baseline: Sequence[RunProfile],
         if bound is None or value <= bound:
             continue
         if kind == "retries" and value < settings.min_retries:
+            continue
+        if kind == "duration" and value < settings.min_duration_s:
             continue
         flags.append(Flag(kind=kind, value=value, threshold=bound, detail=(
             f"{kind} {shown.format(value)} is above {shown.format(bound)} (median "

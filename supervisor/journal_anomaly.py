@@ -117,6 +117,6 @@ async def anomalies_of(journal: Journal, run_id: str) -> list[AnomalyFlag]:
         return []
     rows = await journal._rows(
         "SELECT kind, value, threshold, detail FROM anomalies WHERE run_id = ? "
-        "ORDER BY created_at, kind", (run_id,))
+        "ORDER BY rowid", (run_id,))
     return [AnomalyFlag(kind=str(r[0]), value=float(r[1]), threshold=float(r[2]),
                         detail=str(r[3])) for r in rows]

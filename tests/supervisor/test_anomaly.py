@@ -86,6 +86,12 @@ def test_one_retry_against_a_baseline_of_none_is_below_min_retries() -> None:
     assert [f.kind for f in outliers(profile(retries=2), BASELINE, SETTINGS)] == ["retries"]
 
 
+def test_a_duration_under_min_duration_s_is_not_flagged_however_far_above() -> None:
+    fast = [profile(duration=d) for d in (0.01, 0.02, 0.01, 0.01, 0.02)]
+    assert outliers(profile(duration=0.9), fast, SETTINGS) == []
+    assert [f.kind for f in outliers(profile(duration=1.5), fast, SETTINGS)] == ["duration"]
+
+
 def test_a_sequence_of_tool_names_repeated_back_to_back_is_found() -> None:
     names = ["list_files", "grep", "read_file", "grep", "read_file", "grep", "read_file"]
     assert repeated_sequence(names, times=3, max_length=4) == (("grep", "read_file"), 3)
