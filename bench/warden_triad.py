@@ -70,7 +70,9 @@ def write_config(workdir: Path, latency_ms: float, *, local_workers: bool) -> Pa
     lines = [f"data_dir = {_toml(str(workdir / 'data'))}",
              f"local_workers = {'true' if local_workers else 'false'}",
              "[models]", 'provider = "scripted"', f"scripted_latency_ms = {latency_ms}",
-             f"script_files = [{_toml(str(script))}]"]
+             f"script_files = [{_toml(str(script))}]",
+             # A free port: benches run beside each other and beside a developer's daemon.
+             "[http]", "port = 0"]
     for role in ROLES:
         lines += [f"[roles.{role}]", 'tools = ["echo"]', "concurrency = 1000000"]
     config = workdir / "warden.toml"
