@@ -159,7 +159,8 @@ class Metrics:
         self._runs: dict[str, tuple[float | None, str]] = {}
         """Each live run seen: when it was submitted (``None``: before this process) and
         its last status."""
-        self._step_started: dict[tuple[str, int], float] = {}
+        self._step_started: dict[str, dict[int, float]] = {}
+        """When each live run's running step attempts started, by run and step."""
         self._handlers: dict[type, Callable[[Event], None]] = {
             RunCreated: self._created, StatusChanged: self._status,  # type: ignore[dict-item]
             StepStarted: self._step_start, StepFinished: self._step_end,  # type: ignore[dict-item]
@@ -196,8 +197,7 @@ class Metrics:
             self._ended[status].inc()
             if started is not None:
                 self._run_duration[status].observe(time.monotonic() - started)
-            for key in [k for k in self._step_started if k[0] == run_id]:
-                del self._step_started[key]
+            self._step_started.pop(run_id, None)
             return
         if status == "awaiting_approval" and before != "awaiting_approval":
             self.approval_waits.inc()
@@ -205,10 +205,11 @@ class Metrics:
         self._runs[run_id] = (started, status)
 
     def _step_start(self, event: StepStarted) -> None:
-        self._step_started[(event.run_id, event.step)] = time.monotonic()
+        self._step_started.setdefault(event.run_id, {})[event.step] = time.monotonic()
 
     def _step_end(self, event: StepFinished | StepRetry) -> None:
-        started = self._step_started.pop((event.run_id, event.step), None)
+        steps = self._step_started.get(event.run_id)
+        started = None if steps is None else steps.pop(event.step, None)
         retried = isinstance(event, StepRetry)
         role = event.role if event.role in self._known_roles else OTHER
         if retried:
@@ -223,7 +224,9 @@ class Metrics:
         child.observe(time.monotonic() - started)
 
     def _step_skip(self, event: StepSkipped) -> None:
-        self._step_started.pop((event.run_id, event.step), None)
+        steps = self._step_started.get(event.run_id)
+        if steps is not None:
+            steps.pop(event.step, None)
 
     def _model_call(self, event: ModelCallMade) -> None:
         children = self._models.get((event.model, event.purpose))
