@@ -12,7 +12,8 @@ The contract:
   model may ask for anything, is counted as ``other``); ``rule``, ``decision``,
   ``outcome``, ``type`` and ``kind`` are fixed vocabularies.
 - **Cheap on the hot path.** A model or tool call costs a dict lookup of its pre-bound
-  label children, then a few increments: no dict of labels is built per event. Without
+  label children, then a few plain additions (``metric_types.py``: no lock, no dict of
+  labels per event; prometheus_client only formats them at scrape). Without
   ``[metrics] enabled`` there is no observer at all, so the call events are not built
   (``EventStream.wants``).
 - **Scrape-time state** (not events): active runs, approvals pending and the age of the
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
@@ -55,6 +56,7 @@ from warden.supervisor.events import (
     StepStarted,
     ToolCallMade,
 )
+from warden.supervisor.metric_types import Bins, Cell, LoopCounter, LoopHistogram
 from warden.supervisor.run_states import STATUSES, TERMINAL
 
 if TYPE_CHECKING:
@@ -96,66 +98,70 @@ METRIC_NAMES: tuple[str, ...] = (
 """Every metric family ``/metrics`` exposes, by its sample name (a counter's with
 ``_total``; a histogram's samples add ``_bucket``, ``_sum`` and ``_count``)."""
 
-_ModelChildren = tuple[Histogram, Counter, Counter, Counter, Counter, Counter]
-_ToolChildren = tuple[Counter, Counter | None]
+_ModelChildren = tuple[Bins, Cell, Cell, Cell, Cell, Cell]
+_ToolChildren = tuple[Cell, Cell | None]
 
 
 class Metrics:
-    """The metrics of one daemon: its registry, its event observer and its scrape."""
+    """The metrics of one daemon: its registry, its event observer and its scrape.
+
+    Counted on the event loop's thread only (``metric_types.py``): observe and scrape
+    there, never from another thread.
+    """
 
     def __init__(self, *, tools: Iterable[str] = (), roles: Iterable[str] = ()) -> None:
-        self.registry = CollectorRegistry()
         self._known_tools = frozenset(tools)
         self._known_roles = frozenset(roles)
-        r = self.registry
-        self.runs_started = Counter("warden_runs_started", "Runs committed to the queue.",
-                                    registry=r)
-        self.runs_ended = Counter(
+        self.runs_started = LoopCounter("warden_runs_started", "Runs committed to the queue.")
+        self.runs_ended = LoopCounter(
             "warden_runs_ended", "Runs that reached a terminal status (rejected at intake "
-            "included), by status.", ["status"], registry=r)
-        self.approval_waits = Counter(
-            "warden_approval_waits_total", "Times a run went to awaiting_approval "
-            "(escalations to a person; needs_human endings are in runs_ended).", registry=r)
-        self.run_duration = Histogram(
+            "included), by status.", ["status"])
+        self.approval_waits = LoopCounter(
+            "warden_approval_waits", "Times a run went to awaiting_approval (escalations to "
+            "a person; needs_human endings are in runs_ended).")
+        self.run_duration = LoopHistogram(
             "warden_run_duration_seconds", "Seconds from submission to the run's end, for "
-            "runs submitted to this daemon process, by status.", ["status"],
-            buckets=RUN_BUCKETS, registry=r)
-        self.step_duration = Histogram(
+            "runs submitted to this daemon process, by status.", ["status"], RUN_BUCKETS)
+        self.step_duration = LoopHistogram(
             "warden_step_duration_seconds", "Seconds of one step attempt, by role and "
-            "outcome (finished, retried).", ["role", "outcome"], buckets=STEP_BUCKETS,
-            registry=r)
-        self.step_retries = Counter("warden_step_retries", "Step attempts that failed and "
-                                    "were retried, by role.", ["role"], registry=r)
-        self.model_duration = Histogram(
+            "outcome (finished, retried).", ["role", "outcome"], STEP_BUCKETS)
+        self.step_retries = LoopCounter("warden_step_retries", "Step attempts that failed "
+                                        "and were retried, by role.", ["role"])
+        self.model_duration = LoopHistogram(
             "warden_model_call_duration_seconds", "Seconds of one model call, by model and "
-            "purpose.", ["model", "purpose"], buckets=CALL_BUCKETS, registry=r)
-        self.tokens = Counter(
+            "purpose.", ["model", "purpose"], CALL_BUCKETS)
+        self.tokens = LoopCounter(
             "warden_model_tokens", "Tokens of model calls, by model and type (input: "
-            "uncached input; output; cache_read; cache_write).", ["model", "type"],
-            registry=r)
-        self.cost = Counter("warden_model_cost_usd", "US dollars spent on model calls, by "
-                            "model.", ["model"], registry=r)
-        self.tool_calls = Counter(
+            "uncached input; output; cache_read; cache_write).", ["model", "type"])
+        self.cost = LoopCounter("warden_model_cost_usd", "US dollars spent on model calls, "
+                                "by model.", ["model"])
+        self.tool_calls = LoopCounter(
             "warden_tool_calls", "Tool calls by tool and outcome (ok, error, denied, "
-            "substituted, refused).", ["tool", "outcome"], registry=r)
-        self.policy = Counter(
+            "substituted, refused).", ["tool", "outcome"])
+        self.policy = LoopCounter(
             "warden_policy_decisions", "Calls a policy guard decided, by rule and decision "
-            "(deny, substitute, pause).", ["rule", "decision"], registry=r)
-        self.anomalies = Counter("warden_anomalies", "Anomaly flags on ended runs, by kind.",
-                                 ["kind"], registry=r)
-        for status in sorted(TERMINAL):  # present from the start: rate() needs a zero
-            self.runs_ended.labels(status=status)
+            "(deny, substitute, pause).", ["rule", "decision"])
+        self.anomalies = LoopCounter("warden_anomalies", "Anomaly flags on ended runs, by "
+                                     "kind.", ["kind"])
+        self._started = self.runs_started.labels()
+        self._waits = self.approval_waits.labels()
+        # Present from the start, at zero: rate() and increase() need the first sample.
+        self._ended = {status: self.runs_ended.labels(status) for status in STATUSES
+                       if status in TERMINAL}
         for kind in ANOMALY_KINDS:
-            self.anomalies.labels(kind=kind)
-        self._scraped = _Scraped()
-        r.register(self._scraped)
-        self._exposed = _WithoutCreated(r)
-        self._ended = {status: self.runs_ended.labels(status=status) for status in STATUSES}
-        self._run_duration = {status: self.run_duration.labels(status=status)
-                              for status in STATUSES}
+            self.anomalies.labels(kind)
+        self._run_duration = {status: self.run_duration.labels(status) for status in STATUSES}
+        self._families: tuple[LoopCounter | LoopHistogram, ...] = (
+            self.runs_started, self.runs_ended, self.approval_waits, self.run_duration,
+            self.step_duration, self.step_retries, self.model_duration, self.tokens,
+            self.cost, self.tool_calls, self.policy, self.anomalies,
+        )
+        self._scraped: Sequence[Metric] = ()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
         self._models: dict[tuple[str, str], _ModelChildren] = {}
         self._tools: dict[tuple[str, bool, str | None, bool], _ToolChildren] = {}
-        self._steps: dict[tuple[str, str], Histogram] = {}
+        self._steps: dict[tuple[str, str], Bins] = {}
         self._runs: dict[str, tuple[float | None, str]] = {}
         """Each live run seen: when it was submitted (``None``: before this process) and
         its last status."""
@@ -167,6 +173,16 @@ class Metrics:
             StepRetry: self._step_end, StepSkipped: self._step_skip,  # type: ignore[dict-item]
             ModelCallMade: self._model_call, ToolCallMade: self._tool_call,  # type: ignore[dict-item]
         }
+
+    # -- the collector (prometheus_client asks it at each scrape) -------------------------
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()
+        yield from self._scraped
 
     # -- the observer -------------------------------------------------------------------
 
@@ -180,13 +196,13 @@ class Metrics:
 
     def flagged(self, flag: Flag) -> None:
         """Count one anomaly flag (``AnomalyWatch.on_flag``)."""
-        self.anomalies.labels(kind=flag.kind).inc()
+        self.anomalies.labels(flag.kind).value += 1
 
     def _created(self, event: RunCreated) -> None:
         if event.status == "rejected":
-            self._ended["rejected"].inc()
+            self._ended["rejected"].value += 1
             return
-        self.runs_started.inc()
+        self._started.value += 1
         self._runs[event.run_id] = (time.monotonic(), event.status)
 
     def _status(self, event: StatusChanged) -> None:
@@ -194,14 +210,14 @@ class Metrics:
         started, before = self._runs.get(run_id, (None, ""))
         if status in TERMINAL:
             self._runs.pop(run_id, None)
-            self._ended[status].inc()
+            self._ended[status].value += 1
             if started is not None:
                 self._run_duration[status].observe(time.monotonic() - started)
             self._step_started.pop(run_id, None)
             return
         if status == "awaiting_approval" and before != "awaiting_approval":
-            self.approval_waits.inc()
-            self._policy("approval", "pause").inc()
+            self._waits.value += 1
+            self.policy.labels("approval", "pause").value += 1
         self._runs[run_id] = (started, status)
 
     def _step_start(self, event: StepStarted) -> None:
@@ -213,14 +229,13 @@ class Metrics:
         retried = isinstance(event, StepRetry)
         role = event.role if event.role in self._known_roles else OTHER
         if retried:
-            self.step_retries.labels(role=role).inc()
+            self.step_retries.labels(role).value += 1
         if started is None:
             return
         outcome = "retried" if retried else "finished"
         child = self._steps.get((role, outcome))
         if child is None:
-            child = self._steps[(role, outcome)] = self.step_duration.labels(
-                role=role, outcome=outcome)
+            child = self._steps[(role, outcome)] = self.step_duration.labels(role, outcome)
         child.observe(time.monotonic() - started)
 
     def _step_skip(self, event: StepSkipped) -> None:
@@ -235,21 +250,19 @@ class Metrics:
         duration, input_, output, cache_read, cache_write, cost = children
         duration.observe(event.latency_ms / 1000.0)
         usage = event.usage
-        input_.inc(usage.input_tokens)
-        output.inc(usage.output_tokens)
-        if usage.cache_read_input_tokens:
-            cache_read.inc(usage.cache_read_input_tokens)
-        if usage.cache_creation_input_tokens:
-            cache_write.inc(usage.cache_creation_input_tokens)
-        cost.inc(event.call_cost_usd)
+        input_.value += usage.input_tokens
+        output.value += usage.output_tokens
+        cache_read.value += usage.cache_read_input_tokens
+        cache_write.value += usage.cache_creation_input_tokens
+        cost.value += event.call_cost_usd
 
     def _bind_model(self, model: str, purpose: str) -> _ModelChildren:
         tokens = self.tokens
         children = (
-            self.model_duration.labels(model=model, purpose=purpose),
-            tokens.labels(model=model, type="input"), tokens.labels(model=model, type="output"),
-            tokens.labels(model=model, type="cache_read"),
-            tokens.labels(model=model, type="cache_write"), self.cost.labels(model=model),
+            self.model_duration.labels(model, purpose),
+            tokens.labels(model, "input"), tokens.labels(model, "output"),
+            tokens.labels(model, "cache_read"), tokens.labels(model, "cache_write"),
+            self.cost.labels(model),
         )
         self._models[(model, purpose)] = children
         return children
@@ -261,29 +274,26 @@ class Metrics:
         if children is None:
             children = self._bind_tool(*key)
         calls, decision = children
-        calls.inc()
+        calls.value += 1
         if decision is not None:
-            decision.inc()
+            decision.value += 1
 
     def _bind_tool(self, name: str, ok: bool, by: str | None, instant: bool) -> _ToolChildren:
         tool = name if name in self._known_tools else OTHER
-        decision: Counter | None = None
+        decision: Cell | None = None
         if by is not None:
             outcome = "substituted" if ok else "denied"
-            decision = self._policy(_GUARD_RULES.get(by, OTHER),
-                                    "substitute" if ok else "deny")
+            decision = self.policy.labels(_GUARD_RULES.get(by, OTHER),
+                                          "substitute" if ok else "deny")
         elif not ok and instant:
             outcome = "refused"
-            decision = self._policy("allowlist", "deny")
+            decision = self.policy.labels("allowlist", "deny")
         else:
             outcome = "ok" if ok else "error"
-        children = (self.tool_calls.labels(tool=tool, outcome=outcome), decision)
+        children = (self.tool_calls.labels(tool, outcome), decision)
         if tool != OTHER:  # unknown names are not kept: a model could send endless ones
             self._tools[(name, ok, by, instant)] = children
         return children
-
-    def _policy(self, rule: str, decision: str) -> Counter:
-        return self.policy.labels(rule=rule, decision=decision)
 
     # -- the scrape ---------------------------------------------------------------------
 
@@ -298,37 +308,8 @@ class Metrics:
         families.extend(_breakers(daemon))
         families.extend(await _approvals(daemon))
         families.extend(await _intake(daemon))
-        self._scraped.families = families
-        return generate_latest(self._exposed)
-
-
-class _WithoutCreated:
-    """``registry`` without the ``_created`` samples prometheus_client adds to counters and
-    histograms (in the text format each would be one more gauge family per metric; rates
-    need no creation time). Per registry, not ``disable_created_metrics()``, which is
-    global to the process."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in self.registry.collect():  # fresh Metric objects at every collect
-            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
-            yield metric
-
-
-class _Scraped:
-    """A collector of the families the current scrape read (set just before it is made:
-    nothing awaits between, so two scrapes cannot mix)."""
-
-    def __init__(self) -> None:
-        self.families: Sequence[Metric] = ()
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self.families
+        self._scraped = families  # nothing awaits from here: two scrapes cannot mix
+        return generate_latest(self.registry)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -91,8 +91,7 @@ async def test_a_tool_call_counts_its_outcome_and_the_rule_that_decided_it(
                               {"tool": "list_files", "outcome": outcome}) == 1
     text = generate_latest(metrics.registry).decode()
     decisions = [s for f in text_string_to_metric_families(text)
-                 if f.name == "warden_policy_decisions" for s in f.samples
-                 if not s.name.endswith("_created")]
+                 if f.name == "warden_policy_decisions" for s in f.samples]
     if rule is None:
         assert decisions == []
     else:
