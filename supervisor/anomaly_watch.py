@@ -19,6 +19,7 @@ from collections.abc import Callable
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from warden.config.settings import AnomalySettings
 from warden.supervisor.anomaly import Flag, assess
 from warden.supervisor.events import Event, EventKind
@@ -43,7 +44,8 @@ class AnomalyWatch:
         self.journal = journal
         self.settings = settings
         self.on_flag = on_flag
-        self._send, self._receive = anyio.create_memory_object_stream[str](_QUEUE)
+        self._send: MemoryObjectSendStream[str] | None = None
+        """The queue of ended runs, open while ``run`` runs."""
         self.assessed = 0
         """Runs assessed so far (profiled and flagged, or found not comparable)."""
 
@@ -51,22 +53,29 @@ class AnomalyWatch:
         return kind == "status"
 
     async def observe(self, event: Event) -> None:
-        if event.status not in _ASSESSED:
+        send = self._send
+        if event.status not in _ASSESSED or send is None:
             return
         try:
-            self._send.send_nowait(event.run_id)
+            send.send_nowait(event.run_id)
         except anyio.WouldBlock:
             log.warning("anomaly_queue_full", run_id=event.run_id)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Assess each ended run, one at a time, until cancelled."""
-        task_status.started()
-        async with self._receive:
-            async for run_id in self._receive:
-                try:
-                    await self.assess(run_id)
-                except Exception as exc:
-                    log.warning("anomaly_assessment_failed", run_id=run_id, error=repr(exc))
+        send, receive = anyio.create_memory_object_stream[str](_QUEUE)
+        with send, receive:
+            self._send = send
+            task_status.started()
+            try:
+                async for run_id in receive:
+                    try:
+                        await self.assess(run_id)
+                    except Exception as exc:
+                        log.warning("anomaly_assessment_failed", run_id=run_id,
+                                    error=repr(exc))
+            finally:
+                self._send = None
 
     async def assess(self, run_id: str) -> list[Flag]:
         """Assess ended run ``run_id`` now: record its profile and flags; return the flags.
