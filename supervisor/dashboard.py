@@ -69,7 +69,7 @@ _FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
         "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+            "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
             "X-Frame-Options": "DENY"}
 _MAX_FORM_BYTES = 4096
 _CALL_TEXT_CHARS = 20_000

@@ -10,6 +10,16 @@ let current = { tab: "runs", runId: null };
 let filters = { status: "", q: "" };
 let refreshTimer = null;
 
+// The API leaves out fields at their defaults (the wire's omit_defaults): put them back.
+const DEFAULTS = {
+  run: { tokens: 0, cost_usd: 0, steps: [], error: null, result: null, scenario: null },
+  step: { turns: 0, output: "", tokens: 0, cost_usd: 0 },
+  call: { step: null, turn: null, purpose: "", ok: true, input_tokens: 0, output_tokens: 0,
+    cache_read_tokens: 0, cache_creation_tokens: 0, cost_usd: 0, duration_ms: 0, cut: false },
+  approval: { status: "pending", decided_by: null, reason: null },
+};
+const filled = (kind, value) => Object.assign({}, DEFAULTS[kind], value);
+
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props || {})) {
@@ -45,8 +55,8 @@ const badge = (status) => el("span", { class: "status " + status }, status);
 const view = () => document.getElementById("view");
 
 function show(...nodes) {
-  const target = view();
-  target.replaceChildren(...nodes);
+  // Nodes only: strings were made text nodes by el(); null and false are left out.
+  view().replaceChildren(...nodes.flat(Infinity).filter((node) => node instanceof Node));
 }
 
 function pretty(text) {
@@ -59,7 +69,7 @@ async function renderRuns() {
   const params = new URLSearchParams({ limit: "100" });
   if (filters.status) params.set("status", filters.status);
   if (filters.q) params.set("q", filters.q);
-  const { runs } = await api("/api/runs?" + params);
+  const runs = (await api("/api/runs?" + params)).runs.map((r) => filled("run", r));
   const status = el("select", { id: "filter-status", onchange: (e) => { filters.status = e.target.value; renderRuns(); } },
     el("option", { value: "" }, "every status"),
     STATUSES.map((s) => el("option", { value: s }, s)));
@@ -134,7 +144,10 @@ function approvalNode(approval, decidable) {
 
 async function renderRun(runId) {
   const detail = await api("/api/runs/" + encodeURIComponent(runId));
-  const run = detail.run;
+  const run = filled("run", detail.run);
+  run.steps = run.steps.map((s) => filled("step", s));
+  detail.calls = detail.calls.map((c) => filled("call", c));
+  detail.approvals = detail.approvals.map((a) => filled("approval", a));
   const facts = el("div", { class: "facts" },
     el("div", {}, el("span", {}, "status"), badge(run.status)),
     el("div", {}, el("span", {}, "tokens"), el("b", { id: "run-tokens" }, run.tokens)),
@@ -170,7 +183,7 @@ async function renderRun(runId) {
 // -- approvals, costs, breakers --------------------------------------------------------
 
 async function renderApprovals() {
-  const { approvals } = await api("/api/approvals");
+  const approvals = (await api("/api/approvals")).approvals.map((a) => filled("approval", a));
   updateCount(approvals.length);
   show(el("h2", {}, "Approval queue"),
     approvals.length ? el("div", { id: "approvals" }, approvals.map((a) => approvalNode(a, true)))

@@ -214,8 +214,9 @@ async def test_costs_breakers_and_the_live_feed_follow_a_run(tmp_path: Path) -> 
     assert daemon.feed.watchers == 0  # the stream's end closed its queue
 
 
+@pytest.mark.usefixtures("effects")
 async def test_a_denial_from_the_dashboard_goes_through_the_daemons_checks(
-        tmp_path: Path, effects: Path) -> None:
+        tmp_path: Path) -> None:
     async with dashboard(settings_for(tmp_path)) as (daemon, bus, http):
         csrf = await logged_in(http, daemon)
         ended: list[RunSummary] = []
@@ -240,7 +241,7 @@ async def test_a_denial_from_the_dashboard_goes_through_the_daemons_checks(
                                     headers=post_headers(http, csrf))
             assert again.status_code == 409  # no longer pending
         decided = await daemon.journal.approval(request.id)
-    assert bumps(effects) == []
+    assert bumps(tmp_path / "bumps.txt") == []
     assert decided is not None and decided.status == "denied" and decided.reason == "not today"
     # Signed with the session's seed: the operator's key is the decider.
     assert decided.decided_by == daemon.approvals.operator_key
