@@ -61,7 +61,7 @@ async def chromium() -> AsyncIterator[Browser]:
 async def shot(page: Page, name: str) -> None:
     folder = os.environ.get("WARDEN_DASHBOARD_SHOTS")
     if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, in a test
         await page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
