@@ -300,7 +300,7 @@ class Dashboard:
              "times_opened": s.times_opened, "calls_rejected": s.calls_rejected}
             for s in (breaker.statistics() for breaker in found)]})
 
-    async def _events(self, _request: Request, _session: Session) -> Response:
+    async def _events(self, _request: Request, session: Session) -> Response:
         watcher = self.feed.watch()
         if watcher is None:
             return _problem(503, "too many live views open; close one")
@@ -308,6 +308,8 @@ class Dashboard:
         async def stream() -> AsyncIterator[bytes]:
             try:
                 async for line in watcher.lines():
+                    if self.sessions.get(session.token) is None:
+                        break  # logged out or expired: the stream ends with the session
                     yield line
             finally:
                 watcher.close()

@@ -15,7 +15,7 @@ The rules (README, "The dashboard"):
   static files needs a live session: a page answers ``303`` to ``/login``, an ``/api/``
   path ``401``.
 - **Every POST** (login and logout included) must come from this server's own page: its
-  ``Origin`` is this server's origin (a cross-site form or fetch is refused with ``403``),
+  ``Origin`` names this server's host and port (a cross-site form or fetch is refused: ``403``),
   and, for a session's actions, its ``X-Warden-CSRF`` header is the session's CSRF token
   (a second, independent check: the token is only readable by the page's own script).
 - **Host.** While bound to loopback, a request whose ``Host`` is not a loopback name is
@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,14 +126,16 @@ class Sessions:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether the request's ``Origin`` is this server's own (scheme, host and port as
-    the request addressed it). A request without ``Origin`` is refused: every browser
-    sends it on a POST."""
+    """Whether the request's ``Origin`` names this server: its host and port are the
+    ``Host`` the request was sent to. The scheme is not compared, so a proxy that
+    terminates TLS in front of the dashboard still works. A request without ``Origin``
+    (or ``Origin: null``) is refused: every browser sends one on a POST."""
     origin = request.headers.get("origin")
     host = request.headers.get("host")
     if not origin or not host:
         return False
-    return origin == f"{request.url.scheme}://{host}"
+    parts = urllib.parse.urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == host and not parts.path
 
 
 def host_allowed(request: Request, bound_host: str) -> bool:

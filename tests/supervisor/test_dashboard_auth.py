@@ -89,7 +89,9 @@ def request(headers: dict[str, str], scheme: str = "http") -> Request:
 @pytest.mark.parametrize(("origin", "allowed"), [
     ("http://127.0.0.1:8080", True),
     ("http://127.0.0.1:8081", False),
-    ("https://127.0.0.1:8080", False),
+    ("https://127.0.0.1:8080", True),  # a proxy terminating TLS in front of it
+    ("http://127.0.0.1:8080/x", False),
+    ("file://127.0.0.1:8080", False),
     ("http://evil.example", False),
     ("null", False),
     (None, False),
