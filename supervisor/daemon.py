@@ -519,9 +519,10 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 max_restarts=supervision.max_restarts, period=supervision.period_s,
             )
         )
-        feed = LiveFeed()
+        feed = LiveFeed()  # the dashboard's live events: an observer only if it is served
         events = EventStream(journal, (*standard_observers(
-            journal, bus, publish_calls=settings.nats.publish_call_events), feed))
+            journal, bus, publish_calls=settings.nats.publish_call_events),
+            *((feed,) if web is not None else ())))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
                         seeds=identities.seeds, daemon_id=daemon_id, feed=feed)
         if settings.approvals.webhooks:
