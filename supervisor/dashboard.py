@@ -77,6 +77,8 @@ _CALL_TEXT_CHARS = 20_000
 ``warden show RUN --calls`` prints it whole."""
 _DECISION_WAIT_S = 10.0
 _LOGIN_REFUSED = "That is not the operator's nkey seed."
+_NO_OPERATOR = ("This daemon knows no operator key (set approvals.operator_key on an "
+                "external NATS server): nobody can log in.")
 
 Handler = Callable[[Request], Awaitable[Response]]
 SessionHandler = Callable[[Request, Session], Awaitable[Response]]
@@ -200,7 +202,8 @@ class Dashboard:
         client = request.client.host if request.client else "?"
         if session is None:
             log.warning("dashboard_login_refused", client=client)
-            return self._login_page(_LOGIN_REFUSED, status=401)
+            known = self.sessions.operator_key is not None
+            return self._login_page(_LOGIN_REFUSED if known else _NO_OPERATOR, status=401)
         log.info("dashboard_login", client=client)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, session.token, max_age=int(self.sessions.ttl_s),
