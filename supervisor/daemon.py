@@ -82,6 +82,7 @@ from warden.config.settings import NatsSettings
 from warden.supervisor.api import Api
 from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
+from warden.supervisor.dashboard_feed import LiveFeed
 from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import (
@@ -242,6 +243,7 @@ class Daemon:
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
         *, seeds: Mapping[str, Path] | None = None, daemon_id: str = "d0",
+        feed: LiveFeed | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -272,6 +274,8 @@ class Daemon:
         self._runs: Supervisor | None = None
         self.http_url: str | None = None
         """The HTTP server's base URL (``/metrics``, the dashboard); ``None`` when off."""
+        self.feed = feed or LiveFeed()
+        """The dashboard's live run events (an observer of ``events``, ``dashboard_feed``)."""
 
     async def _announce(self, request: ApprovalInfo) -> None:
         await self.bus.publish(subjects.approvals(request.run_id), encoder.encode(request))
@@ -515,10 +519,12 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 max_restarts=supervision.max_restarts, period=supervision.period_s,
             )
         )
-        events = EventStream(journal, standard_observers(
-            journal, bus, publish_calls=settings.nats.publish_call_events))
+        feed = LiveFeed()  # the dashboard's live events: an observer only if it is served
+        events = EventStream(journal, (*standard_observers(
+            journal, bus, publish_calls=settings.nats.publish_call_events),
+            *((feed,) if web is not None else ())))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
-                        seeds=identities.seeds, daemon_id=daemon_id)
+                        seeds=identities.seeds, daemon_id=daemon_id, feed=feed)
         if settings.approvals.webhooks:
             daemon.approvals.notify = approval_notifier(webhooks)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
