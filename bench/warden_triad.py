@@ -64,19 +64,22 @@ def write_script(path: Path) -> None:
 
 def write_config(workdir: Path, latency_ms: float, *, local_workers: bool) -> Path:
     """A settings file for the daemon and any worker process: the scripted model, the
-    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none)."""
+    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none).
+
+    ``WARDEN_BENCH_TOML`` (TOML text) is appended, for measuring warden with settings of
+    its own, e.g. ``[http]\\nenabled = false`` (bench/README.md, "Observability on and
+    off")."""
     script = workdir / "triad.toml"
     write_script(script)
     lines = [f"data_dir = {_toml(str(workdir / 'data'))}",
              f"local_workers = {'true' if local_workers else 'false'}",
              "[models]", 'provider = "scripted"', f"scripted_latency_ms = {latency_ms}",
-             f"script_files = [{_toml(str(script))}]",
-             # A free port: benches run beside each other and beside a developer's daemon.
-             "[http]", "port = 0"]
+             f"script_files = [{_toml(str(script))}]"]
     for role in ROLES:
         lines += [f"[roles.{role}]", 'tools = ["echo"]', "concurrency = 1000000"]
+    extra = os.environ.get("WARDEN_BENCH_TOML", "").replace("\\n", "\n")
     config = workdir / "warden.toml"
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config.write_text("\n".join(lines) + "\n" + extra + "\n", encoding="utf-8")
     return config
 
 
@@ -148,11 +151,13 @@ async def _worker_process(config: Path, url: str, seed: Path | None) -> AsyncIte
 async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncIterator[WardenTriad]:
     configure_logging(os.environ.get("WARDEN_BENCH_LOG", "error"))
     config = write_config(workdir, latency_ms, local_workers=not remote)
-    # Only the observability switches pass through (WARDEN_METRICS_ENABLED=false, ...):
-    # CPU per task with metrics on and off.
+    # /metrics on a free port: never in the way of a daemon of the user's. Only the
+    # observability switches pass through (WARDEN_METRICS_ENABLED=false, ...): CPU per task
+    # with metrics on and off.
     switches = ("WARDEN_METRICS_", "WARDEN_ANOMALY_")
     settings = load_settings(str(config), env={
-        k: v for k, v in os.environ.items() if k.startswith(switches)})
+        k: v for k, v in os.environ.items() if k.startswith(switches)},
+        overrides={("http", "port"): 0})
     async with AsyncExitStack() as stack:
         daemon = await stack.enter_async_context(open_daemon(settings))
         if remote:

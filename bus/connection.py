@@ -613,7 +613,10 @@ def _expire(waiter: asyncio.Future[bytes]) -> None:
 
 
 async def _close_quietly(nc: Client) -> None:
+    # Shielded, so no cancellation of ours can land inside; a CancelledError that comes out
+    # of close() is nats-py's own (a task or future of its own, cancelled when the server
+    # died mid-close) and would otherwise escape as if this task had been cancelled.
     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-        with contextlib.suppress(*FAILURES):
+        with contextlib.suppress(*FAILURES, asyncio.CancelledError):
             if not nc.is_closed:
                 await nc.close()

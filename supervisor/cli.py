@@ -5,6 +5,9 @@
                                    --dry-run: see what it would do, side effects not executed
     warden runs                    list runs
     warden show RUN_ID             one run with its steps
+    warden watch RUN_ID            follow a run in progress to its end (cli_watch.py)
+    warden replay RUN_ID           re-run a recorded run against its recorded calls, compare
+    warden eval DIR                replay a folder of recorded scenarios (cli_eval.py)
     warden demo                    start a daemon in-process, run the demo tasks, print a table
     warden worker --role ROLE      serve roles' steps from another process or machine
     warden cancel RUN_ID           cancel a run that has not ended
@@ -38,7 +41,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
@@ -242,12 +245,19 @@ def print_intercepted(run: RunSummary) -> None:
             print("    " + call.output.strip().replace("\n", "\n    ")[:600])
 
 
-async def follow_run(bus: Bus, run_id: str, *, progress: bool, label: str = "") -> str:
+async def follow_run(bus: Bus, run_id: str, *, progress: bool, label: str = "",
+                     subscribed: Callable[[], Awaitable[str]] | None = None) -> str:
     """Print a run's events until it reaches a terminal status; returns that status.
 
-    Blocks; callers bound it with a deadline.
+    ``subscribed``: called once the subscription is open (so no event after it is
+    missed), returning the run's status then; a terminal one is returned at once
+    (``warden watch`` of a run that ended). Blocks; callers bound it with a deadline.
     """
     async with bus.follow(subjects.run_events(run_id)) as events:
+        if subscribed is not None:
+            status = await subscribed()
+            if status in TERMINAL:
+                return status
         async for data in events:
             event = event_decoder.decode(data)
             if progress:
@@ -657,6 +667,18 @@ def build_parser() -> argparse.ArgumentParser:
     from warden.supervisor.cli_audit import add_audit_commands  # it imports this one
 
     add_audit_commands(sub, common)
+
+    from warden.supervisor.cli_replay import add_replay_commands  # it imports this one
+
+    add_replay_commands(sub, common)
+
+    from warden.supervisor.cli_eval import add_eval_commands  # it imports this one
+
+    add_eval_commands(sub, common)
+
+    from warden.supervisor.cli_watch import add_watch_commands  # it imports this one
+
+    add_watch_commands(sub, common)
 
     worker = sub.add_parser("worker", parents=[common], help="serve roles' steps",
                             description="Join the roles' queue groups from this process "

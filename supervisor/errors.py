@@ -19,7 +19,8 @@ The tree::
     ├── IllegalTransitionError           the run state machine refused a status change
     ├── JournalError                     the journal file cannot be opened or written
     ├── RunNotFoundError                 no run with that id in the journal
-    └── DaemonError                      the daemon cannot start or be reached
+    ├── DaemonError                      the daemon cannot start or be reached
+    └── ReplayError                      a recorded run cannot be replayed (replay.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = (
     "LimitReachedError",
     "ModelCallFailedError",
     "PlanInvalidError",
+    "ReplayError",
     "RestartIntensityExceededError",
     "RunNotFoundError",
     "StepCapReachedError",
@@ -242,3 +244,13 @@ class RunNotFoundError(SupervisorError):
 class DaemonError(SupervisorError):
     """Raised when the daemon cannot start, or a client command cannot reach it or is
     refused by it (a run that already ended cannot be cancelled)."""
+
+
+class ReplayError(SupervisorError):
+    """Raised when a recorded run cannot be replayed (``replay.py``): it has not ended,
+    it was resumed, or a scenario file cannot be read; ``problem`` says which."""
+
+    def __init__(self, run_id: str, problem: str) -> None:
+        self.run_id = run_id
+        self.problem = problem
+        super().__init__(f"cannot replay run {run_id!r}: {problem}")

@@ -99,6 +99,7 @@ def daemon_env(
            if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
     env["WARDEN_MODELS__PROVIDER"] = "scripted"
     env["WARDEN_SCRIPTED_LATENCY_MS"] = f"{latency_ms:g}"
+    env["WARDEN_HTTP_PORT"] = "0"  # beside other daemons (tests/conftest.py)
     if crash_at:
         env["WARDEN_CRASH_AT"] = crash_at
     env.update(settings)

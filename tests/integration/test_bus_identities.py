@@ -388,7 +388,7 @@ async def test_credentials_daemon_json_and_server_config_are_private(tmp_path: P
                  for i in IDENTITIES]
     assert modes == {"credentials/": 0o700, DAEMON_FILE: 0o600, CONFIG_FILE: 0o600,
                      **{f"{i}.nk": 0o600 for i in IDENTITIES}}
-    assert set(record) == {"pid", "url", "daemon_id", "credentials"}
+    assert set(record) == {"pid", "url", "daemon_id", "credentials", "http"}
     # Local clients get the client, operator and worker seeds; never the daemon's.
     assert record["credentials"] == {
         i: str(data_dir / CREDENTIALS_DIR / f"{i}.nk") for i in ("client", "operator", "worker")}

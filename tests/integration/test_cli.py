@@ -20,6 +20,7 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("WARDEN_") and k != "ANTHROPIC_API_KEY"}
     env["WARDEN_MODELS__PROVIDER"] = "scripted"
+    env["WARDEN_HTTP_PORT"] = "0"  # beside other daemons (tests/conftest.py)
     return env
 
 

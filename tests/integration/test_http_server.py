@@ -7,7 +7,7 @@ import json
 import socket
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from warden.supervisor.daemon import open_daemon, read_daemon_file
 from warden.supervisor.errors import DaemonError
@@ -25,7 +25,7 @@ async def test_healthz_answers_while_the_daemon_runs_and_the_port_closes_after(
         assert url is not None and url.startswith("http://127.0.0.1:")
         info = read_daemon_file(daemon.data_dir)
         assert info is not None and info.http == url
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             reply = await client.get(f"{url}/healthz")
         assert reply.status_code == 200
         assert json.loads(reply.content)["daemon_id"] == daemon.daemon_id

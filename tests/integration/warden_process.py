@@ -45,6 +45,7 @@ def child_env(api_key: str | None = None) -> dict[str, str]:
     }
     if api_key is not None:
         env["ANTHROPIC_API_KEY"] = api_key
+    env["WARDEN_HTTP_PORT"] = "0"  # beside other daemons (tests/conftest.py)
     return env
 
 
