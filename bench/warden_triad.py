@@ -151,8 +151,13 @@ async def _worker_process(config: Path, url: str, seed: Path | None) -> AsyncIte
 async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncIterator[WardenTriad]:
     configure_logging(os.environ.get("WARDEN_BENCH_LOG", "error"))
     config = write_config(workdir, latency_ms, local_workers=not remote)
-    # /metrics on a free port: never in the way of a daemon of the user's.
-    settings = load_settings(str(config), env={}, overrides={("http", "port"): 0})
+    # /metrics on a free port: never in the way of a daemon of the user's. Only the
+    # observability switches pass through (WARDEN_METRICS_ENABLED=false, ...): CPU per task
+    # with metrics on and off.
+    switches = ("WARDEN_METRICS_", "WARDEN_ANOMALY_")
+    settings = load_settings(str(config), env={
+        k: v for k, v in os.environ.items() if k.startswith(switches)},
+        overrides={("http", "port"): 0})
     async with AsyncExitStack() as stack:
         daemon = await stack.enter_async_context(open_daemon(settings))
         if remote:

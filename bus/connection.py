@@ -371,6 +371,11 @@ class Bus:
             self._js, durable=durable, max_deliver=max_deliver, ack_wait=ack_wait
         )
 
+    async def task_queue(self, *, timeout: float = 1.0) -> jetstream.TaskQueue:
+        """The intake's backlog (tasks pending, in flight, the oldest one's age). See
+        ``jetstream.task_queue``."""
+        return await jetstream.task_queue(self._js, timeout=timeout)
+
     async def publish_decision(self, run_id: str, data: bytes, *, timeout: float = 5.0
                                ) -> PubAck:
         """Publish a signed approval decision and wait for the stream's ack. See

@@ -26,6 +26,7 @@ run makes many core requests (``connection.py``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -49,11 +50,13 @@ __all__ = (
     "PubAck",
     "TaskConsumer",
     "TaskMessage",
+    "TaskQueue",
     "ensure_stream_of",
     "ensure_streams",
     "follow",
     "publish_task",
     "task_consumer",
+    "task_queue",
 )
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -336,3 +339,39 @@ async def _unsubscribe_quietly(
     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
         with contextlib.suppress(*FAILURES):
             await sub.unsubscribe()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQueue:
+    """The intake's backlog (``task_queue``), for the metrics."""
+
+    pending: int
+    """Tasks the consumer has not been delivered yet."""
+    in_flight: int
+    """Tasks delivered and not yet acknowledged."""
+    oldest_age_s: float
+    """Age of the oldest task still in ``WARDEN_TASKS`` (a work queue: not yet
+    acknowledged), 0 when it is empty: how far intake lags behind submissions."""
+
+
+async def task_queue(js: JetStreamContext, *, durable: str = TASKS_CONSUMER,
+                     timeout: float = 1.0) -> TaskQueue:
+    """The intake consumer's backlog: consumer info, then the stream's oldest message.
+
+    A cancellation point; at most three JetStream API requests, each bounded by
+    ``timeout``. Raises ``BusError`` subclasses (translated), ``BusTimeoutError`` included.
+    """
+    try:
+        info = await js.consumer_info(TASKS_STREAM, durable, timeout=timeout)
+        stream = await js.stream_info(TASKS_STREAM)
+        age = 0.0
+        if stream.state.messages:
+            oldest = await js.get_msg(TASKS_STREAM, seq=stream.state.first_seq)
+            if oldest.time is not None:
+                now = datetime.datetime.now(tz=datetime.UTC)
+                age = max(0.0, (now - oldest.time).total_seconds())
+    except FAILURES as exc:
+        raise translate(exc, operation="task queue info", subject=TASKS_STREAM,
+                        timeout=timeout) from exc
+    return TaskQueue(pending=int(info.num_pending or 0), in_flight=int(info.num_ack_pending or 0),
+                     oldest_age_s=age)

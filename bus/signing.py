@@ -24,7 +24,7 @@ import nkeys
 from warden.bus.errors import CredentialsError
 from warden.bus.wire import ApprovalDecision, SignedDecision, decision_decoder, encoder
 
-__all__ = ("OpenedDecision", "open_signed", "sign_decision")
+__all__ = ("OpenedDecision", "open_signed", "seed_public_key", "sign_decision", "sign_with_seed")
 
 
 class OpenedDecision(NamedTuple):
@@ -45,9 +45,16 @@ def sign_decision(decision: ApprovalDecision, seed_file: Path) -> SignedDecision
     except OSError as exc:
         raise CredentialsError(seed_file, f"cannot be read: {exc.strerror}") from exc
     try:
-        pair = nkeys.from_seed(seed)
-    except (nkeys.NkeysError, ValueError) as exc:
+        return sign_with_seed(decision, seed)
+    except ValueError as exc:
         raise CredentialsError(seed_file, "holds a malformed nkey seed") from exc
+
+
+def sign_with_seed(decision: ApprovalDecision, seed: bytes | bytearray) -> SignedDecision:
+    """``decision`` signed with the user nkey ``seed`` held in memory (the dashboard's
+    session). Pure. Raises ``ValueError`` (never quoting the seed) when it is not a
+    usable user seed."""
+    pair = _pair(seed)
     try:
         body = encoder.encode(decision)
         signature = pair.sign(body)
@@ -55,6 +62,26 @@ def sign_decision(decision: ApprovalDecision, seed_file: Path) -> SignedDecision
     finally:
         pair.wipe()
     return SignedDecision(body=body.decode(), signature=_b64(signature), signer=signer)
+
+
+def seed_public_key(seed: bytes | bytearray) -> str:
+    """The public key (``U...``) of the user nkey ``seed``. Pure. Raises ``ValueError``
+    (never quoting the seed) when it is not a user seed."""
+    pair = _pair(seed)
+    try:
+        return str(pair.public_key.decode())
+    finally:
+        pair.wipe()
+
+
+def _pair(seed: bytes | bytearray) -> nkeys.KeyPair:
+    material = bytearray(seed.strip())
+    if not material.startswith(b"SU"):
+        raise ValueError("not a user nkey seed (SU...)")
+    try:
+        return nkeys.from_seed(material)
+    except (nkeys.NkeysError, ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("a malformed nkey seed") from exc
 
 
 def open_signed(signed: SignedDecision) -> OpenedDecision | None:

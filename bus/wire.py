@@ -306,6 +306,21 @@ class InterceptedCall(_Wire, frozen=True, kw_only=True, tag="dry_run.call"):
     """``output`` is the tool's own simulation (its ``simulate`` hook)."""
 
 
+class AnomalyFlag(_Wire, frozen=True, kw_only=True, tag="anomaly"):
+    """One anomaly of an ended run (``RunSummary.anomalies``; ``supervisor/anomaly.py``).
+
+    ``kind`` is one of ``cost``, ``duration``, ``retries``, ``tokens_per_step`` (far
+    above the baseline of runs of the same kind: ``value`` went past ``threshold``), and
+    ``repeated_tool_sequence``, ``repeated_tool_call`` (``value`` repeats, ``threshold``
+    the configured count).
+    """
+
+    kind: str
+    value: float
+    threshold: float
+    detail: str = ""
+
+
 class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     id: str
     status: str
@@ -328,6 +343,8 @@ class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     intercepted: list[InterceptedCall] = []
     """A dry run's tool calls that would have acted, in order: what it would have done
     (``show`` only)."""
+    anomalies: list[AnomalyFlag] = []
+    """The run's anomaly flags, recorded when it ended (``show`` only)."""
 
 
 class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):

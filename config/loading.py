@@ -378,3 +378,19 @@ def validate(settings: Settings) -> None:
     if not settings.approvals.timeout_s > 0:
         raise ConfigError("approvals.timeout_s", settings.approvals.timeout_s,
                           "must be greater than 0")
+    _check_observability(settings)
+
+
+def _check_observability(settings: Settings) -> None:
+    """``[metrics]`` and ``[anomaly]`` (README, "Metrics", "Anomaly flags")."""
+    if not settings.metrics.scrape_timeout_s > 0:
+        raise ConfigError("metrics.scrape_timeout_s", settings.metrics.scrape_timeout_s,
+                          "must be greater than 0")
+    anomaly = settings.anomaly
+    for name, least in (("baseline_runs", 1), ("min_baseline_runs", 1), ("min_retries", 0),
+                        ("repeat_threshold", 0), ("max_pattern_length", 2),
+                        ("cross_step_repeats", 0), ("mad_k", 0), ("median_ratio", 1),
+                        ("min_duration_s", 0)):
+        value = getattr(anomaly, name)
+        if value < least:
+            raise ConfigError(f"anomaly.{name}", value, f"must be at least {least}")

@@ -270,6 +270,46 @@ class HttpSettings(_Config, frozen=True, kw_only=True):
     """0 picks a free one; ``warden up`` prints the URL either way."""
 
 
+class MetricsSettings(_Config, frozen=True, kw_only=True):
+    """Prometheus metrics on the HTTP server's ``/metrics`` (``supervisor/metrics.py``)."""
+
+    enabled: bool = True
+    """Off: no metrics observer on the event stream and no ``/metrics`` route."""
+    scrape_timeout_s: float = 0.5
+    """How long a scrape waits for the intake consumer's info from JetStream (its queue
+    depth and lag); past it those gauges are left out of that scrape."""
+
+
+class AnomalySettings(_Config, frozen=True, kw_only=True):
+    """Anomaly flags on ended runs (``supervisor/anomaly.py``).
+
+    A run is compared with the last ``baseline_runs`` ended runs of its kind (the same
+    sequence of roles in its plan). A measure is flagged when it is above both
+    ``median + mad_k * MAD`` and ``median_ratio * median`` of that baseline, and only once
+    the baseline holds ``min_baseline_runs`` runs.
+    """
+
+    enabled: bool = True
+    baseline_runs: int = 20
+    min_baseline_runs: int = 5
+    mad_k: float = 5.0
+    median_ratio: float = 2.0
+    min_retries: int = 2
+    """Retries are flagged only from this many on (a baseline of none makes any retry
+    look far above it)."""
+    min_duration_s: float = 1.0
+    """Durations are flagged only from this many seconds on (a baseline of fast runs
+    makes any jitter look far above it)."""
+    repeat_threshold: int = 3
+    """A sequence of 2 or more tool names repeated back to back this many times in one
+    step is flagged (``repeated_tool_sequence``); 0 turns it off."""
+    max_pattern_length: int = 4
+    """The longest tool sequence looked for."""
+    cross_step_repeats: int = 3
+    """The same tool with the same arguments called in this many steps is flagged
+    (``repeated_tool_call``); 0 turns it off."""
+
+
 class TracingSettings(_Config, frozen=True, kw_only=True):
     """OpenTelemetry traces of runs (``actors/tracing.py``; README, "Tracing").
 
@@ -309,6 +349,8 @@ class Settings(_Config, frozen=True, kw_only=True):
     """MCP servers whose tools roles may use (``config/mcp.py``)."""
     approvals: ApprovalSettings = ApprovalSettings()
     http: HttpSettings = HttpSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    anomaly: AnomalySettings = AnomalySettings()
     """Approvals of risky tool calls: expiry and what a denial does."""
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry traces of runs: off unless enabled (README, "Tracing")."""

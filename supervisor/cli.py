@@ -214,6 +214,8 @@ def print_run(run: RunSummary) -> None:
     print(f"tokens   {run.tokens}   cost {_money(run.cost_usd)}")
     if run.error:
         print(f"error    {run.error}")
+    for flag in run.anomalies:  # supervisor/anomaly.py
+        print(f"anomaly  {flag.kind}: {flag.detail}")
     if run.dry_run:
         print_intercepted(run)
     for step in run.steps:

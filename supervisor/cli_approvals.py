@@ -18,24 +18,21 @@ one runs).
 from __future__ import annotations
 
 import argparse
-import secrets
+import functools
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import anyio
 from warden.bus import subjects
 from warden.bus.connection import Bus
 from warden.bus.errors import BusError
 from warden.bus.signing import sign_decision
 from warden.bus.wire import (
-    ApprovalDecision,
     ApprovalInfo,
     ApprovalList,
     ApprovalsQuery,
     encoder,
-    outcome_decoder,
 )
 from warden.config import Settings
 from warden.supervisor.approvals import info_of
@@ -49,6 +46,7 @@ from warden.supervisor.cli import (
     read_daemon_file,
 )
 from warden.supervisor.daemon import JOURNAL_FILE
+from warden.supervisor.decisions import decide
 from warden.supervisor.journal import open_journal_reader
 
 __all__ = ("add_approval_commands", "cmd_approvals", "cmd_decide")
@@ -126,26 +124,19 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         if args.hash is not None and args.hash != request.hash:
             raise UsageError(f"--hash {args.hash!r} is not the hash of request {args.id!r} "
                              f"({request.hash}): its call is not the one you checked")
-        decision = ApprovalDecision(
-            id=request.id, run_id=request.run_id, hash=request.hash, verdict=verdict,
-            reason=args.reason or "", issued_at=time.time(), nonce=secrets.token_hex(8))
-        signed = sign_decision(decision, seed)
-        async with bus.subscribe(subjects.approval_outcome(request.run_id)) as outcomes:
-            ack = await bus.publish_decision(request.run_id, encoder.encode(signed),
-                                             timeout=settings.nats.request_timeout_s)
-            with anyio.move_on_after(args.timeout):
-                async for envelope in outcomes:
-                    outcome = outcome_decoder.decode(envelope.data)
-                    if outcome.nonce != decision.nonce:
-                        continue
-                    if outcome.applied:
-                        print(f"{request.id}: {outcome.status} ({request.tool} of run "
-                              f"{request.run_id})")
-                        return 0
-                    _say(f"decision on {request.id} {outcome.reason}")
-                    return 1
+        decided = await decide(bus, request, verdict, args.reason or "",
+                               functools.partial(sign_decision, seed_file=seed),
+                               publish_timeout=settings.nats.request_timeout_s,
+                               outcome_timeout=args.timeout)
+    outcome = decided.outcome
+    if outcome is not None and outcome.applied:
+        print(f"{request.id}: {outcome.status} ({request.tool} of run {request.run_id})")
+        return 0
+    if outcome is not None:
+        _say(f"decision on {request.id} {outcome.reason}")
+        return 1
     when = datetime.now().astimezone().isoformat(timespec="seconds")
-    _say(f"decision on {request.id} stored in {subjects.APPROVALS_STREAM} (seq {ack.seq}, "
+    _say(f"decision on {request.id} stored in {subjects.APPROVALS_STREAM} (seq {decided.seq}, "
          f"{when}) but no daemon judged it within {args.timeout:g} s: it is judged when "
          "one takes it (`warden approvals` shows whether it is still pending)")
     return 3
@@ -161,15 +152,15 @@ def add_approval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     listing.set_defaults(func=cmd_approvals, default_level="warning")
     for name, text in (("approve", "approve a pending request"),
                        ("deny", "deny a pending request")):
-        decide = sub.add_parser(name, parents=[common], help=text,
+        parser = sub.add_parser(name, parents=[common], help=text,
                                 description=text + ", as the operator identity: the "
                                 "decision is signed, names the request's hash, and is "
                                 "refused if stale, replayed or mismatched.")
-        decide.add_argument("id", help="the request's id (ap-...)")
-        decide.add_argument("--reason", required=name == "deny",
+        parser.add_argument("id", help="the request's id (ap-...)")
+        parser.add_argument("--reason", required=name == "deny",
                             help="why (required to deny)")
-        decide.add_argument("--hash", help="refuse unless the request's hash is this one "
+        parser.add_argument("--hash", help="refuse unless the request's hash is this one "
                                            "(the one you checked)")
-        decide.add_argument("--timeout", type=float, default=10.0, metavar="S",
+        parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                             help="wait S seconds for the daemon's outcome (default 10)")
-        decide.set_defaults(func=cmd_decide, default_level="warning")
+        parser.set_defaults(func=cmd_decide, default_level="warning")

@@ -80,9 +80,11 @@ from warden.bus.identities import (
 from warden.bus.wire import ApprovalInfo, DaemonHealth, encoder
 from warden.config import Settings
 from warden.config.settings import NatsSettings
+from warden.supervisor.anomaly_watch import AnomalyWatch
 from warden.supervisor.api import Api
 from warden.supervisor.approvals import ApprovalBoard
 from warden.supervisor.context import RunContext
+from warden.supervisor.dashboard_feed import LiveFeed
 from warden.supervisor.decision_intake import DecisionIntake
 from warden.supervisor.dispatch import NatsDispatcher
 from warden.supervisor.errors import (
@@ -95,6 +97,7 @@ from warden.supervisor.events import EventStream, standard_observers
 from warden.supervisor.http_routes import http_routes
 from warden.supervisor.intake import Intake
 from warden.supervisor.journal import Journal, RunState, open_journal
+from warden.supervisor.metrics import Metrics
 from warden.supervisor.policy import policy_guards
 from warden.supervisor.preflight import expand_allowlists, open_tool_registry, preflight
 from warden.supervisor.run import RunSupervisor
@@ -243,6 +246,7 @@ class Daemon:
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
         *, seeds: Mapping[str, Path] | None = None, daemon_id: str = "d0",
+        feed: LiveFeed | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -273,6 +277,11 @@ class Daemon:
         self._runs: Supervisor | None = None
         self.http_url: str | None = None
         """The HTTP server's base URL (``/metrics``, the dashboard); ``None`` when off."""
+        self.feed = feed or LiveFeed()
+        """The dashboard's live run events (an observer of ``events``, ``dashboard_feed``)."""
+        self.metrics: Metrics | None = None
+        """The daemon's metrics (``/metrics``); ``None`` with ``[metrics] enabled = false``
+        or without the HTTP server."""
 
     async def _announce(self, request: ApprovalInfo) -> None:
         await self.bus.publish(subjects.approvals(request.run_id), encoder.encode(request))
@@ -520,10 +529,21 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                 max_restarts=supervision.max_restarts, period=supervision.period_s,
             )
         )
-        events = EventStream(journal, standard_observers(
-            journal, bus, publish_calls=settings.nats.publish_call_events))
+        feed = LiveFeed()  # the dashboard's live events: an observer only if it is served
+        # Metrics (served on /metrics: only with the HTTP server) and anomaly flags, two more
+        # observers (supervisor/metrics.py, anomaly_watch.py).
+        metrics = (Metrics(tools=tools.names(), roles=settings.roles)
+                   if settings.metrics.enabled and web is not None else None)
+        anomalies = (AnomalyWatch(journal, settings.anomaly,
+                                  on_flag=None if metrics is None else metrics.flagged)
+                     if settings.anomaly.enabled else None)
+        events = EventStream(journal, (*standard_observers(
+            journal, bus, publish_calls=settings.nats.publish_call_events),
+            *((feed,) if web is not None else ()),
+            *(o for o in (metrics, anomalies) if o is not None)))
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
-                        seeds=identities.seeds, daemon_id=daemon_id)
+                        seeds=identities.seeds, daemon_id=daemon_id, feed=feed)
+        daemon.metrics = metrics
         if settings.approvals.webhooks:
             daemon.approvals.notify = approval_notifier(webhooks)
         for role, role_settings in (settings.roles if settings.local_workers else {}).items():
@@ -537,6 +557,9 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
         await root.start_child(ChildSpec(name="approvals",
                                          start=DecisionIntake(bus, daemon.approvals).run,
                                          shutdown_timeout=supervision.shutdown_timeout_s))
+        if anomalies is not None:  # before the runs, stopped after them: sees every ending
+            await root.start_child(ChildSpec(name="anomalies", start=anomalies.run,
+                                             shutdown_timeout=supervision.shutdown_timeout_s))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
         api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,

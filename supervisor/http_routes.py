@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from warden.bus.wire import encoder
+from warden.supervisor.dashboard import dashboard_routes
+from warden.supervisor.metrics import metrics_routes
 
 if TYPE_CHECKING:
     from warden.supervisor.daemon import Daemon
@@ -26,4 +28,5 @@ def http_routes(daemon: Daemon) -> list[BaseRoute]:
         # What `warden ping` answers, for load balancers and probes that speak HTTP only.
         return Response(encoder.encode(daemon.health()), media_type="application/json")
 
-    return [Route("/healthz", healthz, methods=["GET"])]
+    return [Route("/healthz", healthz, methods=["GET"]), *dashboard_routes(daemon),
+            *metrics_routes(daemon)]

@@ -7,7 +7,7 @@ committed, unless called with ``wait=False``. Reads use a second connection, thr
 aiosqlite (WAL lets them run beside the writer). Only this module and the writer import
 aiosqlite or sqlite3; the rest of warden sees ``Journal``.
 
-Schema (``SCHEMA_VERSION`` 4; an older file is migrated in place at open)::
+Schema (``SCHEMA_VERSION`` 5; an older file is migrated in place at open)::
 
     runs          id, status, text, scenario, budget_usd, created_at, updated_at,
                   tokens, cost_usd, error, result, plan, epoch, dry_run
@@ -27,6 +27,7 @@ Schema (``SCHEMA_VERSION`` 4; an older file is migrated in place at open)::
     events        seq, run_id, kind, status, message, data, created_at, hash   (append-only;
                   hash-chained, journal_audit.py)
     audit_head    id (1), seq, hash   (the newest event's, kept by a trigger)
+    run_profiles, anomalies   anomaly flags of ended runs (journal_anomaly.py)
 
 ``model_calls.key`` and ``effects.key`` are the idempotency keys the run supervisor
 derives from (run, epoch, step, attempt, turn, call): a replay finds its recorded model
@@ -73,6 +74,7 @@ from warden.bus.wire import (
     Usage,
 )
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
+from warden.supervisor.journal_anomaly import anomalies_of
 from warden.supervisor.journal_audit import CHAIN_FUNCTION
 from warden.supervisor.journal_schema import GUARD_MESSAGE, SCHEMA_VERSION
 from warden.supervisor.journal_writer import JournalWriter, Statement, open_journal_writer
@@ -492,6 +494,9 @@ class Journal:
             for r in rows
         ]
         summary = _summary(row, steps)
+        anomalies = await anomalies_of(self, run_id)
+        if anomalies:
+            summary = msgspec.structs.replace(summary, anomalies=anomalies)
         if not dry_run:
             return summary
         return msgspec.structs.replace(summary, dry_run=True,

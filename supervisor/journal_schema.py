@@ -15,6 +15,7 @@ from __future__ import annotations
 from warden.supervisor.run_states import INITIAL, TRANSITIONS
 
 __all__ = (
+    "ANOMALY_SCHEMA",
     "DRY_RUN_SCHEMA",
     "GUARD_MESSAGE",
     "INDEXES",
@@ -27,7 +28,7 @@ __all__ = (
     "status_guards",
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
@@ -232,3 +233,35 @@ MIGRATE_FROM_3 = """
 ALTER TABLE events ADD COLUMN hash TEXT;
 """
 """From version 3 to 4: the chain column; ``AUDIT_SCHEMA`` adds the rest."""
+
+
+# -- version 5: anomaly flags (issue 11 point 6; ``journal_anomaly.py``, ``anomaly.py``) ---
+# ``run_profiles``: one row per ended run that has a plan (its kind, the sequence of its
+# roles, and the measures a baseline compares), written when the run ends; the baseline of
+# a kind is its newest rows (``run_profiles_by_kind``). ``anomalies``: the flags of a run,
+# one per kind, replaced when a resumed run ends again. From version 4 to 5 is new tables
+# only, which ``ANOMALY_SCHEMA`` creates when missing: runs that ended before have no
+# profile, so baselines start with the first run after.
+
+ANOMALY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_profiles (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    retries INTEGER NOT NULL,
+    tokens_per_step REAL NOT NULL,
+    ended_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_profiles_by_kind ON run_profiles(kind, ended_at);
+CREATE TABLE IF NOT EXISTS anomalies (
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    detail TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, kind)
+);
+"""

@@ -34,6 +34,7 @@ import structlog
 from warden.supervisor.errors import JournalError
 from warden.supervisor.journal_audit import CHAIN_FUNCTION, chain_hash
 from warden.supervisor.journal_schema import (
+    ANOMALY_SCHEMA,
     AUDIT_SCHEMA,
     DRY_RUN_SCHEMA,
     INDEXES,
@@ -195,6 +196,7 @@ def _open_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
         # its columns added under the old version number (pinned by
         # test_a_version_2_journal_is_migrated_to_3_in_place).
         conn.executescript(f"BEGIN; {migrations} {SCHEMA} {DRY_RUN_SCHEMA} {AUDIT_SCHEMA} "
+                           f"{ANOMALY_SCHEMA} "
                            f"{INDEXES} {status_guards()} "
                            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         # Each event's INSERT computes its link of the audit chain (journal_audit.py).

@@ -76,7 +76,8 @@ def test_the_wheel_installs_only_the_warden_namespace(tmp_path: Path) -> None:
     assert top_level == {"warden"}
     for module in ("warden/__main__.py", "warden/supervisor/cli.py", "warden/actors/worker.py",
                    "warden/bus/wire.py", "warden/config/defaults.toml",
-                   "warden/actors/scripts/demo.toml"):
+                   "warden/actors/scripts/demo.toml", "warden/supervisor/dashboard/app.js",
+                   "warden/supervisor/dashboard/index.html"):
         assert module in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "warden = warden.supervisor.cli:main" in zipfile.ZipFile(wheel).read(

@@ -146,8 +146,8 @@ async def test_a_run_whose_supervisor_keeps_crashing_ends_failed_and_says_so_on_
     assert (run.status, run.error) == ("failed", "run crashed: RuntimeError('crash 3')")
     assert after.status == "succeeded"
     assert [c.name for c in children] == [
-        "worker.research", "worker.code", "worker.review", "approvals", "runs", "api",
-        "intake"]
+        "worker.research", "worker.code", "worker.review", "approvals", "anomalies", "runs",
+        "api", "intake", "http"]
     assert all(c.running and c.restarts == 0 for c in children)
 
 

@@ -147,7 +147,7 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         assert state is not None and state.epoch == 0 and not state.dry_run
         assert await journal.recorded_calls("old") == {}
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 def _as_version_2(path: Path) -> None:
@@ -157,10 +157,11 @@ def _as_version_2(path: Path) -> None:
         db.executescript("DROP TABLE dry_run_calls; ALTER TABLE runs DROP COLUMN dry_run;"
                          "DROP TABLE approvals; DROP TRIGGER events_audit_head;"
                          "DROP TABLE audit_head; ALTER TABLE events DROP COLUMN hash;"
+                         "DROP TABLE run_profiles; DROP TABLE anomalies;"
                          "PRAGMA user_version = 2;")
 
 
-async def test_a_version_2_journal_is_migrated_to_4_in_place(tmp_path: Path) -> None:
+async def test_a_version_2_journal_is_migrated_to_5_in_place(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     async with open_journal(path) as journal:
         await journal.create_run("old", text="t", status="queued")
@@ -174,7 +175,7 @@ async def test_a_version_2_journal_is_migrated_to_4_in_place(tmp_path: Path) -> 
     assert state is not None and not state.dry_run
     assert new is not None and new.dry_run
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 async def test_a_version_2_journal_is_read_without_a_daemon_as_it_is(tmp_path: Path) -> None:
