@@ -64,11 +64,7 @@ def write_script(path: Path) -> None:
 
 def write_config(workdir: Path, latency_ms: float, *, local_workers: bool) -> Path:
     """A settings file for the daemon and any worker process: the scripted model, the
-    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none).
-
-    ``WARDEN_BENCH_TOML`` (TOML text) is appended, for measuring warden with settings of
-    its own, e.g. ``[http]\\nenabled = false`` (bench/README.md, "Observability on and
-    off")."""
+    ``echo`` tool allowed to every role, and no concurrency cap below the peers' (none)."""
     script = workdir / "triad.toml"
     write_script(script)
     lines = [f"data_dir = {_toml(str(workdir / 'data'))}",
@@ -77,9 +73,8 @@ def write_config(workdir: Path, latency_ms: float, *, local_workers: bool) -> Pa
              f"script_files = [{_toml(str(script))}]"]
     for role in ROLES:
         lines += [f"[roles.{role}]", 'tools = ["echo"]', "concurrency = 1000000"]
-    extra = os.environ.get("WARDEN_BENCH_TOML", "").replace("\\n", "\n")
     config = workdir / "warden.toml"
-    config.write_text("\n".join(lines) + "\n" + extra + "\n", encoding="utf-8")
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
 
 
@@ -152,9 +147,10 @@ async def _open(latency_ms: float, workdir: Path, *, remote: bool) -> AsyncItera
     configure_logging(os.environ.get("WARDEN_BENCH_LOG", "error"))
     config = write_config(workdir, latency_ms, local_workers=not remote)
     # /metrics on a free port: never in the way of a daemon of the user's. Only the
-    # observability switches pass through (WARDEN_METRICS_ENABLED=false, ...): CPU per task
-    # with metrics on and off.
-    switches = ("WARDEN_METRICS_", "WARDEN_ANOMALY_")
+    # observability switches pass through (WARDEN_METRICS_ENABLED=false, WARDEN_HTTP_ENABLED,
+    # WARDEN_TRACING_..., and OTEL_* as ever): CPU per task with them on and off
+    # (bench/README.md, "Observability on and off").
+    switches = ("WARDEN_METRICS_", "WARDEN_ANOMALY_", "WARDEN_TRACING_", "WARDEN_HTTP_ENABLED")
     settings = load_settings(str(config), env={
         k: v for k, v in os.environ.items() if k.startswith(switches)},
         overrides={("http", "port"): 0})

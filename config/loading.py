@@ -43,7 +43,6 @@ NOT_SETTINGS: frozenset[str] = frozenset({
     "WARDEN_CRASH_AT",   # crash points of the chaos tests (config/crashpoints.py)
     "WARDEN_UNLOCKED",   # `make test-latest`: the suite on unlocked versions (tests/)
     "WARDEN_BENCH_LOG",  # log level of the benchmark's warden (bench/warden_triad.py)
-    "WARDEN_BENCH_TOML",  # settings the benchmark's warden adds to its own (same module)
 })
 """``WARDEN_*`` variables that are not settings: read elsewhere, never refused here."""
 _TRUE = frozenset({"true", "1", "yes", "on"})
