@@ -28,6 +28,7 @@ from warden.supervisor.daemon import Daemon
 from warden.supervisor.metrics import METRIC_NAMES, Metrics
 
 from tests.integration.harness import api, make_settings, run_task, running_daemon, show, wait_for
+from tests.integration.test_dashboard import logged_in
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -228,7 +229,7 @@ async def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
     assert reply.status_code == 404
 
 
-async def test_an_outlier_run_is_flagged_counted_and_shown(
+async def test_an_outlier_run_is_flagged_counted_and_shown_in_the_cli_and_dashboard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(cli_module, "configure_logging", lambda *_, **__: None)
@@ -247,6 +248,10 @@ async def test_an_outlier_run_is_flagged_counted_and_shown(
         metrics = await scrape(daemon)
         code = await anyio.to_thread.run_sync(
             main, ["show", outlier.id, "--data-dir", str(tmp_path / "data")])
+        async with httpx2.AsyncClient(base_url=str(daemon.http_url), timeout=20) as http:
+            await logged_in(http, daemon)
+            shown = (await http.get(f"/api/runs/{outlier.id}")).json()
+    assert {a["kind"] for a in shown["anomalies"]} == {a.kind for a in run.anomalies}
     kinds = {a.kind for a in run.anomalies}
     assert {"tokens_per_step", "repeated_tool_sequence"} <= kinds
     assert "tokens_per_step" not in {a.kind for a in calm.anomalies}
