@@ -109,6 +109,7 @@ class AnthropicModel:
         base_url: str | None = None,
         timeout: float = 120.0,
         max_retries: int = 2,
+        prompt_caching: bool = False,
     ) -> None:
         if not api_key:
             # An empty key would make the SDK fall back to the environment and the
@@ -123,6 +124,7 @@ class AnthropicModel:
             max_retries=max_retries,
         )
         self._secrets = (api_key,)
+        self._prompt_caching = prompt_caching
         self._base_url = str(self._client.base_url)
         self._timeout = timeout
         self._max_retries = max_retries
@@ -157,12 +159,17 @@ class AnthropicModel:
         names = ApiToolNames.of(tool.name for tool in request.tools)
         try:
             with anyio.fail_after(deadline):
+                messages = [_to_api_message(m, names) for m in request.messages]
+                system: str | list[api.TextBlockParam] | anthropic.Omit = (
+                    request.system or anthropic.omit)
+                if self._prompt_caching:
+                    system = _cache_points(request.system, messages)
                 message: object = await self._client.messages.create(
                     model=request.model,
                     # Empty ``system`` and ``tools`` are left out rather than sent empty: the
                     # API's validation of empty values has varied, their absence never has.
-                    system=request.system or anthropic.omit,
-                    messages=[_to_api_message(m, names) for m in request.messages],
+                    system=system,
+                    messages=messages,
                     max_tokens=request.max_tokens,
                     tools=([_to_api_tool(t, names) for t in request.tools] if request.tools
                            else anthropic.omit),
@@ -315,6 +322,29 @@ def _body_snippet(body: object) -> str:
 
 
 # -- conversions ------------------------------------------------------------------------
+
+
+_EPHEMERAL = api.CacheControlEphemeralParam(type="ephemeral")
+
+
+def _cache_points(system: str, messages: list[api.MessageParam],
+                  ) -> list[api.TextBlockParam] | anthropic.Omit:
+    """Mark what repeats for Anthropic's prompt cache, and return the system prompt to send.
+
+    Two cache points (the API allows four): the system prompt, which caches the tool
+    definitions before it too (the cached prefix is tools, then system, then messages), and
+    the last block of the conversation, so the next turn of the step, which repeats it
+    whole, reads it from the cache. A prefix shorter than the model's minimum is simply not
+    cached (the API's rule, no error). ``messages`` is marked in place."""
+    if messages:
+        content = messages[-1]["content"]
+        if isinstance(content, list) and content:
+            last = content[-1]
+            if isinstance(last, dict):
+                last["cache_control"] = _EPHEMERAL
+    if not system:
+        return anthropic.omit
+    return [api.TextBlockParam(type="text", text=system, cache_control=_EPHEMERAL)]
 
 
 def _to_api_message(message: Message, names: ApiToolNames) -> api.MessageParam:

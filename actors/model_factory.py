@@ -37,6 +37,7 @@ def build_model(settings: Settings, *, api_key: str | None) -> Model:
             base_url=settings.models.anthropic_base_url,
             timeout=settings.models.timeout_s,
             max_retries=settings.models.max_retries,
+            prompt_caching=settings.models.prompt_caching,
         )
     try:
         scenarios = load_scripts(settings.models.script_files)

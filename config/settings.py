@@ -112,6 +112,11 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     waited out without failing runs."""
     retry_after_cap_s: float = 30.0
     """The longest ``retry-after`` honoured; a longer one waits this long."""
+    prompt_caching: bool = True
+    """Anthropic prompt caching on what repeats: a cache point after the system prompt
+    (with the tool definitions before it) and at the end of the conversation so far, so
+    a step's next turn reads its growing conversation from the cache. Cache writes and
+    reads are priced by ``[pricing]``'s cache rates."""
 
 
 class RoleSettings(_Config, frozen=True, kw_only=True):

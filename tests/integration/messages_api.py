@@ -8,7 +8,13 @@ official SDK:
   JSON plan given at construction; **step** turns (any other ``system``: a role's prompt)
   with a plain text answer and no tool use, which ends the step; **synth** calls (their
   ``system`` starts "You are the lead") with a short result. Every answer carries
-  ``usage`` (input and output tokens, never cache tokens).
+  ``usage``: input and output tokens, and the **prompt cache**'s reads and writes as the
+  API counts them. The request's prefix (tools, then system blocks, then message blocks)
+  is cut at each ``cache_control`` point and written to the cache there; the longest prefix
+  up to the last point, ending at any block boundary, that an earlier request wrote is read
+  (``cache_read_input_tokens``), the rest up to the last point is written
+  (``cache_creation_input_tokens``), and what follows it is ``input_tokens``.
+  Tokens are the JSON's length / 4, no minimum length, no expiry.
 - A **policy** decides, request by request, between ``Answer`` (optionally held for
   ``hold_s`` first: a slow answer) and ``Refuse`` (an error status with the API's error
   body, optional ``retry-after`` and ``details.error_code``, optional latency). Policies
@@ -28,6 +34,7 @@ or through ``start``/``stop``; ``stop`` releases every held request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import select
@@ -37,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["plan", "step", "synth"]
 
@@ -120,6 +127,15 @@ Policy = Callable[[Request], Answer | Refuse]
 """Picks the answer of a request; called on the server's thread with its record."""
 
 
+def _unmarked(value: object) -> object:
+    """``value`` without its ``cache_control`` keys: a mark is not part of the prefix."""
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list | tuple):
+        return [_unmarked(v) for v in value]
+    return value
+
+
 def always(reply: Answer | Refuse) -> Policy:
     """The same answer (or refusal) for every request."""
     return lambda request: reply
@@ -173,6 +189,7 @@ class MessagesAPI:
         self.step_text = step_text
         self.synthesis = synthesis
         self._requests: list[Request] = []
+        self._cached: set[str] = set()  # digests of the prefixes written to the cache
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -247,7 +264,9 @@ class MessagesAPI:
 
     def _record(self, body: dict[str, object]) -> Request:
         system = body.get("system")
-        system_text = system if isinstance(system, str) else json.dumps(system or "")
+        system_text = (system if isinstance(system, str)
+                       else "".join(b.get("text", "") for b in system) if isinstance(system, list)
+                       else "")
         if system_text.startswith(PLANNER_PREFIX):
             kind: Kind = "plan"
         elif system_text.startswith(LEAD_PREFIX):
@@ -264,6 +283,42 @@ class MessagesAPI:
             )
             self._requests.append(request)
         return request
+
+    def _cache_usage(self, body: dict[str, Any], raw_bytes: int) -> tuple[int, int, int]:
+        """``(input, cache read, cache write)`` tokens of a request (module docstring)."""
+        segments: list[tuple[object, bool]] = []
+        for tool in body.get("tools") or []:
+            segments.append((tool, "cache_control" in tool))
+        system = body.get("system")
+        for block in system if isinstance(system, list) else [system] if system else []:
+            segments.append((block, isinstance(block, dict) and "cache_control" in block))
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for block in content if isinstance(content, list) else [content]:
+                segments.append(((message.get("role"), block),
+                                 isinstance(block, dict) and "cache_control" in block))
+        total = max(1, raw_bytes // 4)
+        digest = hashlib.sha256()
+        size = 0
+        boundaries: list[tuple[str, int]] = []  # (digest of the prefix, its tokens)
+        points: list[tuple[str, int]] = []  # the same, at the cache points only
+        for segment, marked in segments:
+            text = json.dumps(_unmarked(segment), sort_keys=True)
+            digest.update(text.encode())
+            size += len(text) // 4
+            boundaries.append((digest.hexdigest(), size))
+            if marked:
+                points.append(boundaries[-1])
+        # As the API does, a cache point also finds an entry written at an earlier block
+        # boundary (a previous turn's last block), not only at itself.
+        reach = boundaries[: boundaries.index(points[-1]) + 1] if points else []
+        with self._lock:
+            read = max((tokens for key, tokens in reach if key in self._cached), default=0)
+            write = 0
+            if points and points[-1][0] not in self._cached:
+                write = max(0, points[-1][1] - read)
+            self._cached.update(key for key, _ in points)
+        return max(1, total - read - write), read, write
 
     def _answer_text(self, kind: Kind) -> str:
         return {"plan": self.plan_text, "step": self.step_text, "synth": self.synthesis}[kind]
@@ -289,16 +344,19 @@ class MessagesAPI:
                     return
                 self._hold(request, reply.hold_s)
                 text = api._answer_text(request.kind)
-                input_tokens = max(1, len(raw) // 4)
+                input_tokens, cache_read, cache_write = api._cache_usage(body, len(raw))
                 output_tokens = max(1, len(text) // 4)
                 message = {
                     "id": f"msg_{request.index:04d}", "type": "message", "role": "assistant",
                     "model": str(body.get("model") or _MODEL),
                     "content": [{"type": "text", "text": text}],
                     "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                              "cache_read_input_tokens": cache_read,
+                              "cache_creation_input_tokens": cache_write},
                 }
-                self._finish(request, 200, message, {}, tokens=input_tokens + output_tokens)
+                self._finish(request, 200, message, {},
+                             tokens=input_tokens + cache_read + cache_write + output_tokens)
 
             def _client_gone(self) -> bool:
                 """Has the client closed its end? Never blocks."""
