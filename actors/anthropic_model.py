@@ -40,7 +40,6 @@ provider sent (``retry-after-ms``, seconds or an HTTP date) travels on the error
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 import time
@@ -59,6 +58,7 @@ from warden.actors.errors import (
     ModelUnavailableError,
 )
 from warden.actors.model import ModelReply, ModelRequest
+from warden.actors.retry_after import retry_after_s
 from warden.bus.wire import (
     Block,
     Message,
@@ -271,19 +271,11 @@ def _retry_after(response: object) -> float | None:
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    try:
-        if (millis := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(millis) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        seconds = retry_after_s(millis, time.time())
+        return None if seconds is None else seconds / 1000
+    return retry_after_s(headers.get("retry-after"), time.time())
 
 
 def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:

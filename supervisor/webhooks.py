@@ -34,8 +34,6 @@ the notice again (the same ``X-Warden-Delivery`` id lets it tell).
 
 from __future__ import annotations
 
-import email.utils
-import math
 import os
 import time
 import uuid
@@ -49,6 +47,7 @@ import anyio
 import httpx2
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from warden.actors.retry_after import retry_after_s
 from warden.bus.wire import ApprovalInfo
 from warden.config import Risk
 from warden.config.webhooks import WebhookSettings, check_webhooks, shown_url, webhook_url
@@ -68,7 +67,6 @@ __all__ = (
     "WebhookStatistics",
     "approval_notifier",
     "open_webhook_sender",
-    "retry_after_s",
     "retryable_error",
 )
 
@@ -134,22 +132,6 @@ def retryable_error(exc: Exception) -> bool:
     the client cannot speak, an error of our own request, anything outside httpx2's
     tree. Pure."""
     return isinstance(exc, _RETRYABLE)
-
-
-def retry_after_s(value: str | None, now: float) -> float | None:
-    """The wait a ``retry-after`` header asks for, in seconds from ``now`` (unix
-    seconds): a number of seconds or an HTTP date; ``None`` when absent or unreadable.
-    Pure; never negative."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value.strip()).timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class WebhookSender:

@@ -20,6 +20,7 @@ import httpx2
 import msgspec
 import pytest
 from structlog.testing import capture_logs
+from warden.actors.retry_after import retry_after_s
 from warden.config import WebhookSettings
 from warden.supervisor import (
     ApprovalNotice,
@@ -28,7 +29,7 @@ from warden.supervisor import (
     verify_signature,
 )
 from warden.supervisor.webhook_payload import ARGUMENTS_SHOWN, encode_payload, slack_payload
-from warden.supervisor.webhooks import retry_after_s, retryable_error
+from warden.supervisor.webhooks import retryable_error
 
 from tests.supervisor.webhook_receiver import Answer, Receiver, open_receiver
 
