@@ -49,12 +49,7 @@ from warden.supervisor.dashboard_auth import (
 )
 from warden.supervisor.dashboard_feed import LiveFeed
 from warden.supervisor.decisions import decide
-from warden.supervisor.journal_views import (
-    approvals_of_run,
-    cost_per_day_and_model,
-    run_plan,
-    search_runs,
-)
+from warden.supervisor.journal_views import cost_per_day_and_model
 from warden.supervisor.run_states import STATUSES
 
 if TYPE_CHECKING:
@@ -73,6 +68,8 @@ _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"
             "X-Frame-Options": "DENY"}
 _MAX_FORM_BYTES = 4096
 _CALL_TEXT_CHARS = 20_000
+_RUN_APPROVALS = 100_000
+"""Every approval request of one run (its calls bound them long before this)."""
 """A call's prompt or response beyond this is cut on the page (``cut``); the CLI's
 ``warden show RUN --calls`` prints it whole."""
 _DECISION_WAIT_S = 10.0
@@ -234,7 +231,8 @@ class Dashboard:
         except ValueError:
             return _problem(400, "limit is not a whole number", "limit")
         text = request.query_params.get("q", "")[:200]
-        runs = await search_runs(self.daemon.journal, status=status, text=text, limit=limit)
+        runs = [run for _, run in await self.daemon.journal.page_runs(
+            limit=limit, status=status, text=text)]
         return _json({"runs": runs})
 
     async def _run(self, request: Request, _session: Session) -> Response:
@@ -244,11 +242,11 @@ class Dashboard:
         if run is None:
             return _problem(404, f"no run {run_id!r}", "run_id")
         calls = [_cut_call(call) for call in await journal.calls(run_id)]
-        approvals = [record._asdict() for record in await approvals_of_run(journal, run_id)]
-        return _json({"run": run, "plan": await run_plan(journal, run_id), "calls": calls,
-                      "approvals": approvals,
-                      # Added by the anomaly flags (issue 11, point 6); absent before.
-                      "anomalies": getattr(run, "anomalies", None)})
+        approvals = [record._asdict() for record in await journal.approvals(
+            status=None, run_id=run_id, limit=_RUN_APPROVALS)]
+        state = await journal.run_state(run_id)
+        return _json({"run": run, "plan": None if state is None else state.plan,
+                      "calls": calls, "approvals": approvals, "anomalies": run.anomalies})
 
     async def _approvals(self, _request: Request, _session: Session) -> Response:
         records = await self.daemon.journal.approvals(status="pending", live_only=True)

@@ -439,14 +439,19 @@ class Journal:
         return _approval(rows[0]) if rows else None
 
     async def approvals(self, *, status: str | None = "pending", limit: int = 1000,
-                        live_only: bool = False) -> list[ApprovalRecord]:
-        """Approval requests in ``status`` (``None``: all), oldest first; with
-        ``live_only``, only those of runs that have not ended (a cancelled run's request
-        stays pending in the file, and no decision can matter to it)."""
+                        live_only: bool = False, run_id: str | None = None,
+                        ) -> list[ApprovalRecord]:
+        """Approval requests in ``status`` (``None``: all), of run ``run_id`` if given,
+        oldest first; with ``live_only``, only those of runs that have not ended (a
+        cancelled run's request stays pending in the file, and no decision can matter
+        to it)."""
         where, params = [], []
         if status is not None:
             where.append("status = ?")
             params.append(status)
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
         if live_only:
             ended = ", ".join("?" for _ in TERMINAL)
             where.append(f"run_id IN (SELECT id FROM runs WHERE status NOT IN ({ended}))")
@@ -548,10 +553,11 @@ class Journal:
 
     async def page_runs(
         self, *, limit: int, status: str | None = None, before: int | None = None,
-        text_chars: int = 200,
+        text_chars: int = 200, text: str = "",
     ) -> list[tuple[int, RunSummary]]:
         """One page of runs for a listing, newest first, each with its cursor: the
-        ``limit`` newest runs (of ``status``, if given) older than cursor ``before``.
+        ``limit`` newest runs (of ``status``, if given; whose id or text holds ``text``,
+        case-insensitive, if given) older than cursor ``before``.
 
         A listing's run has its text, scenario and error cut to ``text_chars``
         (``truncated`` set then), no result and no steps: what a listing shows, and bounded
@@ -566,6 +572,9 @@ class Journal:
         if before is not None:
             where.append("rowid < ?")
             params.append(before)
+        if text:
+            where.append("(instr(lower(id), ?) > 0 OR instr(lower(text), ?) > 0)")
+            params += [text.lower(), text.lower()]
         sql = (
             "SELECT rowid, id, status, substr(text, 1, ?), substr(scenario, 1, ?), created_at, "
             "updated_at, tokens, cost_usd, substr(error, 1, ?), length(text), length(error) "

@@ -1,21 +1,17 @@
-"""The dashboard's journal views (``supervisor/journal_views.py``): spend per UTC day and
-model within a window; the runs search by id or text, status and limit; a run's plan and
-approval requests."""
+"""What the dashboard reads of the journal: spend per UTC day and model within a window
+(``supervisor/journal_views.py``); the runs search by id or text, status and limit
+(``Journal.page_runs``); a run's plan and approval requests (``Journal.run_state``,
+``Journal.approvals``)."""
 
 from __future__ import annotations
 
 import types
 
 import pytest
-from warden.bus.wire import Usage
+from warden.bus.wire import RunSummary, Usage
 from warden.supervisor import journal as journal_module
 from warden.supervisor.journal import ApprovalRecord, Journal
-from warden.supervisor.journal_views import (
-    approvals_of_run,
-    cost_per_day_and_model,
-    run_plan,
-    search_runs,
-)
+from warden.supervisor.journal_views import cost_per_day_and_model
 
 pytestmark = pytest.mark.anyio
 
@@ -57,19 +53,30 @@ async def test_runs_are_found_by_id_or_text_and_filtered_by_status(journal: Jour
     await journal.create_run("r-beta", text="x" * 300 + " ledger", status="queued")
     await journal.create_run("r-gamma", text="nothing", status="rejected", error="bad")
     await journal.sync()
-    found = await search_runs(journal, status=None, text="ledger", limit=10)
+    async def search_runs(*, status: str | None, text: str, limit: int) -> list[RunSummary]:
+        return [run for _, run in await journal.page_runs(limit=limit, status=status,
+                                                           text=text)]
+
+    found = await search_runs(status=None, text="ledger", limit=10)
     assert [r.id for r in found] == ["r-beta", "r-alpha"]  # newest first; text past the cut
     assert found[0].truncated and len(found[0].text) == 200
-    assert [r.id for r in await search_runs(journal, status=None, text="GAMMA", limit=10)
+    assert [r.id for r in await search_runs(status=None, text="GAMMA", limit=10)
             ] == ["r-gamma"]
-    assert [r.id for r in await search_runs(journal, status="queued", text="", limit=10)
+    assert [r.id for r in await search_runs(status="queued", text="", limit=10)
             ] == ["r-beta", "r-alpha"]
-    assert [r.id for r in await search_runs(journal, status=None, text="", limit=1)
+    assert [r.id for r in await search_runs(status=None, text="", limit=1)
             ] == ["r-gamma"]
-    assert await search_runs(journal, status="succeeded", text="", limit=10) == []
+    assert await search_runs(status="succeeded", text="", limit=10) == []
 
 
 async def test_a_runs_plan_and_approvals_are_read_back(journal: Journal) -> None:
+    async def run_plan(_journal: Journal, run_id: str) -> str | None:
+        state = await journal.run_state(run_id)
+        return None if state is None else state.plan
+
+    async def approvals_of_run(_journal: Journal, run_id: str) -> list[ApprovalRecord]:
+        return await journal.approvals(status=None, run_id=run_id)
+
     await journal.create_run("r-1", text="t", status="queued")
     await journal.sync()
     assert await run_plan(journal, "r-1") is None
