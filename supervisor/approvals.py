@@ -65,6 +65,7 @@ from warden.supervisor.interceptors import (
 from warden.supervisor.journal import ApprovalRecord, Journal
 
 __all__ = (
+    "EXPIRED",
     "ApprovalBoard",
     "ApprovalGuard",
     "ApprovalStatus",
@@ -75,6 +76,9 @@ __all__ = (
 
 log = structlog.get_logger("warden.approvals")
 
+EXPIRED = "approval expired"
+"""How the reason of a call refused because its request expired begins (``trace_events``
+tells an expiry from a denial by it)."""
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
 """A request's status: the one vocabulary of the journal's ``approvals.status``."""
 
@@ -345,7 +349,7 @@ class ApprovalGuard:
                             ends_run="needs_human" if approvals.on_deny == "needs_human"
                             else None)
             case _:
-                return Deny(f"approval expired: request {record.id} of {record.tool!r} had no "
+                return Deny(f"{EXPIRED}: request {record.id} of {record.tool!r} had no "
                             f"decision in time ({outcome.reason}); not called",
                             ends_run="needs_human" if approvals.on_expiry == "needs_human"
                             else None)

@@ -44,6 +44,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from warden.supervisor.anomaly import ANOMALY_KINDS, Flag
+from warden.supervisor.approvals import ApprovalGuard
+from warden.supervisor.dry_run import DryRunGuard
 from warden.supervisor.events import (
     Event,
     EventKind,
@@ -57,6 +59,7 @@ from warden.supervisor.events import (
     ToolCallMade,
 )
 from warden.supervisor.metric_types import Bins, Cell, LoopCounter, LoopHistogram
+from warden.supervisor.policy import BlockedPatternGuard, LoopGuard, MagnitudeGuard
 from warden.supervisor.run_states import STATUSES, TERMINAL
 
 if TYPE_CHECKING:
@@ -75,11 +78,11 @@ CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
 """Seconds of one model call: tens of milliseconds (cached, local) to minutes."""
 
 _GUARD_RULES: dict[str, str] = {
-    "policy.blocked_patterns": "blocked_pattern",
-    "policy.magnitude": "magnitude",
-    "policy.loop": "loop",
-    "approval": "approval",
-    "dry_run": "dry_run",
+    BlockedPatternGuard.name: "blocked_pattern",
+    MagnitudeGuard.name: "magnitude",
+    LoopGuard.name: "loop",
+    ApprovalGuard.name: "approval",
+    DryRunGuard.name: "dry_run",
 }
 """Interceptor names (``decided_by``) → the ``rule`` label."""
 OTHER = "other"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from warden.actors import genai_attributes as ga
 from warden.actors import tracing
+from warden.supervisor.approvals import EXPIRED
 from warden.supervisor.interceptors import Allow, Deny, Substitute
 
 __all__ = ("decided", "outcome", "waited", "waiting")
@@ -45,5 +46,5 @@ def outcome(verdict: Allow | Deny | Substitute) -> str:
     if isinstance(verdict, Allow):
         return "approved"
     if isinstance(verdict, Deny):
-        return "expired" if verdict.reason.startswith("approval expired") else "denied"
+        return "expired" if verdict.reason.startswith(EXPIRED) else "denied"
     return "substitute"
