@@ -158,7 +158,7 @@ async def _turn(
         return TurnReply(
             run_id=request.run_id, step=request.step, turn=request.turn,
             error=str(exc), retryable=exc.retryable, model=request.model,
-            retry_after_s=exc.retry_after,
+            retry_after_s=exc.retry_after, status=exc.status,
         )
     return TurnReply(
         run_id=request.run_id, step=request.step, turn=request.turn,

@@ -211,6 +211,9 @@ class TurnReply(_Wire, frozen=True, kw_only=True, tag="turn.reply"):
     retryable: bool = False
     retry_after_s: float | None = None
     """The provider's ``retry-after`` with a retryable ``error``, in seconds."""
+    status: int | None = None
+    """The provider's HTTP status with an ``error`` (429: rate limited, 529: overloaded),
+    when it answered one: the parent's rate limiter and fallback chains read it."""
 
 
 class ToolReply(_Wire, frozen=True, kw_only=True, tag="tool.reply"):
