@@ -6,6 +6,7 @@ from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableErr
 from warden.config.loading import load_settings, validate
 from warden.config.mcp import McpServerSettings, McpSettings, McpToolSettings
 from warden.config.policy import PolicySettings, ToolPolicy
+from warden.config.rate_limits import EndpointLimit, RateLimitSettings, check_rate_limits
 from warden.config.settings import (
     ROLES,
     ApprovalSettings,
@@ -33,6 +34,7 @@ __all__ = (
     "ConfigError",
     "ConfigFileError",
     "ConfigVariableError",
+    "EndpointLimit",
     "IntakeSettings",
     "LimitSettings",
     "McpServerSettings",
@@ -43,6 +45,7 @@ __all__ = (
     "PolicySettings",
     "PriceEntry",
     "PricingSettings",
+    "RateLimitSettings",
     "Risk",
     "RoleSettings",
     "SandboxSettings",
@@ -52,6 +55,7 @@ __all__ = (
     "ToolSettings",
     "TracingSettings",
     "WebhookSettings",
+    "check_rate_limits",
     "check_webhooks",
     "load_settings",
     "validate",

@@ -31,6 +31,7 @@ import msgspec
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.mcp import check_mcp
 from warden.config.policy import check_policy
+from warden.config.rate_limits import check_rate_limits
 from warden.config.settings import RoleSettings, Settings, ToolSettings
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -378,6 +379,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError("approvals.timeout_s", settings.approvals.timeout_s,
                           "must be greater than 0")
     _check_observability(settings)
+    check_rate_limits(settings.rate_limits)
 
 
 def _check_observability(settings: Settings) -> None:

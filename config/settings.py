@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 from warden.config.mcp import McpSettings
 from warden.config.policy import PolicySettings
+from warden.config.rate_limits import RateLimitSettings
 from warden.config.webhooks import WebhookSettings
 
 ROLES: tuple[str, ...] = ("research", "code", "review")
@@ -359,3 +360,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     """Approvals of risky tool calls: expiry and what a denial does."""
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry traces of runs: off unless enabled (README, "Tracing")."""
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    """Requests and tokens per minute per model and per tenant (README, "Rate limits")."""

@@ -15,6 +15,7 @@ from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.dispatch import Dispatcher
 from warden.supervisor.events import EventStream, JournalObserver
 from warden.supervisor.journal import Journal
+from warden.supervisor.rate_limit import RateLimiter
 
 if TYPE_CHECKING:
     from warden.supervisor.approvals import ApprovalBoard
@@ -51,6 +52,8 @@ class RunContext:
     approvals: ApprovalBoard | None = None
     """The daemon's approval requests and decisions: what a step whose answer is not
     confident enough waits on (``run.py``); ``None``: such a step needs a human at once."""
+    rate_limiter: RateLimiter
+    """The daemon's rate limits (``rate_limit.py``), shared by every run's model calls."""
 
     @classmethod
     def build(
@@ -58,12 +61,14 @@ class RunContext:
         *, events: EventStream | None = None, interceptors: Sequence[Interceptor] = (),
         approvals: ApprovalBoard | None = None,
     ) -> RunContext:
-        """The context the settings describe: prices, a breaker per role, tool specs.
+        """The context the settings describe: prices, a breaker per role, tool specs, the
+        rate limiter.
         Without ``events``, a stream whose one observer is the journal's events table."""
         specs = {role: tools.specs(spec.tools) for role, spec in settings.roles.items()}
+        prices = PriceTable(settings.pricing)
         return cls(
             settings=settings, journal=journal, dispatcher=dispatcher,
-            prices=PriceTable(settings.pricing), tools=tools,
+            prices=prices, tools=tools,
             breakers={role: CircuitBreaker.from_settings(f"worker.{role}", settings.breaker)
                       for role in settings.roles},
             events=events or EventStream(journal, (JournalObserver(journal),)),
@@ -71,4 +76,8 @@ class RunContext:
             tool_specs=specs,
             tool_specs_json={role: msgspec.Raw(encoder.encode(s)) for role, s in specs.items()},
             approvals=approvals,
+            rate_limiter=RateLimiter(
+                settings.rate_limits, prices,
+                patience_s=settings.models.patience_s,
+                retry_after_cap_s=settings.models.retry_after_cap_s),
         )

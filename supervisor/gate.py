@@ -34,7 +34,9 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    not retry). One breaker per model endpoint opens on repeated failures and fails fast
    while open. A worker that does not answer is waited out for
    ``limits.transport_patience_s`` behind its role's breaker (``WorkerUnreachableError``).
-   A side-effecting tool call commits its *intent* before it is sent.
+   A side-effecting tool call commits its *intent* before it is sent. Each request of a
+   model call first waits for the rate limiter (``rate_limit.py``), which also takes a
+   retryable 429: sent again there, not an attempt, not a breaker failure.
 6. **record** in the journal, under the call's key (a model reply and a side effect's
    outcome are waited for: a replay depends on them).
 7. **observers** are told: ``ModelCallMade`` / ``ToolCallMade`` on the run's event stream
@@ -146,6 +148,7 @@ class CallGate:
     run_id: str
     budget: Budget
     scenario: str | None = None
+    tenant: str = "default"
     calls: dict[str, RecordedCall] = field(default_factory=dict)
     """Recorded model calls of the run, by key (the replay)."""
     effects: dict[str, Effect] = field(default_factory=dict)
@@ -225,6 +228,8 @@ class CallGate:
         # need none.
         give_up_at = math.inf
         breaker = self._model_breaker(call.model)
+        limiter = self.ctx.rate_limiter
+        permit = None
         attempt = 0
         while True:
             try:
@@ -243,11 +248,16 @@ class CallGate:
                 continue
             attempt += 1
             try:
+                permit = await limiter.acquire(call, self.tenant, self.run_id, attempt, permit)
                 reply = await self._send(call.role, call.key, request, wait_s=wait_s)
             except BaseException:
                 breaker.release()
                 raise
             assert isinstance(reply, TurnReply)
+            if limiter.settle(permit, reply):  # a 429: not an attempt, not a failure
+                breaker.release()
+                attempt -= 1
+                continue
             if reply.error is None and reply.assistant is not None:
                 breaker.record_success()
                 return reply

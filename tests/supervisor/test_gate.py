@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from warden.actors.errors import ModelRateLimitedError, ModelRequestError
+from warden.actors.errors import ModelRateLimitedError, ModelRequestError, ModelUnavailableError
 from warden.actors.model import ModelReply, ModelRequest
 from warden.bus.wire import ToolCallRecord
 from warden.supervisor.interceptors import (
@@ -203,21 +203,31 @@ def failing_plan(error: Exception) -> Answer:
     return lambda request: error if request.purpose == "plan" else text("unused")
 
 
-async def test_a_rate_limited_call_makes_at_most_its_attempts_then_fails_the_run(
+async def test_a_rate_limited_call_is_retried_past_its_attempts_within_its_patience_then_fails(
     tmp_path: Path, journal: Journal
 ) -> None:
+    # A 429 is the rate limiter's (rate_limit.py): sent again through it, not an attempt,
+    # not a breaker failure; bounded by the patience from the first 429. One request at
+    # t=0 is 60 rpm observed, halved to 30, one request let through after the retry-after;
+    # its 429 halves it again, to 15: the third request could only go at 4 s, past it.
     error = ModelRateLimitedError("claude-haiku-4-5", "rate_limit_error: slow down",
                                   retry_after=0.01)
-    h = harness(tmp_path, journal, failing_plan(error), models__attempts=3)
+    h = harness(tmp_path, journal, failing_plan(error), models__attempts=1,
+                models__patience_s=3.0, breaker__failure_threshold=1)
+    context = h.context()
+    h.context = lambda: context  # type: ignore[method-assign]  # to read its breaker
 
-    status = await h.run()
+    with anyio.fail_after(10):
+        status = await h.run()
 
     run = await journal.get_run("r-1")
     assert status == "failed"
-    assert len(h.model.requests) == 3
+    assert len(h.model.requests) == 2
     assert run is not None
-    assert "failed after 3 attempts" in (run.error or "")
+    assert "failed after 1 attempt" in (run.error or "")
     assert "slow down" in (run.error or "")
+    assert "still rate limited (HTTP 429) after the patience of 3 s" in (run.error or "")
+    assert context.model_breakers["claude-haiku-4-5"].state == "closed"
 
 
 async def test_a_refusal_no_retry_repairs_ends_the_run_after_one_request(
@@ -251,7 +261,8 @@ async def test_a_retry_after_longer_than_the_patience_fails_at_once(
 async def test_an_outage_shorter_than_the_patience_is_waited_out(
     tmp_path: Path, journal: Journal
 ) -> None:
-    outage = iter([ModelRateLimitedError("claude-haiku-4-5", "busy", retry_after=0.01)] * 2)
+    outage = iter([ModelUnavailableError("claude-haiku-4-5", "busy", status=503,
+                                         retry_after=0.01)] * 2)
     plan = plan_of(("research", "look"))
 
     def answer(request: ModelRequest) -> ModelReply | Exception:
@@ -268,7 +279,8 @@ async def test_an_outage_shorter_than_the_patience_is_waited_out(
 async def test_the_model_endpoint_breaker_opens_and_fails_fast(
     tmp_path: Path, journal: Journal
 ) -> None:
-    error = ModelRateLimitedError("claude-haiku-4-5", "busy", retry_after=0.001)
+    # A 503, not a 429: a 429 is a rate signal, which never opens the breaker.
+    error = ModelUnavailableError("claude-haiku-4-5", "busy", status=503, retry_after=0.001)
     h = harness(tmp_path, journal, failing_plan(error), models__attempts=4,
                 breaker__failure_threshold=2, breaker__cooldown_s=60.0,
                 models__patience_s=1.0)
