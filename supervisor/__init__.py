@@ -65,6 +65,7 @@ from warden.supervisor.policy import (
     MagnitudeGuard,
     policy_guards,
 )
+from warden.supervisor.rate_limit import EndpointStatistics, RateLimiter
 from warden.supervisor.restart_intensity import RestartVerdict, add_restart
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import (
@@ -116,6 +117,7 @@ __all__ = (
     "Dispatcher",
     "DryRunGuard",
     "EffectUncertainError",
+    "EndpointStatistics",
     "Event",
     "EventKind",
     "EventStream",
@@ -136,6 +138,7 @@ __all__ = (
     "Pause",
     "PlanInvalid",
     "PlanInvalidError",
+    "RateLimiter",
     "ReplayError",
     "RestartIntensityExceededError",
     "RestartType",
