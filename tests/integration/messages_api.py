@@ -18,7 +18,8 @@ official SDK:
 - A **policy** decides, request by request, between ``Answer`` (optionally held for
   ``hold_s`` first: a slow answer) and ``Refuse`` (an error status with the API's error
   body, optional ``retry-after`` and ``details.error_code``, optional latency). Policies
-  are plain functions of the ``Request`` record: ``always(...)``, ``hold_nth(...)``.
+  are plain functions of the ``Request`` record: ``always(...)``, ``hold_nth(...)``,
+  ``sliding_window(...)`` (a provider's rate limit: 429 above a request rate).
 - A **billing ledger**: an answer's usage is billed only when it is delivered, that is
   when, after any hold, the client is still connected (``select`` says the socket is
   readable and ``recv(1, MSG_PEEK)`` returns ``b""``: the client closed it). Every request
@@ -41,6 +42,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,6 +156,28 @@ def hold_nth(kind: Kind, n: int, hold_s: float) -> Policy:
             nth = len(seen)
             seen.append(request.index)
         return Answer(hold_s=hold_s) if nth == n else Answer()
+
+    return policy
+
+
+def sliding_window(limit: int, window_s: float, *, retry_after: str | None = None) -> Policy:
+    """Answer at most ``limit`` requests in any ``window_s`` (counting those answered,
+    by arrival time); refuse the others with a retryable 429 (``retry-after`` if given),
+    as a provider's requests-per-minute limit does."""
+    admitted: deque[float] = deque()
+    lock = threading.Lock()
+    refusal = Refuse(429, "rate_limit_error",
+                     "Number of requests has exceeded your per-minute rate limit",
+                     retry_after=retry_after)
+
+    def policy(request: Request) -> Answer | Refuse:
+        with lock:
+            while admitted and admitted[0] <= request.arrived_at - window_s:
+                admitted.popleft()
+            if len(admitted) >= limit:
+                return refusal
+            admitted.append(request.arrived_at)
+            return Answer()
 
     return policy
 
