@@ -17,9 +17,10 @@ The contract:
   ``[metrics] enabled`` there is no observer at all, so the call events are not built
   (``EventStream.wants``).
 - **Scrape-time state** (not events): active runs, approvals pending and the age of the
-  oldest (journal), breaker states (``daemon.breakers`` and the model breakers), the intake
-  backlog (JetStream consumer info, bounded by ``metrics.scrape_timeout_s``). A part that
-  cannot be read is left out of that scrape (logged), never failing it.
+  oldest (journal), breaker states (``daemon.breakers`` and the model breakers), the rate
+  limiter's limit and waiting calls per model endpoint, the intake backlog (JetStream
+  consumer info, bounded by ``metrics.scrape_timeout_s``). A part that cannot be read is
+  left out of that scrape (logged), never failing it.
 
 Policy decisions are counted from the tool-call events: ``decided_by`` names the guard
 that denied or substituted a call (``blocked_pattern``, ``magnitude``, ``loop``,
@@ -96,7 +97,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "warden_policy_decisions_total", "warden_anomalies_total",
     "warden_approvals_pending", "warden_approvals_oldest_age_seconds",
     "warden_breaker_state", "warden_intake_queue_depth", "warden_intake_in_flight",
-    "warden_intake_lag_seconds",
+    "warden_intake_lag_seconds", "warden_rate_limit_rpm", "warden_rate_limit_waiting",
 )
 """Every metric family ``/metrics`` exposes, by its sample name (a counter's with
 ``_total``; a histogram's samples add ``_bucket``, ``_sum`` and ``_count``)."""
@@ -309,6 +310,7 @@ class Metrics:
         families: list[Metric] = [_gauge("warden_runs_active", "Runs with a supervisor now.",
                                          daemon.active_runs)]
         families.extend(_breakers(daemon))
+        families.extend(_rate_limits(daemon))
         families.extend(await _approvals(daemon))
         families.extend(await _intake(daemon))
         self._scraped = families  # nothing awaits from here: two scrapes cannot mix
@@ -329,6 +331,20 @@ def _breakers(daemon: Daemon) -> list[Metric]:
         for state in ("closed", "open", "half_open"):
             family.add_metric([breaker.name, state], 1.0 if breaker.state == state else 0.0)
     return [family]
+
+
+def _rate_limits(daemon: Daemon) -> list[Metric]:
+    """The rate limiter's state per model endpoint seen (README, "Rate limits")."""
+    limit = GaugeMetricFamily(
+        "warden_rate_limit_rpm", "The request limit in force per model endpoint, per "
+        "minute (configured, or lowered by a 429); 0: none.", labels=["model"])
+    waiting = GaugeMetricFamily(
+        "warden_rate_limit_waiting", "Model calls waiting for rate-limit capacity.",
+        labels=["model"])
+    for endpoint in daemon.context.rate_limiter.statistics():
+        limit.add_metric([endpoint.model], endpoint.limit_rpm or 0.0)
+        waiting.add_metric([endpoint.model], float(endpoint.waiting))
+    return [limit, waiting]
 
 
 async def _approvals(daemon: Daemon) -> list[Metric]:

@@ -89,7 +89,8 @@ TYPES = {  # family name (as the parser gives it: no _total) -> type
     "warden_anomalies": "counter", "warden_approvals_pending": "gauge",
     "warden_approvals_oldest_age_seconds": "gauge", "warden_breaker_state": "gauge",
     "warden_intake_queue_depth": "gauge", "warden_intake_in_flight": "gauge",
-    "warden_intake_lag_seconds": "gauge",
+    "warden_intake_lag_seconds": "gauge", "warden_rate_limit_rpm": "gauge",
+    "warden_rate_limit_waiting": "gauge",
 }
 
 
