@@ -266,6 +266,7 @@ class RateLimiter:
                 if next_at > permit.deadline or now >= permit.deadline:
                     raise ModelCallFailedError(run_id, call.key, call.model, attempt,
                                                self._refusal(endpoint, permit))
+                waiter.event = anyio.Event()  # a wake-up that granted nothing is spent
                 with anyio.move_on_after(min(next_at, permit.deadline) - now):
                     await waiter.event.wait()
                 now = self._clock()

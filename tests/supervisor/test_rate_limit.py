@@ -5,6 +5,7 @@ real one (tens of milliseconds) where the order of waiting calls is the point.""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -28,7 +29,7 @@ class FakeClock:
         return self.now
 
 
-def limiter(clock: FakeClock | None = None, **overrides: object) -> RateLimiter:
+def limiter(clock: Callable[[], float] | None = None, **overrides: object) -> RateLimiter:
     values = {tuple(k.split("__")): v for k, v in overrides.items()}
     settings = load_settings(env={}, overrides=values)  # type: ignore[arg-type]
     kwargs = {} if clock is None else {"clock": clock}
@@ -176,6 +177,38 @@ async def test_a_tenant_at_its_own_limit_is_skipped_not_waited_for() -> None:
         assert stats(rl).waiting == 1
         tg.cancel_scope.cancel()
     assert stats(rl).waiting == 0
+
+
+async def test_a_call_that_stops_waiting_leaves_the_queue_and_wakes_the_others_once() -> None:
+    clock = FakeClock()
+    reads = 0
+
+    def counted() -> float:
+        nonlocal reads
+        reads += 1
+        return clock.now
+
+    rl = limiter(counted, rate_limits__models={MODEL: {"rpm": 60.0}}, rate_limits__window_s=1.0)
+    await rl.acquire(call("x/c0"), "x", "x", 1)  # the one request of this second
+
+    async with anyio.create_task_group() as tg:
+        scopes = []
+        for tenant in ("a", "b"):
+            scope = anyio.CancelScope()
+            scopes.append(scope)
+
+            async def wait(tenant: str = tenant, scope: anyio.CancelScope = scope) -> None:
+                with scope:
+                    await rl.acquire(call(f"{tenant}/c0"), tenant, tenant, 1)
+
+            tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert stats(rl).waiting == 2
+        scopes[0].cancel()  # a's run ends while it waits
+        with anyio.fail_after(2):
+            await anyio.wait_all_tasks_blocked()  # b woke, found nothing yet, sleeps again
+        assert stats(rl).waiting == 1 and reads < 20
+        tg.cancel_scope.cancel()
 
 
 # -- AIMD on 429 ------------------------------------------------------------------------
