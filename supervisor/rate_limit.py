@@ -252,6 +252,8 @@ class RateLimiter:
             + call.max_tokens
             if endpoint.tokens is not None or (quota is not None and quota.tokens is not None)
             else 0.0)
+        if now >= permit.deadline:  # a 429'd call past its patience
+            raise self._refusal(call, run_id, attempt, endpoint, permit)
         if not endpoint.waiting and self._ready_at(endpoint, quota, permit, now) <= now:
             self._take(endpoint, quota, permit, now)
             return permit
@@ -264,8 +266,7 @@ class RateLimiter:
                 if waiter.granted:
                     return permit
                 if next_at > permit.deadline or now >= permit.deadline:
-                    raise ModelCallFailedError(run_id, call.key, call.model, attempt,
-                                               self._refusal(endpoint, permit))
+                    raise self._refusal(call, run_id, attempt, endpoint, permit)
                 waiter.event = anyio.Event()  # a wake-up that granted nothing is spent
                 with anyio.move_on_after(min(next_at, permit.deadline) - now):
                     await waiter.event.wait()
@@ -407,7 +408,12 @@ class RateLimiter:
         for _, head in endpoint.waiting.heads():
             head.event.set()
 
-    def _refusal(self, endpoint: _Endpoint, permit: Permit) -> str:
+    def _refusal(self, call: ModelCall, run_id: str, attempt: int, endpoint: _Endpoint,
+                 permit: Permit) -> ModelCallFailedError:
+        return ModelCallFailedError(run_id, call.key, call.model, attempt,
+                                    self._problem(endpoint, permit))
+
+    def _problem(self, endpoint: _Endpoint, permit: Permit) -> str:
         if permit.problem:
             return (f"{permit.problem}; still rate limited (HTTP 429) after the patience "
                     f"of {self._patience_s:g} s")
