@@ -88,7 +88,17 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     provider: Literal["auto", "anthropic", "scripted"] = "auto"
     """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model."""
     planner: str = "claude-sonnet-4-6"
-    """Model of the plan and synthesis calls of the run supervisor."""
+    """Model of the plan calls of the run supervisor (and of its synthesis calls, unless
+    ``synthesizer`` names another)."""
+    planner_fallback: list[str] = []
+    """Models that serve a plan call, in order, when the one before them is overloaded
+    (HTTP 529), its breaker is open, or the run's budget asks for a downgrade
+    (``budgets.downgrade_below``). README, "Model tiering and fallback"."""
+    synthesizer: str = ""
+    """Model of the synthesis call that writes a run's result; empty: ``planner``."""
+    synthesizer_fallback: list[str] = []
+    """The synthesis call's fallback chain, as ``planner_fallback``; used only when
+    ``synthesizer`` is set (otherwise the planner's chain serves)."""
     max_tokens: int = 2048
     """Ceiling of completion tokens per call; also what a call reserves of the budget."""
     scripted_latency_ms: float = 0.0
@@ -118,10 +128,26 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     a step's next turn reads its growing conversation from the cache. Cache writes and
     reads are priced by ``[pricing]``'s cache rates."""
 
+    @property
+    def plan_chain(self) -> tuple[str, ...]:
+        """The models of a plan call, first choice first."""
+        return (self.planner, *self.planner_fallback)
+
+    @property
+    def synthesis_chain(self) -> tuple[str, ...]:
+        """The models of a synthesis call, first choice first."""
+        if not self.synthesizer:
+            return self.plan_chain
+        return (self.synthesizer, *self.synthesizer_fallback)
+
 
 class RoleSettings(_Config, frozen=True, kw_only=True):
     model: str
     """Which model serves this role (a key of the price table)."""
+    fallback: list[str] = []
+    """Models that serve this role's steps, in order, when the one before them is
+    overloaded (HTTP 529), its breaker is open, or the run's budget asks for a downgrade:
+    the role's model chain is ``[model, *fallback]``. Each needs a price."""
     tools: list[str]
     """The allowlist: tools this role may call; anything else is refused."""
     prompt: str
@@ -145,6 +171,11 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     """A step of this role whose answer states a confidence below this (a last line
     ``Confidence: 0.6``, ``supervisor/confidence.py``), and that used a tool of medium or
     high risk, waits for a person to accept its answer (README, "Approvals"). 0: off."""
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The models of this role's step turns, first choice first."""
+        return (self.model, *self.fallback)
 
 
 Risk = Literal["low", "medium", "high"]
