@@ -58,7 +58,7 @@ from warden.actors.errors import (
     ModelUnavailableError,
 )
 from warden.actors.model import ModelReply, ModelRequest
-from warden.actors.retry_after import retry_after_s
+from warden.actors.retry_after import retry_after_of
 from warden.bus.wire import (
     Block,
     Message,
@@ -266,16 +266,8 @@ def translate_sdk_error(
 
 
 def _retry_after(response: object) -> float | None:
-    """The wait the provider asked for, in seconds: ``retry-after-ms``, else ``retry-after``
-    in seconds or as an HTTP date; ``None`` when absent or unreadable."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        seconds = retry_after_s(millis, time.time())
-        return None if seconds is None else seconds / 1000
-    return retry_after_s(headers.get("retry-after"), time.time())
+    """The wait the provider asked for, in seconds (``retry_after.retry_after_of``)."""
+    return retry_after_of(response, time.time())
 
 
 def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:

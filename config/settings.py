@@ -85,8 +85,10 @@ class PricingSettings(_Config, frozen=True, kw_only=True):
 
 
 class ModelSettings(_Config, frozen=True, kw_only=True):
-    provider: Literal["auto", "anthropic", "scripted"] = "auto"
-    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model."""
+    provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
+    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model.
+    ``openai``: every model at one OpenAI-compatible Chat Completions endpoint
+    (``openai_base_url``; README, "Local and OpenAI-compatible models")."""
     planner: str = "claude-sonnet-4-6"
     """Model of the plan calls of the run supervisor (and of its synthesis calls, unless
     ``synthesizer`` names another)."""
@@ -127,6 +129,15 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     (with the tool definitions before it) and at the end of the conversation so far, so
     a step's next turn reads its growing conversation from the cache. Cache writes and
     reads are priced by ``[pricing]``'s cache rates."""
+
+    # -- an OpenAI-compatible endpoint (``provider = "openai"``, actors/openai_model.py) --
+    openai_base_url: str | None = None
+    """Chat Completions endpoint up to ``/v1`` (``http://127.0.0.1:8000/v1`` for vLLM,
+    ``http://127.0.0.1:11434/v1`` for Ollama); ``None``: OpenAI's own API."""
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the endpoint's key (the key itself is
+    never in the settings). Unset or empty: no ``Authorization`` header is sent, which a
+    local server needs; OpenAI's own API (``openai_base_url`` unset) then refuses to start."""
 
     @property
     def plan_chain(self) -> tuple[str, ...]:
