@@ -84,6 +84,21 @@ class PricingSettings(_Config, frozen=True, kw_only=True):
     models: dict[str, PriceEntry] = {}
 
 
+class EndpointSettings(_Config, frozen=True, kw_only=True):
+    """Where one model is served (``[models.endpoints."<model>"]``): a provider, its
+    endpoint, and the environment variable of its key."""
+
+    provider: Literal["anthropic", "openai"] = "openai"
+    """``openai``: a Chat Completions endpoint (vLLM, Ollama, llama.cpp, OpenAI);
+    ``anthropic``: a Messages API endpoint."""
+    base_url: str | None = None
+    """The endpoint (``http://127.0.0.1:11434/v1``); ``None``: the provider's own API."""
+    api_key_env: str = ""
+    """Name of the environment variable holding the key; empty: the provider's usual one
+    (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``). Unset or empty: no key is sent, for an
+    ``openai`` endpoint at a ``base_url`` (a local server); an error otherwise."""
+
+
 class ModelSettings(_Config, frozen=True, kw_only=True):
     provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
     """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model.
@@ -138,6 +153,10 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     """Name of the environment variable holding the endpoint's key (the key itself is
     never in the settings). Unset or empty: no ``Authorization`` header is sent, which a
     local server needs; OpenAI's own API (``openai_base_url`` unset) then refuses to start."""
+    endpoints: dict[str, EndpointSettings] = {}
+    """Per-model endpoints, by model name: a call of a model listed here goes to its
+    endpoint, any other to ``provider``'s. One daemon can so mix providers, and a fallback
+    chain can end in a local model (README, "Local and OpenAI-compatible models")."""
 
     @property
     def plan_chain(self) -> tuple[str, ...]:
