@@ -105,8 +105,10 @@ def _endpoint_model(settings: Settings, section: str, endpoint: EndpointSettings
                               "anthropic endpoint needs a key")
         return _anthropic_model(settings, api_key=api_key, base_url=endpoint.base_url)
     if api_key is None and endpoint.base_url is None:
-        where = ("models.provider", "openai") if top else (f"{section}.base_url", None)
-        raise ConfigError(*where, f"OpenAI's own API (no base URL) needs {key_env} to be set")
+        problem = f"OpenAI's own API (no base URL) needs {key_env} to be set"
+        if top:
+            raise ConfigError("models.provider", "openai", problem)
+        raise ConfigError(f"{section}.base_url", None, problem)
     from warden.actors.openai_model import OpenAIModel
 
     return OpenAIModel(api_key=api_key, base_url=endpoint.base_url,
