@@ -61,11 +61,16 @@ from warden.actors.api_names import ApiToolNames
 from warden.actors.errors import (
     ModelDeadlineError,
     ModelError,
-    ModelRateLimitedError,
     ModelRequestError,
     ModelUnavailableError,
 )
 from warden.actors.model import ModelReply, ModelRequest
+from warden.actors.provider_errors import (
+    connection_problem,
+    log_model_failure,
+    status_error,
+    tidy_problem,
+)
 from warden.actors.retry_after import retry_after_of
 from warden.bus.wire import (
     Block,
@@ -87,8 +92,6 @@ OPENAI_API = "https://api.openai.com/v1"
 INVALID_JSON_KEY = "_invalid_json"
 """The one argument of a tool call whose arguments were not a JSON object: their text."""
 
-_MAX_PROBLEM_CHARS = 300
-_REDACTED = "[redacted]"
 _NO_AUTHORIZATION: Mapping[str, str | openai.Omit] = {"Authorization": openai.omit}
 
 _STOP_REASONS = {
@@ -175,18 +178,18 @@ class OpenAIModel:
                 )
         except openai.OpenAIError as exc:
             error = translate_openai_error(exc, model=request.model, secrets=self._secrets)
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise error from None
         except TimeoutError:
             error = ModelDeadlineError(request.model, deadline)
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise error from None
         latency_ms = (anyio.current_time() - started) * 1000.0
         try:
             reply, served_by = reply_from_api(completion, model=request.model,
                                               latency_ms=latency_ms, names=names)
         except ModelUnavailableError as error:
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise
         log.info(
             "model_call",
@@ -199,17 +202,6 @@ class OpenAIModel:
             latency_ms=latency_ms,
         )
         return reply
-
-    @staticmethod
-    def _log_failure(error: ModelError, started: float) -> None:
-        log.warning(
-            "model_call_failed",
-            model=error.model,
-            status=error.status,
-            retryable=error.retryable,
-            problem=error.problem,
-            latency_ms=(anyio.current_time() - started) * 1000.0,
-        )
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool. Idempotent."""
@@ -235,19 +227,9 @@ def translate_openai_error(
     problem = _problem_text(exc, secrets)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        if status == 429:
-            if exc.code in _BILLING_CAPS:
-                return ModelRequestError(model, problem, status=status)
-            return ModelRateLimitedError(
-                model, problem, status=status, retry_after=retry_after_of(exc.response, time.time())
-            )
-        if status == 501:
-            return ModelRequestError(model, problem, status=status)
-        if status >= 500 or status in (408, 499):
-            return ModelUnavailableError(
-                model, problem, status=status, retry_after=retry_after_of(exc.response, time.time())
-            )
-        return ModelRequestError(model, problem, status=status)
+        return status_error(model, problem, status=status,
+                            retry_after=retry_after_of(exc.response, time.time()),
+                            billing_cap=status == 429 and exc.code in _BILLING_CAPS)
     if isinstance(exc, openai.APIResponseValidationError):
         return ModelUnavailableError(model, problem, status=exc.status_code)
     if isinstance(exc, openai.APIError):  # APIConnectionError, APITimeoutError, a bare one
@@ -269,18 +251,10 @@ def _problem_text(exc: openai.OpenAIError, secrets: Iterable[str]) -> str:
     elif isinstance(exc, openai.APITimeoutError):
         text = "request timed out"
     elif isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        text = (f"connection failed: {type(cause).__name__}: {cause}" if cause
-                else "connection failed")
+        text = connection_problem(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    text = re.sub(r"\s+", " ", text).strip()
-    if len(text) > _MAX_PROBLEM_CHARS:
-        text = text[: _MAX_PROBLEM_CHARS - 3] + "..."
-    return text
+    return tidy_problem(text, secrets)
 
 
 # -- conversions ------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """A fake OpenAI-compatible Chat Completions API for the tests: a real HTTP server on
 127.0.0.1, as vLLM, Ollama or llama.cpp's server would be.
 
-``ChatCompletionsAPI`` is a stdlib ``ThreadingHTTPServer`` on an OS-chosen port, served
-from a thread, speaking enough of ``POST /v1/chat/completions`` for a whole warden run
-through the official ``openai`` SDK:
+``ChatCompletionsAPI`` is ``messages_api.MessagesAPI``'s stdlib ``ThreadingHTTPServer`` on
+an OS-chosen port, served from a thread, with its records, speaking enough of
+``POST /v1/chat/completions`` for a whole warden run through the official ``openai`` SDK:
 
 - the kind of a request is read from its system message as ``messages_api`` does:
   **plan** calls are answered with the JSON plan given at construction, **synth** calls
@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.integration.messages_api import (
     _ROLE_IN_PROMPT,
     LEAD_PREFIX,
     PLANNER_PREFIX,
-    Answer,
     Kind,
+    MessagesAPI,
     Policy,
     Refuse,
     Request,
-    always,
 )
 
 __all__ = ("ChatCompletionsAPI", "Received", "ToolCall")
@@ -67,8 +65,9 @@ class Received:
     authorization: str | None
 
 
-class ChatCompletionsAPI:
-    """The fake Chat Completions API (module docstring). Thread-safe to read from tests."""
+class ChatCompletionsAPI(MessagesAPI):
+    """The fake Chat Completions API (module docstring): ``MessagesAPI``'s server, policies
+    and records, speaking the other API. Thread-safe to read from tests."""
 
     def __init__(
         self,
@@ -80,54 +79,30 @@ class ChatCompletionsAPI:
         synthesis: str = "Done: the workspace was inspected.",
         served_model: str | None = None,
     ) -> None:
-        self.policy: Policy = policy or always(Answer())
-        self.plan_text = json.dumps(
-            {"steps": [{"role": role, "instruction": text} for role, text in plan]})
+        super().__init__(policy, plan=plan, step_text=step_text, synthesis=synthesis)
         self.steps = list(steps)
-        self.step_text = step_text
-        self.synthesis = synthesis
         self.served_model = served_model
-        self._received: list[Received] = []
+        self._authorizations: dict[int, str | None] = {}
         self._seen: set[str] = set()  # digests of every prefix sent so far
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-            name="fake-chat-completions-api", daemon=True,
-        )
 
     @property
     def url(self) -> str:
         """The base URL to give the SDK (``models.openai_base_url``), up to ``/v1``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{super().url}/v1"
 
     def __enter__(self) -> ChatCompletionsAPI:
-        self._thread.start()
+        self.start()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._httpd.shutdown()
-            self._thread.join(timeout=10)
-        self._httpd.server_close()
 
     @property
     def received(self) -> list[Received]:
-        """Every request so far, in order of arrival (a snapshot)."""
+        """Every request so far with its ``Authorization``, in order of arrival."""
         with self._lock:
-            return list(self._received)
-
-    @property
-    def requests(self) -> list[Request]:
-        return [r.request for r in self.received]
+            return [Received(r, self._authorizations.get(r.index)) for r in self._requests]
 
     # -- serving ------------------------------------------------------------------------
 
-    def _record(self, body: dict[str, Any], authorization: str | None) -> Request:
+    def _record(self, body: dict[str, Any]) -> Request:
         messages = body.get("messages") or []
         system = next((str(m.get("content") or "") for m in messages
                        if m.get("role") == "system"), "")
@@ -138,11 +113,11 @@ class ChatCompletionsAPI:
                     "").split("\n", 1)[0].removeprefix("Task: ")
         with self._lock:
             request = Request(
-                index=len(self._received), kind=kind,
+                index=len(self._requests), kind=kind,
                 role=role.group(1) if kind == "step" and role else None,
                 system=system[:80], task=task, arrived_at=time.monotonic(), body=body,
             )
-            self._received.append(Received(request, authorization))
+            self._requests.append(request)
         return request
 
     def _usage(self, body: dict[str, Any]) -> tuple[int, int]:
@@ -163,8 +138,7 @@ class ChatCompletionsAPI:
     def _message(self, request: Request) -> tuple[dict[str, object], str]:
         """The assistant message of an answer, and its finish reason."""
         if request.kind != "step":
-            text = self.plan_text if request.kind == "plan" else self.synthesis
-            return {"role": "assistant", "content": text}, "stop"
+            return {"role": "assistant", "content": self._answer_text(request.kind)}, "stop"
         body: Any = request.body
         turn = sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
         offered = {t["function"]["name"] for t in body.get("tools") or []}
@@ -187,7 +161,9 @@ class ChatCompletionsAPI:
                     self._send(404, _error("not_found", f"no route {self.path}", None))
                     return
                 body = json.loads(raw) if raw else {}
-                request = api._record(body, self.headers.get("authorization"))
+                request = api._record(body)
+                with api._lock:
+                    api._authorizations[request.index] = self.headers.get("authorization")
                 reply = api.policy(request)
                 if isinstance(reply, Refuse):
                     self._hold(reply.latency_s)
