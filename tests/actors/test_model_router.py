@@ -9,6 +9,7 @@ from warden.actors.model_factory import build_model
 from warden.actors.model_router import ModelRouter
 from warden.actors.openai_model import OpenAIModel
 from warden.actors.scripted_model import ScriptedModel
+from warden.actors.tracing import provider_of
 from warden.bus.wire import Message, TextBlock, Usage
 from warden.config import ConfigError, Settings, load_settings
 
@@ -44,6 +45,14 @@ async def test_each_model_goes_to_its_client_and_every_other_to_the_default() ->
     assert answers == ["local", "local", "default"]
     await router.aclose()
     assert (default.closed, local.closed) == (1, 1)  # a shared client is closed once
+
+
+def test_a_call_is_traced_with_the_provider_of_the_client_that_serves_it() -> None:
+    default, local = Named("default"), Named("local")
+    default.provider, local.provider = "anthropic", "openai"  # type: ignore[attr-defined]
+    router = ModelRouter(default, {"qwen": local})
+    assert provider_of(router, "qwen") == "openai"
+    assert provider_of(router, "claude-sonnet-4-6") == provider_of(router) == "anthropic"
 
 
 def with_endpoints(endpoints: dict[str, object], **models: object) -> Settings:

@@ -16,7 +16,7 @@ from warden.config import Settings
 
 from tests.integration.chat_completions_api import ChatCompletionsAPI, ToolCall
 from tests.integration.harness import make_settings, run_task, running_daemon
-from tests.integration.messages_api import MessagesAPI
+from tests.integration.messages_api import Answer, MessagesAPI, Refuse, Request
 from tests.integration.test_model_failures import provider_settings, running_daemon_with_key
 
 pytestmark = pytest.mark.anyio
@@ -114,3 +114,25 @@ async def test_one_daemon_mixes_an_anthropic_planner_with_a_role_served_by_a_loc
                       ("step", settings.roles["research"].model, True),
                       ("step", "qwen-local", False), ("step", "qwen-local", False),
                       ("synthesize", settings.models.planner, True)]
+
+
+async def test_a_429_and_a_500_from_the_local_server_are_retried_and_the_run_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    refusals = {("step", 0): Refuse(429, "rate_limit", "slow down", retry_after="0"),
+                ("synth", 0): Refuse(500, "server_error", "try again")}
+    seen: dict[str, int] = {}
+
+    def policy(request: Request) -> Answer | Refuse:
+        nth = seen[request.kind] = seen.get(request.kind, -1) + 1
+        return refusals.get((request.kind, nth), Answer())
+
+    with ChatCompletionsAPI(policy, plan=[("research", "Look around.")]) as api:
+        async with running_daemon(local_settings(tmp_path, api.url)) as (daemon, client):
+            run = await run_task(client, "Look around")
+            calls = await daemon.journal.calls(run.id)
+    assert run.status == "succeeded", run
+    assert [(r.kind, r.status) for r in api.requests] == [
+        ("plan", 200), ("step", 429), ("step", 200), ("synth", 500), ("synth", 200)]
+    # Only the answered calls were billed, so only they are recorded.
+    assert [c.purpose for c in calls if c.kind == "model"] == ["plan", "step", "synthesize"]
