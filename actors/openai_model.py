@@ -130,8 +130,9 @@ class OpenAIModel:
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        # Without a key, a provider of "" rather than None or "": with None the SDK reads
-        # OPENAI_API_KEY itself, with "" it refuses to start ("missing credentials").
+        # Without a key: a key provider (an async callable) that returns "", because with
+        # None the SDK reads OPENAI_API_KEY itself and with "" it refuses to start
+        # ("missing credentials"); the request then omits Authorization (``_headers``).
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _no_key,
             base_url=base_url or OPENAI_API,
@@ -293,7 +294,9 @@ def _assistant_message(blocks: Iterable[Block], names: ApiToolNames,
         )
         for b in blocks if isinstance(b, ToolUseBlock)
     ]
-    message = api.ChatCompletionAssistantMessageParam(role="assistant", content=text or None)
+    # Content may be null only beside tool calls; an empty turn is sent as "".
+    message = api.ChatCompletionAssistantMessageParam(
+        role="assistant", content=text if text or not calls else None)
     if calls:
         message["tool_calls"] = calls
     return message
