@@ -2,7 +2,9 @@
 (``models.provider = "openai"``, embedded nats-server, SQLite journal) runs a whole run with
 tool calls against a local Chat Completions server through the ``openai`` SDK; the journal
 records each call's usage, cache reads included, and its cost at the configured price,
-which is 0 for the self-hosted model of the steps."""
+which is 0 for the self-hosted model of the steps. Then, with per-model endpoints, one
+daemon mixes the Messages API with a local endpoint, and a fallback chain ends in a local
+model that serves while the first answers 529."""
 
 from __future__ import annotations
 
@@ -136,3 +138,34 @@ async def test_a_429_and_a_500_from_the_local_server_are_retried_and_the_run_suc
         ("plan", 200), ("step", 429), ("step", 200), ("synth", 500), ("synth", 200)]
     # Only the answered calls were billed, so only they are recorded.
     assert [c.purpose for c in calls if c.kind == "model"] == ["plan", "step", "synthesize"]
+
+
+async def test_a_fallback_chain_ends_in_a_local_model_that_serves_while_the_first_is_overloaded(
+        tmp_path: Path) -> None:
+    first = "claude-sonnet-4-6"
+
+    def overloaded_steps(request: Request) -> Answer | Refuse:
+        return Refuse(529, "overloaded_error", "Overloaded") if request.kind == "step" \
+            else Answer()
+
+    with (
+        MessagesAPI(overloaded_steps) as claude,
+        ChatCompletionsAPI(step_text="Looked around locally.") as local,
+    ):
+        settings = provider_settings(
+            tmp_path, claude.url, roles__research__model=first,
+            roles__research__fallback=["qwen-local"],
+            models__endpoints={"qwen-local": {"base_url": local.url}},
+            **{"pricing__models__qwen-local": FREE})
+        async with running_daemon_with_key(settings) as (daemon, client):
+            run = await run_task(client, "Look around")
+            calls = await daemon.journal.calls(run.id)
+    assert run.status == "succeeded", run
+    assert [(r.kind, r.status) for r in claude.requests] == [
+        ("plan", 200), ("step", 529), ("synth", 200)]
+    assert [(r.kind, r.role) for r in local.requests] == [("step", "research")]
+    (step,) = [c for c in calls if c.kind == "model" and c.purpose == "step"]
+    request = json.loads(step.request)
+    assert (request["model"], request.get("served_by"), request.get("fallback")) == (
+        first, "qwen-local", "overloaded")
+    assert step.cost_usd == 0.0 and step.input_tokens > 0
