@@ -36,6 +36,9 @@ class StepTurn:
     """What the config makes of a step's model call for one role."""
 
     model: str
+    """The first model of the role's chain: what a step turn asks for first."""
+    models: tuple[str, ...]
+    """The role's whole chain (``RoleSettings.chain``): a fallback may serve a turn."""
     system: str
     max_tokens: int
     timeout_s: float
@@ -45,8 +48,8 @@ class StepTurn:
 def step_turn(role: RoleSettings, models: ModelSettings) -> StepTurn:
     """The model, system prompt, completion cap and deadline cap of a step turn of
     ``role``: what the run supervisor sends, and all a worker of that role accepts. Pure."""
-    return StepTurn(model=role.model, system=role.prompt, max_tokens=models.max_tokens,
-                    timeout_s=models.timeout_s)
+    return StepTurn(model=role.model, models=role.chain, system=role.prompt,
+                    max_tokens=models.max_tokens, timeout_s=models.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +85,9 @@ def refuse_turn(
     if request.purpose != "step":
         return Refusal("purpose", f"{request.purpose!r} is not served by workers (only "
                                   "'step'; plan and synthesis are the daemon's own calls)")
-    if request.model != expected.model:
-        return Refusal("model", f"{request.model[:200]!r} is not the model of role {role!r} "
-                                f"({expected.model!r})")
+    if request.model not in expected.models:
+        return Refusal("model", f"{request.model[:200]!r} is not a model of role {role!r} "
+                                f"({', '.join(map(repr, expected.models))})")
     if request.system != expected.system:
         return Refusal("system", f"is not the system prompt of role {role!r} in this "
                                  "worker's config")

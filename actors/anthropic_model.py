@@ -58,7 +58,14 @@ from warden.actors.errors import (
     ModelUnavailableError,
 )
 from warden.actors.model import ModelReply, ModelRequest
-from warden.actors.retry_after import retry_after_s
+from warden.actors.provider_errors import (
+    MAX_PROBLEM_CHARS,
+    connection_problem,
+    log_model_failure,
+    status_error,
+    tidy_problem,
+)
+from warden.actors.retry_after import retry_after_of
 from warden.bus.wire import (
     Block,
     Message,
@@ -73,11 +80,6 @@ from warden.config.settings import ModelSettings
 __all__ = ["AnthropicModel", "translate_sdk_error"]
 
 log = structlog.get_logger(__name__)
-
-_MAX_PROBLEM_CHARS = 300
-"""Problem texts are cut here: enough for the provider's message, not a whole HTML page."""
-
-_REDACTED = "[redacted]"
 
 _SPEND_LIMIT_ERRORS: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.ContractSpendLimitReachedError,
@@ -176,18 +178,18 @@ class AnthropicModel:
                 )
         except anthropic.AnthropicError as exc:
             error = translate_sdk_error(exc, model=request.model, secrets=self._secrets)
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise error from None
         except TimeoutError:
             error = ModelDeadlineError(request.model, deadline)
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise error from None
         latency_ms = _elapsed_ms(started)
         try:
             reply, dropped = _reply_from_api(message, model=request.model, latency_ms=latency_ms,
                                              names=names)
         except ModelUnavailableError as error:
-            self._log_failure(error, started)
+            log_model_failure(log, error, started)
             raise
         log.info(
             "model_call",
@@ -202,17 +204,6 @@ class AnthropicModel:
             dropped_blocks=dropped,
         )
         return reply
-
-    @staticmethod
-    def _log_failure(error: ModelError, started: float) -> None:
-        log.warning(
-            "model_call_failed",
-            model=error.model,
-            status=error.status,
-            retryable=error.retryable,
-            problem=error.problem,
-            latency_ms=_elapsed_ms(started),
-        )
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool.
@@ -237,21 +228,11 @@ def translate_sdk_error(
     problem = _problem_text(exc, secrets)
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
-        if isinstance(exc, _SPEND_LIMIT_ERRORS):
-            return ModelRequestError(model, problem, status=status)
-        if status == 429 or isinstance(exc, anthropic.OverloadedError) or status == 529:
-            return ModelRateLimitedError(
-                model, problem, status=status, retry_after=_retry_after(exc.response)
-            )
-        if status == 501:
-            # Not Implemented: the endpoint lacks the feature; asking again cannot help.
-            return ModelRequestError(model, problem, status=status)
-        if status >= 500 or status in (408, 499):
-            # 408: the server timed out waiting for us; 499: a proxy saw the connection drop.
-            return ModelUnavailableError(
-                model, problem, status=status, retry_after=_retry_after(exc.response)
-            )
-        return ModelRequestError(model, problem, status=status)
+        retry_after = retry_after_of(exc.response, time.time())
+        if isinstance(exc, anthropic.OverloadedError):
+            return ModelRateLimitedError(model, problem, status=status, retry_after=retry_after)
+        return status_error(model, problem, status=status, retry_after=retry_after,
+                            billing_cap=isinstance(exc, _SPEND_LIMIT_ERRORS))
     if isinstance(exc, anthropic.APIResponseValidationError):
         return ModelUnavailableError(model, problem, status=exc.status_code)
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
@@ -263,19 +244,6 @@ def translate_sdk_error(
     if isinstance(exc, anthropic.APIError | anthropic.RetryableError):
         return ModelUnavailableError(model, problem)
     return ModelRequestError(model, problem)
-
-
-def _retry_after(response: object) -> float | None:
-    """The wait the provider asked for, in seconds: ``retry-after-ms``, else ``retry-after``
-    in seconds or as an HTTP date; ``None`` when absent or unreadable."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        seconds = retry_after_s(millis, time.time())
-        return None if seconds is None else seconds / 1000
-    return retry_after_s(headers.get("retry-after"), time.time())
 
 
 def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:
@@ -291,26 +259,17 @@ def _problem_text(exc: anthropic.AnthropicError, secrets: Iterable[str]) -> str:
     elif isinstance(exc, anthropic.APITimeoutError):
         text = "request timed out"
     elif isinstance(exc, anthropic.APIConnectionError):
-        cause = exc.__cause__
-        text = (
-            f"connection failed: {type(cause).__name__}: {cause}" if cause else "connection failed"
-        )
+        text = connection_problem(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    text = re.sub(r"\s+", " ", text).strip()
-    if len(text) > _MAX_PROBLEM_CHARS:
-        text = text[: _MAX_PROBLEM_CHARS - 3] + "..."
-    return text
+    return tidy_problem(text, secrets)
 
 
 def _body_snippet(body: object) -> str:
     """The start of a response body that was not the API's JSON error shape."""
     if body is None:
         return ""
-    return str(body)[:_MAX_PROBLEM_CHARS]
+    return str(body)[:MAX_PROBLEM_CHARS]
 
 
 # -- conversions ------------------------------------------------------------------------

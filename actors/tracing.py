@@ -71,9 +71,13 @@ def _endpoint(environ: Mapping[str, str]) -> str:
                           else f"{parts.hostname}:{parts.port}").geturl()
 
 
-def provider_of(model: object) -> str:
+def provider_of(model: object, name: str | None = None) -> str:
     """The ``gen_ai.provider.name`` of a model client: its ``provider`` (``anthropic``,
-    ``warden.scripted``), ``unknown`` for a client that names none."""
+    ``openai``, ``warden.scripted``), ``unknown`` for a client that names none; of a
+    ``ModelRouter``, the provider of the client that serves the model ``name``."""
+    client_for = getattr(model, "client_for", None)
+    if name is not None and callable(client_for):
+        model = client_for(name)
     return str(getattr(model, "provider", "unknown"))
 
 

@@ -128,7 +128,7 @@ def execute_turn(
 
 async def _traced_turn(traces: RunTracer, model: Model, request: TurnRequest, *,
                        timeout_s: float, tools: list[ToolSpec] | None) -> TurnReply:
-    with traces.chat_span(request, tracing.provider_of(model)) as span:
+    with traces.chat_span(request, tracing.provider_of(model, request.model)) as span:
         reply = await _turn(model, request, timeout_s=timeout_s, tools=tools)
         traces.chat_ended(span, reply)
         return reply

@@ -22,7 +22,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import cast
@@ -359,15 +359,18 @@ def validate(settings: Settings) -> None:
     if not 0 <= settings.nats.port <= 65535:
         raise ConfigError("nats.port", settings.nats.port, "must be between 0 and 65535")
     prices = settings.pricing.models
-    if settings.models.planner not in prices:
-        raise ConfigError(
-            "models.planner", settings.models.planner, "has no entry in pricing.models"
-        )
+    models = settings.models
+    _check_chain(prices, "models.planner", models.planner, models.planner_fallback)
+    if models.synthesizer:
+        _check_chain(prices, "models.synthesizer", models.synthesizer,
+                     models.synthesizer_fallback)
+    elif models.synthesizer_fallback:
+        raise ConfigError("models.synthesizer_fallback", models.synthesizer_fallback,
+                          "needs models.synthesizer (without it the planner's chain serves)")
     if not settings.roles:
         raise ConfigError("roles", {}, "at least one worker role is needed")
     for role, spec in settings.roles.items():
-        if spec.model not in prices:
-            raise ConfigError(f"roles.{role}.model", spec.model, "has no entry in pricing.models")
+        _check_chain(prices, f"roles.{role}.model", spec.model, spec.fallback)
         if spec.concurrency < 1:
             raise ConfigError(f"roles.{role}.concurrency", spec.concurrency, "must be >= 1")
         if not 0.0 <= spec.confidence_threshold <= 1.0:
@@ -395,3 +398,21 @@ def _check_observability(settings: Settings) -> None:
         value = getattr(anomaly, name)
         if value < least:
             raise ConfigError(f"anomaly.{name}", value, f"must be at least {least}")
+
+
+def _check_chain(prices: Mapping[str, object], key: str, first: str,
+                 fallback: Sequence[str]) -> None:
+    """A model chain: every model priced (a fallback to an unpriced model could not be
+    reserved for), none twice. ``key`` names the first model's setting; a fallback's
+    problem names ``<key's section>.<name>_fallback`` or ``.fallback``."""
+    fallback_key = key + "_fallback" if key.startswith("models.") else (
+        key.rsplit(".", 1)[0] + ".fallback")
+    if first not in prices:
+        raise ConfigError(key, first, "has no entry in pricing.models")
+    seen = {first}
+    for model in fallback:
+        if model not in prices:
+            raise ConfigError(fallback_key, model, "has no entry in pricing.models")
+        if model in seen:
+            raise ConfigError(fallback_key, model, "is already in the chain")
+        seen.add(model)

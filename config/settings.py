@@ -85,11 +85,38 @@ class PricingSettings(_Config, frozen=True, kw_only=True):
     models: dict[str, PriceEntry] = {}
 
 
+class EndpointSettings(_Config, frozen=True, kw_only=True):
+    """Where one model is served (``[models.endpoints."<model>"]``): a provider, its
+    endpoint, and the environment variable of its key."""
+
+    provider: Literal["anthropic", "openai"] = "openai"
+    """``openai``: a Chat Completions endpoint (vLLM, Ollama, llama.cpp, OpenAI);
+    ``anthropic``: a Messages API endpoint."""
+    base_url: str | None = None
+    """The endpoint (``http://127.0.0.1:11434/v1``); ``None``: the provider's own API."""
+    api_key_env: str = ""
+    """Name of the environment variable holding the key; empty: the provider's usual one
+    (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``). Unset or empty: no key is sent, for an
+    ``openai`` endpoint at a ``base_url`` (a local server); an error otherwise."""
+
+
 class ModelSettings(_Config, frozen=True, kw_only=True):
-    provider: Literal["auto", "anthropic", "scripted"] = "auto"
-    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model."""
+    provider: Literal["auto", "anthropic", "openai", "scripted"] = "auto"
+    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the scripted model.
+    ``openai``: every model at one OpenAI-compatible Chat Completions endpoint
+    (``openai_base_url``; README, "Local and OpenAI-compatible models")."""
     planner: str = "claude-sonnet-4-6"
-    """Model of the plan and synthesis calls of the run supervisor."""
+    """Model of the plan calls of the run supervisor (and of its synthesis calls, unless
+    ``synthesizer`` names another)."""
+    planner_fallback: list[str] = []
+    """Models that serve a plan call, in order, when the one before them is overloaded
+    (HTTP 529), its breaker is open, or the run's budget asks for a downgrade
+    (``budgets.downgrade_below``). README, "Model tiering and fallback"."""
+    synthesizer: str = ""
+    """Model of the synthesis call that writes a run's result; empty: ``planner``."""
+    synthesizer_fallback: list[str] = []
+    """The synthesis call's fallback chain, as ``planner_fallback``; used only when
+    ``synthesizer`` is set (otherwise the planner's chain serves)."""
     max_tokens: int = 2048
     """Ceiling of completion tokens per call; also what a call reserves of the budget."""
     scripted_latency_ms: float = 0.0
@@ -119,10 +146,39 @@ class ModelSettings(_Config, frozen=True, kw_only=True):
     a step's next turn reads its growing conversation from the cache. Cache writes and
     reads are priced by ``[pricing]``'s cache rates."""
 
+    # -- an OpenAI-compatible endpoint (``provider = "openai"``, actors/openai_model.py) --
+    openai_base_url: str | None = None
+    """Chat Completions endpoint up to ``/v1`` (``http://127.0.0.1:8000/v1`` for vLLM,
+    ``http://127.0.0.1:11434/v1`` for Ollama); ``None``: OpenAI's own API."""
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the endpoint's key (the key itself is
+    never in the settings). Unset or empty: no ``Authorization`` header is sent, which a
+    local server needs; OpenAI's own API (``openai_base_url`` unset) then refuses to start."""
+    endpoints: dict[str, EndpointSettings] = {}
+    """Per-model endpoints, by model name: a call of a model listed here goes to its
+    endpoint, any other to ``provider``'s. One daemon can so mix providers, and a fallback
+    chain can end in a local model (README, "Local and OpenAI-compatible models")."""
+
+    @property
+    def plan_chain(self) -> tuple[str, ...]:
+        """The models of a plan call, first choice first."""
+        return (self.planner, *self.planner_fallback)
+
+    @property
+    def synthesis_chain(self) -> tuple[str, ...]:
+        """The models of a synthesis call, first choice first."""
+        if not self.synthesizer:
+            return self.plan_chain
+        return (self.synthesizer, *self.synthesizer_fallback)
+
 
 class RoleSettings(_Config, frozen=True, kw_only=True):
     model: str
     """Which model serves this role (a key of the price table)."""
+    fallback: list[str] = []
+    """Models that serve this role's steps, in order, when the one before them is
+    overloaded (HTTP 529), its breaker is open, or the run's budget asks for a downgrade:
+    the role's model chain is ``[model, *fallback]``. Each needs a price."""
     tools: list[str]
     """The allowlist: tools this role may call; anything else is refused."""
     prompt: str
@@ -146,6 +202,11 @@ class RoleSettings(_Config, frozen=True, kw_only=True):
     """A step of this role whose answer states a confidence below this (a last line
     ``Confidence: 0.6``, ``supervisor/confidence.py``), and that used a tool of medium or
     high risk, waits for a person to accept its answer (README, "Approvals"). 0: off."""
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The models of this role's step turns, first choice first."""
+        return (self.model, *self.fallback)
 
 
 Risk = Literal["low", "medium", "high"]

@@ -22,9 +22,12 @@ class BudgetStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class Budget:
     """Dollars one run may spend. Not thread-safe; one run supervisor owns it."""
 
-    def __init__(self, run_id: str, limit_usd: float) -> None:
+    def __init__(self, run_id: str, limit_usd: float, *, downgrade_below: float = 0.0) -> None:
         self.run_id = run_id
         self.limit_usd = limit_usd
+        self.downgrade_below = downgrade_below
+        """The fraction of ``limit_usd`` left below which later calls move down their
+        model chain (``wants_downgrade``); 0: never."""
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
         self.calls = 0
@@ -51,6 +54,12 @@ class Budget:
     def release(self, reserved_usd: float) -> None:
         """Release a reservation of a call that was not made or cost nothing."""
         self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
+
+    def wants_downgrade(self) -> bool:
+        """Whether what is left of the budget (neither spent nor held) is below
+        ``downgrade_below`` of it: later calls should be served one tier down."""
+        left = self.limit_usd - self.spent_usd - self.reserved_usd
+        return left < self.downgrade_below * self.limit_usd
 
     def statistics(self) -> BudgetStatistics:
         return BudgetStatistics(

@@ -219,9 +219,13 @@ class ModelCallMade(_Event, frozen=True, kw_only=True, tag="model_call"):
     latency_ms: float
     decided_by: str | None = None
     """The interceptor that answered it in the gate (a substitute), if one did."""
+    fallback: str | None = None
+    """Why a model further down the call's chain served it (``overloaded``,
+    ``breaker_open``, ``budget``: ``tiers.py``); ``None`` when its first choice did."""
 
     def summary(self) -> str:
-        return (f"{self.purpose} {self.model}: {self.usage.total_tokens} tokens, "
+        served = f" (fallback: {self.fallback})" if self.fallback else ""
+        return (f"{self.purpose} {self.model}{served}: {self.usage.total_tokens} tokens, "
                 f"${self.call_cost_usd:.6f}, {self.latency_ms:.0f} ms")
 
 

@@ -23,9 +23,12 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    which answers a dry run's side-effecting calls; one that still comes out allowed is
    refused here (a dry run fails closed).
 4. **budget** (model calls). The call's worst case (its prompt priced at the dearest
-   input rate plus ``max_tokens`` of output) is reserved; a call that could take the run
-   past its budget is not made (``BudgetExhaustedError``).
-5. **dispatch** through the ``Dispatcher``. A model call makes at most
+   input rate plus ``max_tokens`` of output, at the dearest model of its chain) is
+   reserved; a call that could take the run past its budget is not made
+   (``BudgetExhaustedError``).
+5. **dispatch** through the ``Dispatcher``, to the first model of the call's chain that
+   serves (``tiers.py``: the next one when a model is overloaded or its breaker is open,
+   or one tier down when the budget asks). A model call makes at most
    ``models.attempts`` requests, each cancelled at ``models.timeout_s`` by the worker that
    makes it; a failing endpoint (429, 5xx, unreachable, its breaker open) is waited out
    for up to ``models.patience_s``, honouring the provider's ``retry-after`` up to
@@ -76,7 +79,7 @@ from warden.bus.wire import (
     encoder,
 )
 from warden.config.crashpoints import crash_point
-from warden.supervisor import trace_events
+from warden.supervisor import tiers, trace_events
 from warden.supervisor.breaker import CircuitBreaker
 from warden.supervisor.budget import Budget
 from warden.supervisor.dispatch import DispatchError
@@ -191,33 +194,52 @@ class CallGate:
                 await self._record_model(call, call.model, content, Usage(), 0.0, 0.0, by)
                 return content
         prices = self.ctx.prices
-        worst = prices.worst_case(
-            call.model, prices.estimate_prompt_tokens(call.system, call.messages, call.tools),
-            call.max_tokens,
-        )
+        chain, why = tiers.chain_of(call, downgrade=self.budget.wants_downgrade())
+        prompt_tokens = prices.estimate_prompt_tokens(call.system, call.messages, call.tools)
+        # Whichever model of the chain serves, the reservation covers it (tiers.py).
+        worst = max(prices.worst_case(model, prompt_tokens, call.max_tokens)
+                    for model in chain)
         held = self.budget.reserve(worst)
         try:
-            reply = await self._attempts(call)
+            reply, served, why = await self._serve(call, chain, why)
         except BaseException:
             self.budget.release(held)
             raise
         crash_point("model_replied")
-        cost = prices.cost(call.model, reply.usage)
+        cost = prices.cost(served, reply.usage)
         self.budget.settle(held, cost)
         assert reply.assistant is not None
-        await self._record_model(call, reply.model or call.model, reply.assistant.content,
-                                 reply.usage, cost, reply.latency_ms, None)
+        await self._record_model(call, reply.model or served, reply.assistant.content,
+                                 reply.usage, cost, reply.latency_ms, None,
+                                 fallback=None if why is None else (served, why))
         return reply.assistant.content
 
-    async def _attempts(self, call: ModelCall) -> TurnReply:
-        """Send the call until it is answered, refused for good, or out of attempts or
-        patience (see the module docstring)."""
+    async def _serve(self, call: ModelCall, chain: tuple[str, ...],
+                     why: tiers.FallbackReason | None,
+                     ) -> tuple[TurnReply, str, tiers.FallbackReason | None]:
+        """The reply of the first model of ``chain`` that serves the call, that model, and
+        why an earlier one did not (``tiers.py``)."""
+        last = len(chain) - 1
+        for index, model in enumerate(chain):
+            try:
+                return (await self._attempts(call, model, fall_back=index < last),
+                        model, why)
+            except tiers.FallBack as exc:
+                why = exc.reason
+                log.info("model_fallback", run_id=self.run_id, key=call.key, model=model,
+                         next=chain[index + 1], reason=exc.reason, problem=exc.problem)
+        raise AssertionError("the last model of a chain does not fall back")
+
+    async def _attempts(self, call: ModelCall, model: str, *, fall_back: bool) -> TurnReply:
+        """Send the call to ``model`` until it is answered, refused for good, or out of
+        attempts or patience (see the module docstring); with ``fall_back``, raise
+        ``tiers.FallBack`` instead of waiting out an open breaker or an overload."""
         settings = self.ctx.settings
         models = settings.models
         request = TurnRequest(
             run_id=self.run_id, step=call.step, turn=call.turn, role=call.role,
             max_tokens=call.max_tokens, messages=call.messages, scenario=self.scenario,
-            model=call.model, system=call.system, tools=self._tools_json(call),
+            model=model, system=call.system, tools=self._tools_json(call),
             purpose=call.purpose,
             deadline_s=models.timeout_s,
         )
@@ -227,7 +249,7 @@ class CallGate:
         # clock costs a backend lookup, and the calls that succeed at once (nearly all)
         # need none.
         give_up_at = math.inf
-        breaker = self._model_breaker(call.model)
+        breaker = self._model_breaker(model)
         limiter = self.ctx.rate_limiter
         permit = None
         attempt = 0
@@ -235,12 +257,14 @@ class CallGate:
             try:
                 breaker.acquire()
             except BreakerOpenError as exc:
+                if fall_back:
+                    raise tiers.FallBack("breaker_open", str(exc)) from None
                 now = anyio.current_time()
                 give_up_at = min(give_up_at, now + models.patience_s)
                 if now + exc.retry_after > give_up_at:
-                    fault = self.ctx.model_faults.get(call.model, "")
+                    fault = self.ctx.model_faults.get(model, "")
                     raise ModelCallFailedError(
-                        self.run_id, call.key, call.model, attempt,
+                        self.run_id, call.key, model, attempt,
                         f"{exc}; not waited for past the patience of {models.patience_s:g} s"
                         + (f" (its last failure: {fault})" if fault else ""),
                     ) from None
@@ -248,7 +272,8 @@ class CallGate:
                 continue
             attempt += 1
             try:
-                permit = await limiter.acquire(call, self.tenant, self.run_id, attempt, permit)
+                permit = await limiter.acquire(call, model, self.tenant, self.run_id, attempt,
+                                               permit)
                 reply = await self._send(call.role, call.key, request, wait_s=wait_s)
             except BaseException:
                 breaker.release()
@@ -264,11 +289,13 @@ class CallGate:
             problem = reply.error or "the worker answered without a message"
             if not reply.retryable:
                 breaker.release()  # the request was wrong, not the endpoint
-                raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
+                raise ModelCallFailedError(self.run_id, call.key, model, attempt, problem)
             breaker.record_failure()
-            self.ctx.model_faults[call.model] = problem
+            self.ctx.model_faults[model] = problem
+            if fall_back and reply.status == tiers.OVERLOADED:
+                raise tiers.FallBack("overloaded", problem)
             if attempt >= models.attempts:
-                raise ModelCallFailedError(self.run_id, call.key, call.model, attempt, problem)
+                raise ModelCallFailedError(self.run_id, call.key, model, attempt, problem)
             wait = reply.retry_after_s
             if wait is None:
                 wait = full_jitter(settings.limits.retry_base_s, settings.limits.retry_max_s,
@@ -278,23 +305,26 @@ class CallGate:
             give_up_at = min(give_up_at, now + models.patience_s)
             if now + wait > give_up_at:
                 raise ModelCallFailedError(
-                    self.run_id, call.key, call.model, attempt,
+                    self.run_id, call.key, model, attempt,
                     f"{problem}; the endpoint did not recover within the patience of "
                     f"{models.patience_s:g} s",
                 )
-            log.info("model_call_retry", run_id=self.run_id, key=call.key, model=call.model,
+            log.info("model_call_retry", run_id=self.run_id, key=call.key, model=model,
                      attempt=attempt, wait_s=round(wait, 3), error=problem)
             await anyio.sleep(wait)
 
     async def _record_model(
         self, call: ModelCall, model: str, content: list[Block], usage: Usage, cost: float,
         latency_ms: float, decided_by: str | None,
+        fallback: tuple[str, tiers.FallbackReason] | None = None,
     ) -> None:
         self.tokens += usage.total_tokens
         request: dict[str, object] = {
             "model": call.model, "role": call.role, "max_tokens": call.max_tokens,
             "since": call.stored_from, "messages": call.messages[call.stored_from:],
         }
+        if fallback is not None:
+            request["served_by"], request["fallback"] = fallback
         if call.stored_from == 0:
             request["system"] = call.system
             request["tools"] = [t.name for t in call.tools]
@@ -311,6 +341,7 @@ class CallGate:
                 model=model, step=None if call.step < 0 else call.step, role=call.role,
                 turn=None if call.turn < 0 else call.turn, usage=usage, call_cost_usd=cost,
                 latency_ms=latency_ms, decided_by=decided_by,
+                fallback=None if fallback is None else fallback[1],
             ))
 
     def _tools_json(self, call: ModelCall) -> msgspec.Raw:

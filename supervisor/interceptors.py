@@ -49,6 +49,8 @@ class ModelCall:
     step: int = -1
     turn: int = -1
     stored_from: int = 0
+    fallback: tuple[str, ...] = ()
+    """Models that may serve the call, in order, after ``model`` (its chain's rest)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -93,7 +93,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "warden_approval_waits_total", "warden_run_duration_seconds",
     "warden_step_duration_seconds", "warden_step_retries_total",
     "warden_model_call_duration_seconds", "warden_model_tokens_total",
-    "warden_model_cost_usd_total", "warden_tool_calls_total",
+    "warden_model_cost_usd_total", "warden_model_fallbacks_total", "warden_tool_calls_total",
     "warden_policy_decisions_total", "warden_anomalies_total",
     "warden_approvals_pending", "warden_approvals_oldest_age_seconds",
     "warden_breaker_state", "warden_intake_queue_depth", "warden_intake_in_flight",
@@ -139,6 +139,10 @@ class Metrics:
             "uncached input; output; cache_read; cache_write).", ["model", "type"])
         self.cost = LoopCounter("warden_model_cost_usd", "US dollars spent on model calls, "
                                 "by model.", ["model"])
+        self.fallbacks = LoopCounter(
+            "warden_model_fallbacks", "Model calls served further down their chain, by the "
+            "model that served and why (overloaded, breaker_open, budget).",
+            ["model", "reason"])
         self.tool_calls = LoopCounter(
             "warden_tool_calls", "Tool calls by tool and outcome (ok, error, denied, "
             "substituted, refused).", ["tool", "outcome"])
@@ -158,7 +162,7 @@ class Metrics:
         self._families: tuple[LoopCounter | LoopHistogram, ...] = (
             self.runs_started, self.runs_ended, self.approval_waits, self.run_duration,
             self.step_duration, self.step_retries, self.model_duration, self.tokens,
-            self.cost, self.tool_calls, self.policy, self.anomalies,
+            self.cost, self.fallbacks, self.tool_calls, self.policy, self.anomalies,
         )
         self._scraped: Sequence[Metric] = ()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -259,6 +263,8 @@ class Metrics:
         cache_read.value += usage.cache_read_input_tokens
         cache_write.value += usage.cache_creation_input_tokens
         cost.value += event.call_cost_usd
+        if event.fallback is not None:
+            self.fallbacks.labels(event.model, event.fallback).value += 1
 
     def _bind_model(self, model: str, purpose: str) -> _ModelChildren:
         tokens = self.tokens

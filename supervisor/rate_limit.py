@@ -229,19 +229,20 @@ class RateLimiter:
 
     # -- the gate's two calls ------------------------------------------------------------
 
-    async def acquire(self, call: ModelCall, tenant: str, run_id: str, attempt: int,
-                      after: Permit | None = None) -> Permit:
-        """Wait for capacity to send ``call`` once; the permit to ``settle`` its reply with.
+    async def acquire(self, call: ModelCall, model: str, tenant: str, run_id: str,
+                      attempt: int, after: Permit | None = None) -> Permit:
+        """Wait for capacity to send ``call`` to ``model`` (its own, or one of its fallback
+        chain) once; the permit to ``settle`` its reply with.
 
         ``after`` is the permit of the call's previous send (its deadline carries over).
         A cancellation point when it waits. Raises ``ModelCallFailedError`` when capacity
         does not come before the call's deadline (module docstring, 3 and 5).
         """
         now = self._clock()
-        endpoint = self._endpoints.get(call.model)
+        endpoint = self._endpoints.get(model)
         if endpoint is None:
-            endpoint = self._endpoints[call.model] = self._new_endpoint(call.model, now)
-        permit = after or Permit(model=call.model, tenant=tenant)
+            endpoint = self._endpoints[model] = self._new_endpoint(model, now)
+        permit = after or Permit(model=model, tenant=tenant)
         quota = self._tenant(tenant, now) if self._per_tenant else None
         if (endpoint.requests is None and endpoint.tokens is None and quota is None
                 and not endpoint.waiting):
@@ -410,7 +411,7 @@ class RateLimiter:
 
     def _refusal(self, call: ModelCall, run_id: str, attempt: int, endpoint: _Endpoint,
                  permit: Permit) -> ModelCallFailedError:
-        return ModelCallFailedError(run_id, call.key, call.model, attempt,
+        return ModelCallFailedError(run_id, call.key, endpoint.model, attempt,
                                     self._problem(endpoint, permit))
 
     def _problem(self, endpoint: _Endpoint, permit: Permit) -> str:

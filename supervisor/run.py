@@ -292,9 +292,11 @@ class RunSupervisor:
     def _parent_call(self, key: str, purpose: str, system: str, messages: list[Message]
                      ) -> ModelCall:
         models = self.ctx.settings.models
+        chain = models.synthesis_chain if purpose == "synthesize" else models.plan_chain
         return ModelCall(
-            key=key, purpose=purpose, role=PLANNER, model=models.planner,  # type: ignore[arg-type]
+            key=key, purpose=purpose, role=PLANNER, model=chain[0],  # type: ignore[arg-type]
             system=system, messages=messages, tools=[], max_tokens=models.max_tokens,
+            fallback=chain[1:],
         )
 
     async def _plan(self) -> Plan:
@@ -446,7 +448,7 @@ class RunSupervisor:
                     system=shape.system, messages=messages,
                     tools=ctx.tool_specs.get(step.role, []),
                     max_tokens=shape.max_tokens, step=index, turn=turn,
-                    stored_from=stored,
+                    stored_from=stored, fallback=shape.models[1:],
                 ))
                 stored = len(messages)
                 messages = [*messages, Message(role="assistant", content=content)]

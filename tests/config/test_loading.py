@@ -48,7 +48,7 @@ def test_environment_overrides_file_which_overrides_defaults(tmp_path: Path) -> 
          "no entry in pricing.models"),
         ({"WARDEN_MODELS__PLANNER": "mystery"}, "models.planner", "mystery",
          "no entry in pricing.models"),
-        ({"WARDEN_MODELS__PROVIDER": "openai"}, "models.provider", "openai", "Invalid enum"),
+        ({"WARDEN_MODELS__PROVIDER": "gemini"}, "models.provider", "gemini", "Invalid enum"),
         ({"WARDEN_NATS__PORT": "70000"}, "nats.port", 70000, "between 0 and 65535"),
     ],
 )

@@ -68,6 +68,20 @@ async def test_a_model_call_counts_its_duration_tokens_by_type_and_cost() -> Non
                               {**labels, "le": "2.0"}) == 2
 
 
+async def test_a_call_served_down_its_chain_counts_as_a_fallback_by_model_and_reason(
+) -> None:
+    metrics = Metrics()
+    for fallback in (None, "overloaded", "overloaded", "budget"):
+        await metrics.observe(ModelCallMade(
+            run_id="r-1", status="running", key="k", purpose="step", model="m",
+            usage=Usage(), call_cost_usd=0.0, latency_ms=1.0, fallback=fallback))
+    r = metrics.registry
+    assert r.get_sample_value("warden_model_fallbacks_total",
+                              {"model": "m", "reason": "overloaded"}) == 2
+    assert r.get_sample_value("warden_model_fallbacks_total",
+                              {"model": "m", "reason": "budget"}) == 1
+
+
 @pytest.mark.parametrize(("event", "outcome", "rule", "decision"), [
     (tool("list_files"), "ok", None, None),
     (tool("list_files", ok=False), "error", None, None),
