@@ -103,7 +103,7 @@ def _api(*verbs: subjects.ApiVerb) -> tuple[str, ...]:
 
 
 _CLIENT_VERBS: tuple[subjects.ApiVerb, ...] = ("submit", "runs", "show", "cancel", "resume",
-                                               "ping")
+                                               "ping", "spend")
 _OPERATOR_VERBS: tuple[subjects.ApiVerb, ...] = ("dlq", "dlq_retry", "approvals", "calls")
 
 # What bus.follow (jetstream.follow) sends: direct gets of the events stream, answered in

@@ -48,7 +48,7 @@ SERVICE_PING = f"$SRV.PING.{SERVICE_NAME}"
 """Every running warden API answers a request here with its identity."""
 
 ApiVerb = Literal["submit", "runs", "show", "ping", "cancel", "resume", "dlq", "dlq_retry",
-                  "approvals", "calls"]
+                  "approvals", "calls", "spend"]
 API_VERBS: tuple[ApiVerb, ...] = get_args(ApiVerb)
 
 APPROVALS_STREAM = "WARDEN_APPROVALS"

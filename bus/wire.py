@@ -22,6 +22,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
+from warden.config import DEFAULT_TENANT, TENANT_PATTERN
+
+TenantName = Annotated[str, msgspec.Meta(pattern=TENANT_PATTERN)]
+"""A tenant's name, checked where it is decoded (a bad one is an error naming the field)."""
 
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
@@ -107,6 +111,9 @@ class TaskSubmission(_Wire, frozen=True, kw_only=True, tag="task.submit"):
     """Run it without its side effects (``supervisor/dry_run.py``): every side-effecting
     tool call is intercepted, recorded and answered with its simulation; the run's id is
     ``dry-<id>``, so it never shares a key with a real run."""
+    tenant: TenantName | None = None
+    """Whose run it is (1-64 of ``[A-Za-z0-9_.-]``): its spend counts at that tenant's
+    day budget (``budgets.tenant_day_*``). ``None``: the ``default`` tenant."""
 
 
 class StrictTaskSubmission(TaskSubmission, frozen=True, kw_only=True,
@@ -348,6 +355,8 @@ class RunSummary(_Wire, frozen=True, kw_only=True, tag="run.summary"):
     (``show`` only)."""
     anomalies: list[AnomalyFlag] = []
     """The run's anomaly flags, recorded when it ended (``show`` only)."""
+    tenant: str = DEFAULT_TENANT
+    """Whose run it is (``show`` only; a listing leaves it at its default)."""
 
 
 class RunList(_Wire, frozen=True, kw_only=True, tag="run.list"):
@@ -522,8 +531,62 @@ class RunCalls(_Wire, frozen=True, kw_only=True, tag="run.calls"):
     next: int | None = None
 
 
+# -- spend against the budgets (``warden spend``; the API's ``spend``) ---------------------
+
+
+class SpendQuery(_Wire, frozen=True, kw_only=True, tag="spend.query",
+                 forbid_unknown_fields=True):
+    """The ``spend`` request: today's spend, of every tenant or of ``tenant`` only."""
+
+    tenant: TenantName | None = None
+    v: int = 1
+
+
+class SpendLevel(_Wire, frozen=True, kw_only=True, tag="spend.level"):
+    """One budget level today: ``level`` ``day`` (``name`` is the day's date),
+    ``tenant`` (the tenant) or ``run`` (the run id). ``spent_*`` is what recorded calls
+    cost, ``reserved_*`` what calls in flight hold; ``limit_*`` 0 is no limit, and then
+    ``left_*`` is ``None``. Cache tokens are those of today's calls (included in
+    ``spent_tokens``)."""
+
+    level: Literal["day", "tenant", "run"]
+    name: str
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+    reserved_usd: float = 0.0
+    reserved_tokens: int = 0
+    limit_usd: float = 0.0
+    limit_tokens: int = 0
+    left_usd: float | None = None
+    left_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    tenant: str | None = None
+    """A run's tenant."""
+    status: str | None = None
+    """A run's status."""
+
+
+class SpendReport(_Wire, frozen=True, kw_only=True, tag="spend.report"):
+    """Today's spend at each level: the day, each tenant that spent today or has its own
+    limits (or only the one asked for), and each run with calls recorded today (its
+    spend today only, newest first, at most ``MAX_SPEND_RUNS``; ``more_runs``: there
+    were more)."""
+
+    day: SpendLevel
+    timezone: str
+    starts_at: float
+    ends_at: float
+    tenants: list[SpendLevel] = []
+    runs: list[SpendLevel] = []
+    more_runs: bool = False
+
+
+MAX_SPEND_RUNS = 200
+
+
 Reply = (RunSummary | RunList | DeadLetterList | DaemonHealth | ApprovalList | RunCalls
-         | ErrorReply)
+         | SpendReport | ErrorReply)
 
 encoder = msgspec.json.Encoder()
 task_decoder = msgspec.json.Decoder(TaskSubmission)
@@ -540,6 +603,7 @@ ping_query_decoder = msgspec.json.Decoder(PingQuery)
 reply_decoder = msgspec.json.Decoder(Reply)
 approvals_query_decoder = msgspec.json.Decoder(ApprovalsQuery)
 calls_query_decoder = msgspec.json.Decoder(CallsQuery)
+spend_query_decoder = msgspec.json.Decoder(SpendQuery)
 decision_decoder = msgspec.json.Decoder(ApprovalDecision)
 signed_decision_decoder = msgspec.json.Decoder(SignedDecision)
 approval_info_decoder = msgspec.json.Decoder(ApprovalInfo)

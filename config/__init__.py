@@ -8,9 +8,12 @@ from warden.config.mcp import McpServerSettings, McpSettings, McpToolSettings
 from warden.config.policy import PolicySettings, ToolPolicy
 from warden.config.rate_limits import EndpointLimit, RateLimitSettings, check_rate_limits
 from warden.config.settings import (
+    DEFAULT_TENANT,
     ROLES,
+    TENANT_PATTERN,
     ApprovalSettings,
     BreakerSettings,
+    BudgetSettings,
     IntakeSettings,
     LimitSettings,
     ModelSettings,
@@ -22,15 +25,19 @@ from warden.config.settings import (
     SandboxSettings,
     Settings,
     SupervisionSettings,
+    TenantBudget,
     ToolSettings,
     TracingSettings,
 )
 from warden.config.webhooks import WebhookSettings, check_webhooks
 
 __all__ = (
+    "DEFAULT_TENANT",
     "ROLES",
+    "TENANT_PATTERN",
     "ApprovalSettings",
     "BreakerSettings",
+    "BudgetSettings",
     "ConfigError",
     "ConfigFileError",
     "ConfigVariableError",
@@ -51,6 +58,7 @@ __all__ = (
     "SandboxSettings",
     "Settings",
     "SupervisionSettings",
+    "TenantBudget",
     "ToolPolicy",
     "ToolSettings",
     "TracingSettings",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import cast
 
 import msgspec
+from warden.config.budgets import check_budgets
 from warden.config.errors import ConfigError, ConfigFileError, ConfigVariableError
 from warden.config.mcp import check_mcp
 from warden.config.policy import check_policy
@@ -378,6 +379,7 @@ def validate(settings: Settings) -> None:
                               "must be between 0 (off) and 1")
     check_policy(settings.policy)
     check_mcp(settings.mcp)
+    check_budgets(settings.budgets)
     if not settings.approvals.timeout_s > 0:
         raise ConfigError("approvals.timeout_s", settings.approvals.timeout_s,
                           "must be greater than 0")

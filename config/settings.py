@@ -282,6 +282,54 @@ class LimitSettings(_Config, frozen=True, kw_only=True):
     """Largest task submission accepted; larger ones are rejected."""
 
 
+TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+"""A tenant's name: 1-64 of letters, digits, ``_``, ``.`` and ``-`` (``TaskSubmission.tenant``
+and the keys of ``budgets.tenants``)."""
+DEFAULT_TENANT = "default"
+"""The tenant of a run submitted without one."""
+
+
+class TenantBudget(_Config, frozen=True, kw_only=True):
+    """One tenant's own day limits (``[budgets.tenants.<name>]``); an unset one is the
+    ``budgets.tenant_day_*`` every tenant has."""
+
+    day_usd: float | None = None
+    day_tokens: int | None = None
+
+
+class BudgetSettings(_Config, frozen=True, kw_only=True):
+    """Budgets above and below the run (``supervisor/budget.py``; README, "Budgets").
+
+    Levels: the day (every run of the daemon), a tenant's day, the run, and each step of
+    a run; each in USD and in tokens. 0 means no limit at that level. The run's USD limit
+    is ``limits.run_budget_usd`` (or the submission's ``budget_usd``).
+    """
+
+    day_usd: float = 0.0
+    """What all runs together may spend per day, USD."""
+    day_tokens: int = 0
+    """Tokens all runs together may use per day."""
+    tenant_day_usd: float = 0.0
+    """What each tenant's runs may spend per day, USD (unless ``tenants`` says otherwise)."""
+    tenant_day_tokens: int = 0
+    """Tokens each tenant's runs may use per day."""
+    tenants: dict[str, TenantBudget] = {}
+    """Per-tenant day limits, by tenant name."""
+    run_tokens: int = 0
+    """Tokens one run may use."""
+    step_usd: float = 0.0
+    """What one step of a run (all its attempts and turns) may spend, USD."""
+    step_tokens: int = 0
+    """Tokens one step of a run may use."""
+    timezone: str = "UTC"
+    """The time zone of the day (an IANA name, e.g. ``Europe/Paris``)."""
+    day_starts_at_hour: int = 0
+    """The hour (0-23, in ``timezone``) at which a day starts."""
+    downgrade_below: float = 0.0
+    """When a run's USD left falls below this fraction of its limit, its later calls move
+    down the model chain (``Budget.wants_downgrade``); 0: never."""
+
+
 class BreakerSettings(_Config, frozen=True, kw_only=True):
     failure_threshold: int = 5
     """Consecutive failures that open a breaker."""
@@ -423,3 +471,5 @@ class Settings(_Config, frozen=True, kw_only=True):
     """OpenTelemetry traces of runs: off unless enabled (README, "Tracing")."""
     rate_limits: RateLimitSettings = RateLimitSettings()
     """Requests and tokens per minute per model and per tenant (README, "Rate limits")."""
+    budgets: BudgetSettings = BudgetSettings()
+    """Day, tenant, run and step budgets (README, "Budgets")."""

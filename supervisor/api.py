@@ -1,7 +1,9 @@
 """The daemon's API: a ``nats.micro`` service named ``warden`` on
 ``warden.api.<daemon_id>.<verb>``: submit, runs, show, cancel, resume, dlq, dlq_retry, ping,
 approvals (the pending approval requests: id, run, tool, arguments, risk, why, hash, expiry),
-calls (a page of one run's recorded model and tool calls, ``warden show RUN --calls``).
+calls (a page of one run's recorded model and tool calls, ``warden show RUN --calls``),
+spend (today's spend and what is left at the day, tenant and run budget levels,
+``warden spend``).
 
 The rules, in the order a request meets them:
 
@@ -63,6 +65,7 @@ from warden.bus.wire import (
     ping_query_decoder,
     run_query_decoder,
     runs_query_decoder,
+    spend_query_decoder,
 )
 from warden.config import Settings
 from warden.supervisor.approvals import info_of
@@ -71,6 +74,7 @@ from warden.supervisor.events import EventStream, RunCreated
 from warden.supervisor.intake import Rejection, check_submission
 from warden.supervisor.journal import Journal
 from warden.supervisor.run_states import STATUSES
+from warden.supervisor.spend import DailySpend, spend_report
 
 __all__ = ("Api", "RunControl", "fit_run", "page_calls")
 
@@ -163,6 +167,7 @@ class Api:
     def __init__(
         self, bus: Bus, journal: Journal, settings: Settings, control: RunControl,
         events: EventStream, *, daemon_id: str, version: str, metadata: Mapping[str, str],
+        spend: DailySpend | None = None,
     ) -> None:
         self.bus = bus
         self.journal = journal
@@ -172,6 +177,8 @@ class Api:
         self.daemon_id = daemon_id
         self.version = version
         self.metadata = dict(metadata)
+        self.spend = spend
+        """The day and tenant budget levels (``spend``); ``None``: none to report."""
         self.handled = 0
         self.failed = 0
 
@@ -273,6 +280,8 @@ class Api:
                 return await self._approvals(data)
             case "calls":
                 return await self._calls(data)
+            case "spend":
+                return await self._spend(data)
             case "dlq_retry":
                 retry = decode(dlq_retry_decoder, data, max_bytes=_MAX_REQUEST_BYTES,
                                what="dlq_retry request")
@@ -354,6 +363,15 @@ class Api:
             return ErrorReply(error=f"no run {query.run_id!r}", field="run_id")
         return page_calls(query.run_id, await self.journal.calls(query.run_id), query.after,
                           self._budget)
+
+    async def _spend(self, data: bytes) -> Reply:
+        query = decode(spend_query_decoder, data or b"{}", max_bytes=_MAX_REQUEST_BYTES,
+                       what="spend request")
+        if isinstance(query, InvalidMessage):
+            return _error(query)
+        if self.spend is None:
+            return ErrorReply(error="this daemon keeps no day budgets")
+        return await spend_report(self.spend, self.journal, self.settings, tenant=query.tenant)
 
     async def _retry_dead_letter(self, letter_id: int) -> Reply:
         letters = {d.id: d for d in await self.journal.dead_letters()}

@@ -1,15 +1,129 @@
-"""The per-run cost budget: reserve the worst case before a call, settle after it.
+"""Nested budgets: reserve a call's worst case at every level before it is made, settle
+after it.
 
-The parent reserves what a call could cost at most (its prompt priced as input plus
-``max_tokens`` of output) before the call is made; if that could take the run past its
-budget, the call is not made (``BudgetExhaustedError``) and the run stops with its
-partial results. After the call the reservation is settled at the actual cost.
+The spec. A model call passes four levels, each with a limit in USD and one in tokens
+(0: no limit in that unit at that level):
+
+- **day**: every run of the daemon, per day (``budgets.day_usd`` / ``day_tokens``);
+- **tenant**: the runs of the run's tenant, per day (``budgets.tenant_day_*``, or the
+  tenant's own ``budgets.tenants.<name>``);
+- **run**: the run (``limits.run_budget_usd`` or the submission's ``budget_usd``;
+  ``budgets.run_tokens``);
+- **step**: one step of the run, all its attempts and turns (``budgets.step_usd`` /
+  ``step_tokens``); the plan and synthesis calls belong to no step.
+
+The day and tenant levels are shared by every run of the daemon (``spend.DailySpend``,
+durable in the journal); the run and step levels are this run's (``Budget``).
+
+``reserve(worst_usd, worst_tokens, step=...)`` checks every level first and then holds the
+worst case at all of them, with no await in between (one event loop: no other call can
+slip between the check and the hold). A call that could take any level past its limit is
+refused, holding nothing: ``BudgetExhaustedError`` names the first level (in the order
+above) and the unit. After the call, ``settle(held, usd, tokens)`` releases the holds and
+charges what the call really cost at the same levels (the day it was reserved in, even
+if the day turned meanwhile); ``release(held)`` releases a call that was not made.
+
+Overshoot is 0 by construction, provided a call's actual cost is at most its worst case
+(``PriceTable.worst_case`` and ``estimate_prompt_tokens + max_tokens``): every level's
+spent plus held never passes its limit. Dollars are counted in integer pico-dollars so
+that no rounding of a float sum can carry a level past its limit (pinned by
+``tests/supervisor/test_budget_property.py``).
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Literal
+
 import msgspec
+from warden.config import DEFAULT_TENANT, Settings
 from warden.supervisor.errors import BudgetExhaustedError
+
+if TYPE_CHECKING:
+    from warden.supervisor.spend import DailySpend
+
+__all__ = ("Account", "Budget", "BudgetStatistics", "Hold", "Level", "Unit", "pico", "usd")
+
+Level = Literal["day", "tenant", "run", "step"]
+Unit = Literal["usd", "tokens"]
+
+_PICO = 10**12
+
+
+def pico(amount_usd: float) -> int:
+    """``amount_usd`` in whole pico-dollars, rounded up (a cost is never undercounted)."""
+    return math.ceil(amount_usd * _PICO)
+
+
+def usd(amount_pico: int) -> float:
+    return amount_pico / _PICO
+
+
+class Account:
+    """One level's limits and what is spent and held there. Limits of 0 are no limit."""
+
+    __slots__ = ("level", "limit_pusd", "limit_tokens", "name", "reserved_pusd",
+                 "reserved_tokens", "spent_pusd", "spent_tokens")
+
+    def __init__(self, level: Level, name: str, limit_usd: float, limit_tokens: int) -> None:
+        self.level: Level = level
+        self.name = name
+        # Rounded down: a limit is never raised by its conversion.
+        self.limit_pusd = math.floor(limit_usd * _PICO) if limit_usd > 0 else 0
+        self.limit_tokens = limit_tokens if limit_tokens > 0 else 0
+        self.spent_pusd = 0
+        self.spent_tokens = 0
+        self.reserved_pusd = 0
+        self.reserved_tokens = 0
+
+    @property
+    def limit_usd(self) -> float:
+        return usd(self.limit_pusd)
+
+    @property
+    def spent_usd(self) -> float:
+        return usd(self.spent_pusd)
+
+    @property
+    def reserved_usd(self) -> float:
+        return usd(self.reserved_pusd)
+
+    def over(self, pusd: int, tokens: int) -> Unit | None:
+        """The unit in which holding ``pusd`` and ``tokens`` more would pass a limit."""
+        if self.limit_pusd and self.spent_pusd + self.reserved_pusd + pusd > self.limit_pusd:
+            return "usd"
+        if self.limit_tokens and (self.spent_tokens + self.reserved_tokens + tokens
+                                  > self.limit_tokens):
+            return "tokens"
+        return None
+
+    def left_usd(self) -> float | None:
+        """USD left (spent and held taken off); ``None`` without a USD limit."""
+        if not self.limit_pusd:
+            return None
+        return usd(max(0, self.limit_pusd - self.spent_pusd - self.reserved_pusd))
+
+    def left_tokens(self) -> int | None:
+        if not self.limit_tokens:
+            return None
+        return max(0, self.limit_tokens - self.spent_tokens - self.reserved_tokens)
+
+    def refuse(self, run_id: str, unit: Unit, pusd: int, tokens: int) -> BudgetExhaustedError:
+        if unit == "usd":
+            return BudgetExhaustedError(
+                run_id, self.limit_usd, usd(self.spent_pusd + self.reserved_pusd), usd(pusd),
+                level=self.level, unit=unit, name=self.name)
+        return BudgetExhaustedError(
+            run_id, float(self.limit_tokens), float(self.spent_tokens + self.reserved_tokens),
+            float(tokens), level=self.level, unit=unit, name=self.name)
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """What one ``reserve`` holds, and where: what ``settle`` and ``release`` take."""
+
+    pusd: int
+    tokens: int
+    accounts: tuple[Account, ...]
 
 
 class BudgetStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -17,52 +131,128 @@ class BudgetStatistics(msgspec.Struct, frozen=True, kw_only=True):
     spent_usd: float
     reserved_usd: float
     calls: int
+    limit_tokens: int = 0
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
 
 
 class Budget:
-    """Dollars one run may spend. Not thread-safe; one run supervisor owns it."""
+    """The budget levels of one run. Not thread-safe: one run supervisor (on the daemon's
+    event loop) owns it; ``daily`` is shared by the daemon's runs on that loop."""
 
-    def __init__(self, run_id: str, limit_usd: float, *, downgrade_below: float = 0.0) -> None:
+    def __init__(
+        self, run_id: str, limit_usd: float, *, limit_tokens: int = 0, step_usd: float = 0.0,
+        step_tokens: int = 0, daily: DailySpend | None = None, tenant: str = DEFAULT_TENANT,
+        downgrade_below: float = 0.0,
+    ) -> None:
         self.run_id = run_id
-        self.limit_usd = limit_usd
+        self.tenant = tenant
+        self.daily = daily
+        self.run = Account("run", run_id, limit_usd, limit_tokens)
+        self.step_usd = step_usd
+        self.step_tokens = step_tokens
+        self.steps: dict[int, Account] = {}
         self.downgrade_below = downgrade_below
-        """The fraction of ``limit_usd`` left below which later calls move down their
-        model chain (``wants_downgrade``); 0: never."""
-        self.spent_usd = 0.0
-        self.reserved_usd = 0.0
         self.calls = 0
 
-    def reserve(self, worst_case_usd: float) -> float:
-        """Hold ``worst_case_usd`` for one call; returns the amount held.
+    @classmethod
+    def of_run(cls, run_id: str, settings: Settings, *, budget_usd: float | None = None,
+               tenant: str = DEFAULT_TENANT, daily: DailySpend | None = None) -> Budget:
+        """The budget the settings give a run (``budget_usd``: the submission's own)."""
+        budgets = settings.budgets
+        return cls(run_id, budget_usd or settings.limits.run_budget_usd,
+                   limit_tokens=budgets.run_tokens, step_usd=budgets.step_usd,
+                   step_tokens=budgets.step_tokens, daily=daily, tenant=tenant,
+                   downgrade_below=budgets.downgrade_below)
 
-        Raises ``BudgetExhaustedError`` (and holds nothing) when the call could take
-        the run past its budget.
+    # The run's spend, as the run supervisor reads it and restores it on a replay.
+
+    @property
+    def limit_usd(self) -> float:
+        return self.run.limit_usd
+
+    @property
+    def spent_usd(self) -> float:
+        return self.run.spent_usd
+
+    @spent_usd.setter
+    def spent_usd(self, value: float) -> None:
+        self.run.spent_pusd = pico(value)
+
+    @property
+    def spent_tokens(self) -> int:
+        return self.run.spent_tokens
+
+    @spent_tokens.setter
+    def spent_tokens(self, value: int) -> None:
+        self.run.spent_tokens = value
+
+    @property
+    def reserved_usd(self) -> float:
+        return self.run.reserved_usd
+
+    def _accounts(self, step: int) -> tuple[Account, ...]:
+        accounts: tuple[Account, ...] = ()
+        if self.daily is not None:
+            accounts = self.daily.accounts(self.tenant)
+        accounts += (self.run,)
+        if step >= 0 and (self.step_usd > 0 or self.step_tokens > 0):
+            account = self.steps.get(step)
+            if account is None:
+                account = self.steps[step] = Account("step", str(step), self.step_usd,
+                                                     self.step_tokens)
+            accounts += (account,)
+        return accounts
+
+    def reserve(self, worst_usd: float, worst_tokens: int = 0, *, step: int = -1) -> Hold:
+        """Hold ``worst_usd`` and ``worst_tokens`` at every level of a call (of step
+        ``step``; negative: the plan or synthesis, no step); returns the hold. Never
+        blocks, never awaits.
+
+        Raises ``BudgetExhaustedError`` naming the first level (day, tenant, run, step)
+        and unit that the call could take past its limit; then nothing is held.
         """
-        if self.spent_usd + self.reserved_usd + worst_case_usd > self.limit_usd:
-            raise BudgetExhaustedError(
-                self.run_id, self.limit_usd, self.spent_usd + self.reserved_usd, worst_case_usd
-            )
-        self.reserved_usd += worst_case_usd
-        return worst_case_usd
+        pusd = pico(worst_usd)
+        accounts = self._accounts(step)
+        for account in accounts:
+            unit = account.over(pusd, worst_tokens)
+            if unit is not None:
+                raise account.refuse(self.run_id, unit, pusd, worst_tokens)
+        for account in accounts:
+            account.reserved_pusd += pusd
+            account.reserved_tokens += worst_tokens
+        return Hold(pusd, worst_tokens, accounts)
 
-    def settle(self, reserved_usd: float, actual_usd: float) -> None:
-        """Release a reservation and charge what the call really cost."""
-        self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
-        self.spent_usd += actual_usd
+    def settle(self, held: Hold, actual_usd: float, actual_tokens: int = 0) -> None:
+        """Release ``held`` and charge what the call really cost at the same levels."""
+        pusd = pico(actual_usd)
+        for account in held.accounts:
+            account.reserved_pusd -= held.pusd
+            account.reserved_tokens -= held.tokens
+            account.spent_pusd += pusd
+            account.spent_tokens += actual_tokens
         self.calls += 1
 
-    def release(self, reserved_usd: float) -> None:
-        """Release a reservation of a call that was not made or cost nothing."""
-        self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
+    def release(self, held: Hold) -> None:
+        """Release the hold of a call that was not made (or failed before costing)."""
+        for account in held.accounts:
+            account.reserved_pusd -= held.pusd
+            account.reserved_tokens -= held.tokens
 
     def wants_downgrade(self) -> bool:
-        """Whether what is left of the budget (neither spent nor held) is below
-        ``downgrade_below`` of it: later calls should be served one tier down."""
-        left = self.limit_usd - self.spent_usd - self.reserved_usd
-        return left < self.downgrade_below * self.limit_usd
+        """Whether the run's USD left (spent and held taken off) is below
+        ``budgets.downgrade_below`` of its limit: its later calls should move down the
+        model chain. Always ``False`` with ``downgrade_below`` 0 or no USD limit."""
+        run = self.run
+        if self.downgrade_below <= 0 or not run.limit_pusd:
+            return False
+        left = run.limit_pusd - run.spent_pusd - run.reserved_pusd
+        return left < self.downgrade_below * run.limit_pusd
 
     def statistics(self) -> BudgetStatistics:
+        run = self.run
         return BudgetStatistics(
-            limit_usd=self.limit_usd, spent_usd=self.spent_usd,
-            reserved_usd=self.reserved_usd, calls=self.calls,
+            limit_usd=run.limit_usd, spent_usd=run.spent_usd, reserved_usd=run.reserved_usd,
+            calls=self.calls, limit_tokens=run.limit_tokens, spent_tokens=run.spent_tokens,
+            reserved_tokens=run.reserved_tokens,
         )

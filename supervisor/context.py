@@ -20,6 +20,7 @@ from warden.supervisor.rate_limit import RateLimiter
 if TYPE_CHECKING:
     from warden.supervisor.approvals import ApprovalBoard
     from warden.supervisor.interceptors import Interceptor
+    from warden.supervisor.spend import DailySpend
 
 __all__ = ("RunContext",)
 
@@ -54,12 +55,15 @@ class RunContext:
     confident enough waits on (``run.py``); ``None``: such a step needs a human at once."""
     rate_limiter: RateLimiter
     """The daemon's rate limits (``rate_limit.py``), shared by every run's model calls."""
+    spend: DailySpend | None = None
+    """The day and tenant budget levels every run shares (``spend.py``); ``None``: runs
+    have their run and step levels only."""
 
     @classmethod
     def build(
         cls, settings: Settings, journal: Journal, dispatcher: Dispatcher, tools: ToolRegistry,
         *, events: EventStream | None = None, interceptors: Sequence[Interceptor] = (),
-        approvals: ApprovalBoard | None = None,
+        approvals: ApprovalBoard | None = None, spend: DailySpend | None = None,
     ) -> RunContext:
         """The context the settings describe: prices, a breaker per role, tool specs, the
         rate limiter.
@@ -80,4 +84,5 @@ class RunContext:
                 settings.rate_limits, prices,
                 patience_s=settings.models.patience_s,
                 retry_after_cap_s=settings.models.retry_after_cap_s),
+            spend=spend,
         )

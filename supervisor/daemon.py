@@ -102,6 +102,7 @@ from warden.supervisor.policy import policy_guards
 from warden.supervisor.preflight import expand_allowlists, open_tool_registry, preflight
 from warden.supervisor.run import RunSupervisor
 from warden.supervisor.run_states import CANCELLABLE, RESUMABLE_BY_HAND, TERMINAL, RunStatus
+from warden.supervisor.spend import DailySpend
 from warden.supervisor.supervision import ChildSpec, Supervisor, open_supervisor, supervise_one
 from warden.supervisor.web import WebServer
 from warden.supervisor.webhooks import approval_notifier, open_webhook_sender
@@ -246,7 +247,7 @@ class Daemon:
         self, settings: Settings, data_dir: Path, bus: Bus, journal: Journal, model: Model,
         root: Supervisor, tools: ToolRegistry, events: EventStream,
         *, seeds: Mapping[str, Path] | None = None, daemon_id: str = "d0",
-        feed: LiveFeed | None = None,
+        feed: LiveFeed | None = None, spend: DailySpend | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -271,7 +272,7 @@ class Daemon:
             settings, journal, dispatcher, tools, events=events,
             interceptors=policy_guards(settings, tools, journal, dispatcher,
                                        board=self.approvals),
-            approvals=self.approvals,
+            approvals=self.approvals, spend=spend,
         )
         self.breakers = self.context.breakers
         self._runs: Supervisor | None = None
@@ -541,8 +542,9 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
             journal, bus, publish_calls=settings.nats.publish_call_events),
             *((feed,) if web is not None else ()),
             *(o for o in (metrics, anomalies) if o is not None)))
+        spend = await DailySpend.load(journal, settings.budgets)  # today's, from the journal
         daemon = Daemon(settings, data_dir, bus, journal, model, root, tools, events,
-                        seeds=identities.seeds, daemon_id=daemon_id, feed=feed)
+                        seeds=identities.seeds, daemon_id=daemon_id, feed=feed, spend=spend)
         daemon.metrics = metrics
         if settings.approvals.webhooks:
             daemon.approvals.notify = approval_notifier(webhooks)
@@ -562,7 +564,7 @@ async def open_daemon(settings: Settings, *, api_key: str | None = None) -> Asyn
                                              shutdown_timeout=supervision.shutdown_timeout_s))
         await root.start_child(ChildSpec(name="runs", start=daemon.serve_runs,
                                          shutdown_timeout=math.inf))
-        api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id,
+        api = Api(bus, journal, settings, daemon, events, daemon_id=daemon_id, spend=spend,
                   version=service_version(),
                   metadata={"daemon_id": daemon_id, "data_dir": str(data_dir),
                             "pid": str(os.getpid()), "host": socket.gethostname()})

@@ -8,7 +8,7 @@ The tree::
     ├── LimitReachedError                a limit the parent enforces stopped the work
     │   ├── StepCapReachedError          a step cap (per run, per step, per worker) was reached
     │   ├── StepStoppedError             a guard stopped the step (a loop): the run ends
-    │   └── BudgetExhaustedError         the next call could exceed the run's budget
+    │   └── BudgetExhaustedError         the next call could exceed a budget (day, tenant, run, step)
     ├── PlanInvalidError                 the model's plan failed validation on every attempt
     ├── CallFailedError                  the call gate let a call through no more (see gate.py)
     │   ├── CallDeniedError              an interceptor denied the call
@@ -115,16 +115,37 @@ class StepStoppedError(LimitReachedError):
 
 
 class BudgetExhaustedError(LimitReachedError):
-    """Raised when the worst case of the next call could exceed the run's budget."""
+    """Raised when the worst case of the next call could exceed a budget at one of its
+    levels: ``level`` is ``day`` (the daemon's), ``tenant`` (``name``'s day), ``run`` or
+    ``step`` (``name`` is the step's index); ``unit`` ``usd`` or ``tokens``. Nothing was
+    reserved at any level."""
 
-    def __init__(self, run_id: str, budget_usd: float, spent_usd: float, needed_usd: float) -> None:
+    def __init__(self, run_id: str, budget_usd: float, spent_usd: float, needed_usd: float,
+                 *, level: str = "run", unit: str = "usd", name: str = "") -> None:
         self.run_id = run_id
         self.budget_usd = budget_usd
+        """The limit that would be exceeded, in ``unit`` (dollars or tokens)."""
         self.spent_usd = spent_usd
+        """Spent and held at that level so far, in ``unit``."""
         self.needed_usd = needed_usd
+        """The next call's worst case, in ``unit``."""
+        self.level = level
+        self.unit = unit
+        self.name = name
+        if unit == "usd":
+            limit, spent, needed = (f"${budget_usd:.4f}", f"${spent_usd:.4f}",
+                                    f"${needed_usd:.4f}")
+        else:
+            limit, spent, needed = (f"{budget_usd:.0f} tokens", f"{spent_usd:.0f} tokens",
+                                    f"{needed_usd:.0f} tokens")
+        owner = {"day": "the day", "tenant": f"tenant {name!r} for the day",
+                 "step": f"step {name} of run {run_id!r}"}.get(level, f"run {run_id!r}")
         super().__init__(
-            f"budget ${budget_usd:.4f} of run {run_id!r} would be exceeded: "
-            f"spent ${spent_usd:.4f}, the next call may cost up to ${needed_usd:.4f}"
+            f"{level} budget {limit} of {owner} would be exceeded by run {run_id!r}: "
+            f"spent {spent}, the next call may use up to {needed}"
+            if level != "run" else
+            f"run budget {limit} of run {run_id!r} would be exceeded: "
+            f"spent {spent}, the next call may use up to {needed}"
         )
 
 

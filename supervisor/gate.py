@@ -23,9 +23,10 @@ The spec. A call goes through these, in this order, and nothing else makes a cal
    which answers a dry run's side-effecting calls; one that still comes out allowed is
    refused here (a dry run fails closed).
 4. **budget** (model calls). The call's worst case (its prompt priced at the dearest
-   input rate plus ``max_tokens`` of output, at the dearest model of its chain) is
-   reserved; a call that could take the run past its budget is not made
-   (``BudgetExhaustedError``).
+   input rate plus ``max_tokens`` of output, at the dearest model of its chain; in
+   tokens, the prompt's estimate plus ``max_tokens``) is reserved at every budget level
+   at once (day, tenant, run, step: ``budget.py``); a call that could take any level past
+   its limit is not made (``BudgetExhaustedError``, naming the level).
 5. **dispatch** through the ``Dispatcher``, to the first model of the call's chain that
    serves (``tiers.py``: the next one when a model is overloaded or its breaker is open,
    or one tier down when the budget asks). A model call makes at most
@@ -199,7 +200,7 @@ class CallGate:
         # Whichever model of the chain serves, the reservation covers it (tiers.py).
         worst = max(prices.worst_case(model, prompt_tokens, call.max_tokens)
                     for model in chain)
-        held = self.budget.reserve(worst)
+        held = self.budget.reserve(worst, prompt_tokens + call.max_tokens, step=call.step)
         try:
             reply, served, why = await self._serve(call, chain, why)
         except BaseException:
@@ -207,7 +208,7 @@ class CallGate:
             raise
         crash_point("model_replied")
         cost = prices.cost(served, reply.usage)
-        self.budget.settle(held, cost)
+        self.budget.settle(held, cost, reply.usage.total_tokens)
         assert reply.assistant is not None
         await self._record_model(call, reply.model or served, reply.assistant.content,
                                  reply.usage, cost, reply.latency_ms, None,

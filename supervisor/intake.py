@@ -38,7 +38,7 @@ from warden.bus.decoding import InvalidMessage, decode
 from warden.bus.errors import BusError
 from warden.bus.lease import Lease
 from warden.bus.wire import TaskSubmission, strict_task_decoder, task_decoder
-from warden.config import Settings
+from warden.config import DEFAULT_TENANT, Settings
 from warden.config.crashpoints import crash_point
 from warden.supervisor.dry_run import dry_run_id, reserved_id_problem
 from warden.supervisor.events import EventStream, RunCreated
@@ -146,7 +146,7 @@ async def admit(
     run_id, task = checked
     created = await journal.create_run(
         run_id, text=task.text, status="queued", scenario=task.scenario,
-        budget_usd=task.budget_usd, dry_run=task.dry_run,
+        budget_usd=task.budget_usd, dry_run=task.dry_run, tenant=task.tenant,
     )
     return run_id, task, None, created
 
@@ -275,7 +275,8 @@ class Intake:
         elif task is not None:
             self.admitted += 1
             await self.start_run(state_of_new_run(run_id, task.text, task.scenario,
-                                                  task.budget_usd, dry_run=task.dry_run))
+                                                  task.budget_usd, dry_run=task.dry_run,
+                                                  tenant=task.tenant or DEFAULT_TENANT))
 
     async def _dead_letter(self, message: TaskMessage, reason: str) -> None:
         await self.journal.record_dead_letter(

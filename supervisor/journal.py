@@ -7,10 +7,10 @@ committed, unless called with ``wait=False``. Reads use a second connection, thr
 aiosqlite (WAL lets them run beside the writer). Only this module and the writer import
 aiosqlite or sqlite3; the rest of warden sees ``Journal``.
 
-Schema (``SCHEMA_VERSION`` 5; an older file is migrated in place at open)::
+Schema (``SCHEMA_VERSION`` 6; an older file is migrated in place at open)::
 
     runs          id, status, text, scenario, budget_usd, created_at, updated_at,
-                  tokens, cost_usd, error, result, plan, epoch, dry_run
+                  tokens, cost_usd, error, result, plan, epoch, dry_run, tenant
     steps         run_id, idx, role, instruction, status, turns, output, tokens, cost_usd
     model_calls   key (unique), run_id, step, turn, purpose, model, request, response,
                   input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens,
@@ -73,6 +73,7 @@ from warden.bus.wire import (
     ToolCallRecord,
     Usage,
 )
+from warden.config import DEFAULT_TENANT
 from warden.supervisor.errors import IllegalTransitionError, JournalError, RunNotFoundError
 from warden.supervisor.journal_anomaly import anomalies_of
 from warden.supervisor.journal_audit import CHAIN_FUNCTION
@@ -176,10 +177,12 @@ class Journal:
         budget_usd: float | None = None,
         error: str | None = None,
         dry_run: bool = False,
+        tenant: str | None = None,
     ) -> bool:
         """Record a new run in ``status`` (``queued`` or ``rejected``); ``False`` (and
         nothing written) if the id is already known. ``dry_run``: the run is a dry run,
-        for as long as it lives (``RunState.dry_run``).
+        for as long as it lives (``RunState.dry_run``). ``tenant``: whose run it is
+        (``None``: the ``default`` tenant's).
 
         Raises ``IllegalTransitionError`` for any other status.
         """
@@ -194,8 +197,10 @@ class Journal:
             [
                 (
                     "INSERT OR IGNORE INTO runs (id, status, text, scenario, budget_usd, "
-                    "created_at, updated_at, error, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, status, text, scenario, budget_usd, now, now, error, int(dry_run)),
+                    "created_at, updated_at, error, dry_run, tenant) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, status, text, scenario, budget_usd, now, now, error, int(dry_run),
+                     tenant),
                 ),
                 _event(run_id, "run_created", status, error or "", None, now),
             ],
@@ -484,8 +489,14 @@ class Journal:
         row = await self._one(_RUN_COLUMNS + " WHERE id = ?", (run_id,))
         if row is None:
             return None
-        dry_run = self.version >= 3 and bool((await self._one(
-            "SELECT dry_run FROM runs WHERE id = ?", (run_id,)) or (0,))[0])
+        tenant: object = None
+        if self.version >= 6:
+            dry_run_value, tenant = await self._one(
+                "SELECT dry_run, tenant FROM runs WHERE id = ?", (run_id,)) or (0, None)
+            dry_run = bool(dry_run_value)
+        else:
+            dry_run = self.version >= 3 and bool((await self._one(
+                "SELECT dry_run FROM runs WHERE id = ?", (run_id,)) or (0,))[0])
         rows = await self._rows(
             "SELECT idx, role, instruction, status, turns, output, tokens, cost_usd "
             "FROM steps WHERE run_id = ? ORDER BY idx",
@@ -499,6 +510,8 @@ class Journal:
             for r in rows
         ]
         summary = _summary(row, steps)
+        if tenant is not None:  # NULL: the default tenant's (RunSummary's default)
+            summary = msgspec.structs.replace(summary, tenant=str(tenant))
         anomalies = await anomalies_of(self, run_id)
         if anomalies:
             summary = msgspec.structs.replace(summary, anomalies=anomalies)
@@ -594,7 +607,8 @@ class Journal:
     async def run_state(self, run_id: str) -> RunState | None:
         """What a resuming run supervisor needs of its run, or ``None``."""
         row = await self._one(
-            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run FROM runs "
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run, tenant "
+            "FROM runs "
             "WHERE id = ?",
             (run_id,),
         )
@@ -603,7 +617,8 @@ class Journal:
     async def unfinished_runs(self) -> list[RunState]:
         """Runs a daemon must resume at start: those in an ``UNFINISHED`` status."""
         rows = await self._rows(
-            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run FROM runs "
+            "SELECT id, status, text, scenario, budget_usd, plan, epoch, dry_run, tenant "
+            "FROM runs "
             f"WHERE status IN ({', '.join('?' * len(UNFINISHED))}) ORDER BY created_at, rowid",
             tuple(sorted(UNFINISHED)),
         )
@@ -702,11 +717,14 @@ class RunState(NamedTuple):
     epoch: int
     dry_run: bool = False
     """A dry run (``supervisor/dry_run.py``): its side effects are intercepted."""
+    tenant: str = DEFAULT_TENANT
+    """Whose run it is: its day's spend counts at this tenant's budget level."""
 
 
 def _state(row: Row) -> RunState:
-    run_id, status, text, scenario, budget_usd, plan, epoch, dry_run = row
-    return RunState(run_id, status, text, scenario, budget_usd, plan, epoch, bool(dry_run))
+    run_id, status, text, scenario, budget_usd, plan, epoch, dry_run, tenant = row
+    return RunState(run_id, status, text, scenario, budget_usd, plan, epoch, bool(dry_run),
+                    tenant or DEFAULT_TENANT)
 
 
 class RecordedCall(NamedTuple):

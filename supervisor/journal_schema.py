@@ -23,12 +23,14 @@ __all__ = (
     "MIGRATE_FROM_1",
     "MIGRATE_FROM_2",
     "MIGRATE_FROM_3",
+    "MIGRATE_FROM_5",
+    "SPEND_SCHEMA",
     "SCHEMA",
     "SCHEMA_VERSION",
     "status_guards",
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 GUARD_MESSAGE = "refused by the run state machine"
 
 SCHEMA = """
@@ -46,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT,
     plan TEXT,
     epoch INTEGER NOT NULL DEFAULT 0,
-    dry_run INTEGER NOT NULL DEFAULT 0
+    dry_run INTEGER NOT NULL DEFAULT 0,
+    tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
@@ -264,4 +267,19 @@ CREATE TABLE IF NOT EXISTS anomalies (
     created_at REAL NOT NULL,
     PRIMARY KEY (run_id, kind)
 );
+"""
+
+
+# -- version 6: tenants and budgets (issue 12 point 1; ``spend.py``, ``journal_spend.py``) --
+# ``runs.tenant``: the tenant a run was submitted for (NULL: ``default``, as every run
+# from before version 6 is). ``model_calls_by_created``: the day's spend is the sum of the
+# calls recorded since the day began, read at every daemon start and by ``warden spend``.
+
+MIGRATE_FROM_5 = """
+ALTER TABLE runs ADD COLUMN tenant TEXT;
+"""
+"""From version 5 (or older: any ``runs`` table without the column) to 6."""
+
+SPEND_SCHEMA = """
+CREATE INDEX IF NOT EXISTS model_calls_by_created ON model_calls(created_at);
 """

@@ -41,8 +41,10 @@ from warden.supervisor.journal_schema import (
     MIGRATE_FROM_1,
     MIGRATE_FROM_2,
     MIGRATE_FROM_3,
+    MIGRATE_FROM_5,
     SCHEMA,
     SCHEMA_VERSION,
+    SPEND_SCHEMA,
     status_guards,
 )
 
@@ -192,11 +194,14 @@ def _open_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
         events = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if events and "hash" not in events:  # an events table from before version 4
             migrations += MIGRATE_FROM_3
+        runs = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if runs and "tenant" not in runs:  # a runs table from before version 6
+            migrations += MIGRATE_FROM_5
         # One transaction: a crash mid-migration leaves the file as it was, not with half
         # its columns added under the old version number (pinned by
         # test_a_version_2_journal_is_migrated_to_3_in_place).
         conn.executescript(f"BEGIN; {migrations} {SCHEMA} {DRY_RUN_SCHEMA} {AUDIT_SCHEMA} "
-                           f"{ANOMALY_SCHEMA} "
+                           f"{ANOMALY_SCHEMA} {SPEND_SCHEMA} "
                            f"{INDEXES} {status_guards()} "
                            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         # Each event's INSERT computes its link of the audit chain (journal_audit.py).

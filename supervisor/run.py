@@ -70,6 +70,7 @@ from warden.actors import tracing
 from warden.actors.admission import step_turn
 from warden.actors.tools import ToolDeclaration
 from warden.actors.tools.files import ReadFile
+from warden.config import DEFAULT_TENANT
 from warden.bus.wire import (
     Block,
     Message,
@@ -164,8 +165,10 @@ class RunSupervisor:
         self.ctx = ctx
         self.state = state
         self.run_id = state.id
-        self.budget = Budget(state.id, state.budget_usd or ctx.settings.limits.run_budget_usd)
-        self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario)
+        self.budget = Budget.of_run(state.id, ctx.settings, budget_usd=state.budget_usd,
+                                    tenant=state.tenant, daily=ctx.spend)
+        self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario,
+                             tenant=state.tenant)
         self.gate.hooks.paused = self._paused
         self.gate.hooks.resumed = self._resumed
         if state.dry_run:
@@ -235,10 +238,12 @@ class RunSupervisor:
         if not fresh:  # a replay: what is already recorded is not done again
             self.gate = CallGate(
                 self.ctx, self.run_id, self.budget, scenario=self.state.scenario,
+                tenant=self.state.tenant,
                 calls=await journal.recorded_calls(self.run_id),
                 effects=await journal.effects(self.run_id), hooks=self.gate.hooks,
             )
             self.gate.tokens, self.budget.spent_usd = await journal.spent(self.run_id)
+            self.budget.spent_tokens = self.gate.tokens
             for key, effect in self.gate.effects.items():
                 path = _written_path(effect.record)
                 if path is not None:
@@ -606,6 +611,8 @@ def _text(content: list[Block]) -> str:
 
 
 def state_of_new_run(run_id: str, text: str, scenario: str | None,
-                     budget_usd: float | None, *, dry_run: bool = False) -> RunState:
+                     budget_usd: float | None, *, dry_run: bool = False,
+                     tenant: str = DEFAULT_TENANT) -> RunState:
     """The ``RunState`` of a run just committed as ``queued``."""
-    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0, dry_run=dry_run)
+    return RunState(run_id, "queued", text, scenario, budget_usd, None, 0, dry_run=dry_run,
+                    tenant=tenant)

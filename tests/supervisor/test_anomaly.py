@@ -190,5 +190,5 @@ async def test_a_version_4_journal_is_migrated_to_5_with_the_anomaly_tables(
         old = await journal.get_run("old")
     assert flags == [] and old is not None and old.anomalies == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
         assert db.execute("SELECT kind FROM run_profiles").fetchall() == [("code",)]

@@ -444,7 +444,7 @@ async def test_a_version_2_journal_gains_the_approvals_table(tmp_path: Path) -> 
     async with open_journal(path) as journal:
         assert await journal.approvals(status=None) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 async def test_the_listing_leaves_out_requests_of_runs_that_ended(

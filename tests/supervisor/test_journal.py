@@ -147,7 +147,7 @@ async def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         assert state is not None and state.epoch == 0 and not state.dry_run
         assert await journal.recorded_calls("old") == {}
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 def _as_version_2(path: Path) -> None:
@@ -158,10 +158,12 @@ def _as_version_2(path: Path) -> None:
                          "DROP TABLE approvals; DROP TRIGGER events_audit_head;"
                          "DROP TABLE audit_head; ALTER TABLE events DROP COLUMN hash;"
                          "DROP TABLE run_profiles; DROP TABLE anomalies;"
+                         "DROP INDEX model_calls_by_created;"
+                         "ALTER TABLE runs DROP COLUMN tenant;"
                          "PRAGMA user_version = 2;")
 
 
-async def test_a_version_2_journal_is_migrated_to_5_in_place(tmp_path: Path) -> None:
+async def test_a_version_2_journal_is_migrated_to_6_in_place(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     async with open_journal(path) as journal:
         await journal.create_run("old", text="t", status="queued")
@@ -175,7 +177,34 @@ async def test_a_version_2_journal_is_migrated_to_5_in_place(tmp_path: Path) -> 
     assert state is not None and not state.dry_run
     assert new is not None and new.dry_run
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+
+
+async def test_a_version_5_journal_is_migrated_to_6_with_the_runs_tenant(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.create_run("old", text="t", status="queued")
+    with sqlite3.connect(path) as db:  # what a version-5 warden left
+        db.executescript("DROP INDEX model_calls_by_created;"
+                         "ALTER TABLE runs DROP COLUMN tenant; PRAGMA user_version = 5;")
+
+    async with open_journal(path) as journal:
+        old = await journal.run_state("old")
+        old_summary = await journal.get_run("old")
+        await journal.create_run("new", text="t", status="queued", tenant="acme")
+        new = await journal.run_state("new")
+        new_summary = await journal.get_run("new")
+
+    assert old is not None and old.tenant == "default"
+    assert old_summary is not None and old_summary.tenant == "default"
+    assert new is not None and new.tenant == "acme"
+    assert new_summary is not None and new_summary.tenant == "acme"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+        indexes = {r[1] for r in db.execute("PRAGMA index_list(model_calls)")}
+    assert "model_calls_by_created" in indexes
 
 
 async def test_a_version_2_journal_is_read_without_a_daemon_as_it_is(tmp_path: Path) -> None:
