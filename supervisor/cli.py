@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import secrets
 import signal
 import sys
@@ -72,7 +73,7 @@ from warden.bus.wire import (
     event_decoder,
     reply_decoder,
 )
-from warden.config import ConfigError, Settings, load_settings
+from warden.config import TENANT_PATTERN, ConfigError, Settings, load_settings
 from warden.supervisor.cli_calls import all_calls, print_calls
 from warden.supervisor.daemon import JOURNAL_FILE, DaemonInfo, open_daemon, read_daemon_file
 from warden.supervisor.dry_run import dry_run_id
@@ -210,6 +211,7 @@ def print_runs(runs: Sequence[RunSummary], *, out: object = None) -> None:
 def print_run(run: RunSummary) -> None:
     print(f"run      {run.id}")
     print(f"status   {run.status}")
+    print(f"tenant   {run.tenant}")
     print(f"task     {run.text}")
     print(f"tokens   {run.tokens}   cost {_money(run.cost_usd)}")
     if run.error:
@@ -309,6 +311,9 @@ def check_task(task: TaskSubmission, *, max_task_bytes: int) -> None:
     budget = task.budget_usd
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise UsageError(f"--budget {budget!r} must be a finite number greater than 0")
+    if task.tenant is not None and not re.fullmatch(TENANT_PATTERN, task.tenant):
+        raise UsageError(f"--tenant {task.tenant!r} must be 1-64 characters of "
+                         "[A-Za-z0-9_.-]")
     data = encoder.encode(task)
     if len(data) > max_task_bytes:
         raise UsageError(
@@ -347,7 +352,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:  # the daemon would map it so: the id followed must be the run's
         run_id = dry_run_id(run_id)
     task = TaskSubmission(id=run_id, text=args.text, scenario=args.scenario,
-                          budget_usd=args.budget, dry_run=args.dry_run)
+                          budget_usd=args.budget, dry_run=args.dry_run, tenant=args.tenant)
     check_task(task, max_task_bytes=settings.limits.max_task_bytes)
     async with _open_client(settings, "client", "warden-cli") as bus:
         daemon_id = await daemon_id_for(bus, settings, args.daemon)
@@ -618,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--scenario", help="scripted model scenario (fizzbuzz, slugify, ...)")
     submit.add_argument("--budget", type=float, metavar="USD", help="this run's cost budget")
     submit.add_argument("--id", help="run id to use (default: generated)")
+    submit.add_argument("--tenant", help="whose run it is: its spend counts at that tenant's "
+                        "day budget (1-64 of [A-Za-z0-9_.-]; default: the 'default' tenant)")
     submit.add_argument("--dry-run", action="store_true",
                         help="intercept every side-effecting tool call: record it, answer "
                         "it with its simulation, do not execute it (the run's id is "
@@ -684,6 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     from warden.supervisor.cli_watch import add_watch_commands  # it imports this one
 
     add_watch_commands(sub, common)
+
+    from warden.supervisor.cli_spend import add_spend_commands  # it imports this one
+
+    add_spend_commands(sub, common)
 
     worker = sub.add_parser("worker", parents=[common], help="serve roles' steps",
                             description="Join the roles' queue groups from this process "

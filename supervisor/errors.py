@@ -8,7 +8,7 @@ The tree::
     ├── LimitReachedError                a limit the parent enforces stopped the work
     │   ├── StepCapReachedError          a step cap (per run, per step, per worker) was reached
     │   ├── StepStoppedError             a guard stopped the step (a loop): the run ends
-    │   └── BudgetExhaustedError         the next call could exceed a budget (day, tenant, run, step)
+    │   └── BudgetExhaustedError         the next call could exceed a budget at some level
     ├── PlanInvalidError                 the model's plan failed validation on every attempt
     ├── CallFailedError                  the call gate let a call through no more (see gate.py)
     │   ├── CallDeniedError              an interceptor denied the call

@@ -24,9 +24,9 @@ __all__ = (
     "MIGRATE_FROM_2",
     "MIGRATE_FROM_3",
     "MIGRATE_FROM_5",
-    "SPEND_SCHEMA",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "SPEND_SCHEMA",
     "status_guards",
 )
 

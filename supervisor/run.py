@@ -70,7 +70,6 @@ from warden.actors import tracing
 from warden.actors.admission import step_turn
 from warden.actors.tools import ToolDeclaration
 from warden.actors.tools.files import ReadFile
-from warden.config import DEFAULT_TENANT
 from warden.bus.wire import (
     Block,
     Message,
@@ -80,6 +79,7 @@ from warden.bus.wire import (
     ToolUseBlock,
     encoder,
 )
+from warden.config import DEFAULT_TENANT
 from warden.supervisor import trace_events
 from warden.supervisor.budget import Budget
 from warden.supervisor.confidence import ACCEPT_STEP, stated_confidence
