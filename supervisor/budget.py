@@ -32,7 +32,6 @@ that no rounding of a float sum can carry a level past its limit (pinned by
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -51,8 +50,16 @@ _PICO = 10**12
 
 
 def pico(amount_usd: float) -> int:
-    """``amount_usd`` in whole pico-dollars, rounded up (a cost is never undercounted)."""
-    return math.ceil(amount_usd * _PICO)
+    """``amount_usd`` in whole pico-dollars, rounded up (a cost is never undercounted).
+    Exact: from the float's own ratio, not through a rounded product."""
+    numerator, denominator = float(amount_usd).as_integer_ratio()
+    return -(-numerator * _PICO // denominator)
+
+
+def _pico_down(amount_usd: float) -> int:
+    """``amount_usd`` in whole pico-dollars, rounded down (a limit is never raised)."""
+    numerator, denominator = float(amount_usd).as_integer_ratio()
+    return numerator * _PICO // denominator
 
 
 def usd(amount_pico: int) -> float:
@@ -68,8 +75,7 @@ class Account:
     def __init__(self, level: Level, name: str, limit_usd: float, limit_tokens: int) -> None:
         self.level: Level = level
         self.name = name
-        # Rounded down: a limit is never raised by its conversion.
-        self.limit_pusd = math.floor(limit_usd * _PICO) if limit_usd > 0 else 0
+        self.limit_pusd = _pico_down(limit_usd) if limit_usd > 0 else 0
         self.limit_tokens = limit_tokens if limit_tokens > 0 else 0
         self.spent_pusd = 0
         self.spent_tokens = 0
