@@ -163,10 +163,11 @@ async def api(client: Bus, verb: subjects.ApiVerb, data: bytes, *, timeout: floa
 
 async def run_task(
     client: Bus, text: str, *, scenario: str | None = None, budget_usd: float | None = None,
-    timeout: float = 60.0,
+    timeout: float = 60.0, tenant: str | None = None,
 ) -> RunSummary:
     """Submit over NATS, follow the run's events to its end, return the journalled run."""
-    task = TaskSubmission(id=new_run_id(), text=text, scenario=scenario, budget_usd=budget_usd)
+    task = TaskSubmission(id=new_run_id(), text=text, scenario=scenario, budget_usd=budget_usd,
+                          tenant=tenant)
     await submit_and_follow(client, task, wait=True, progress=False, timeout=timeout)
     return await show(client, task.id or "")
 
