@@ -160,6 +160,10 @@ class Budget:
         self.steps: dict[int, Account] = {}
         self.downgrade_below = downgrade_below
         self.calls = 0
+        self._per_step = step_usd > 0 or step_tokens > 0
+        self._day: tuple[Account, ...] = ()
+        self._levels: dict[int, tuple[Account, ...]] = {}
+        """The accounts of a call, by step (-1: no step), for the day ``_day`` holds."""
 
     @classmethod
     def of_run(cls, run_id: str, settings: Settings, *, budget_usd: float | None = None,
@@ -179,7 +183,7 @@ class Budget:
 
     @property
     def spent_usd(self) -> float:
-        return self.run.spent_usd
+        return self.run.spent_pusd / _PICO
 
     @spent_usd.setter
     def spent_usd(self, value: float) -> None:
@@ -198,16 +202,20 @@ class Budget:
         return self.run.reserved_usd
 
     def _accounts(self, step: int) -> tuple[Account, ...]:
-        accounts: tuple[Account, ...] = ()
+        """The accounts a call of ``step`` passes, in the order of the levels. Kept per
+        step until the day turns: this runs before every model call."""
         if self.daily is not None:
-            accounts = self.daily.accounts(self.tenant)
-        accounts += (self.run,)
-        if step >= 0 and (self.step_usd > 0 or self.step_tokens > 0):
-            account = self.steps.get(step)
-            if account is None:
-                account = self.steps[step] = Account("step", str(step), self.step_usd,
-                                                     self.step_tokens)
-            accounts += (account,)
+            day = self.daily.accounts(self.tenant)
+            if day is not self._day:
+                self._day, self._levels = day, {}
+        key = step if step >= 0 and self._per_step else -1
+        accounts = self._levels.get(key)
+        if accounts is None:
+            accounts = (*self._day, self.run)
+            if key >= 0:
+                accounts += (self.steps.setdefault(
+                    key, Account("step", str(key), self.step_usd, self.step_tokens)),)
+            self._levels[key] = accounts
         return accounts
 
     def reserve(self, worst_usd: float, worst_tokens: int = 0, *, step: int = -1) -> Hold:
@@ -220,10 +228,13 @@ class Budget:
         """
         pusd = pico(worst_usd)
         accounts = self._accounts(step)
-        for account in accounts:
-            unit = account.over(pusd, worst_tokens)
-            if unit is not None:
-                raise account.refuse(self.run_id, unit, pusd, worst_tokens)
+        for account in accounts:  # Account.over, inlined: once per level of every call
+            limit = account.limit_pusd
+            if limit and account.spent_pusd + account.reserved_pusd + pusd > limit:
+                raise account.refuse(self.run_id, "usd", pusd, worst_tokens)
+            limit = account.limit_tokens
+            if limit and account.spent_tokens + account.reserved_tokens + worst_tokens > limit:
+                raise account.refuse(self.run_id, "tokens", pusd, worst_tokens)
         for account in accounts:
             account.reserved_pusd += pusd
             account.reserved_tokens += worst_tokens

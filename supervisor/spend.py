@@ -57,6 +57,7 @@ class DailySpend:
         self.ends_at = 0.0
         self.total = Account("day", "", 0.0, 0)
         self.tenants: dict[str, Account] = {}
+        self._pairs: dict[str, tuple[Account, Account]] = {}
         self._roll(clock())
 
     @classmethod
@@ -79,6 +80,7 @@ class DailySpend:
             now, budgets.timezone, budgets.day_starts_at_hour)
         self.total = Account("day", self.day, budgets.day_usd, budgets.day_tokens)
         self.tenants = {}
+        self._pairs = {}
 
     def _tenant(self, tenant: str) -> Account:
         account = self.tenants.get(tenant)
@@ -94,11 +96,15 @@ class DailySpend:
         return account
 
     def accounts(self, tenant: str) -> tuple[Account, Account]:
-        """The current day's account and ``tenant``'s, turning the day when it ended."""
+        """The current day's account and ``tenant``'s, turning the day when it ended: the
+        same tuple all day (``Budget`` keeps what it built on it until it changes)."""
         now = self._clock()
         if now >= self.ends_at or now < self.starts_at:
             self._roll(now)
-        return self.total, self._tenant(tenant)
+        pair = self._pairs.get(tenant)
+        if pair is None:
+            pair = self._pairs[tenant] = (self.total, self._tenant(tenant))
+        return pair
 
     def current(self) -> tuple[Account, dict[str, Account]]:
         """The current day's account and every tenant account it has (each tenant with
