@@ -17,7 +17,6 @@ from warden.actors.model import ModelReply, ModelRequest
 from warden.bus.wire import Message, TextBlock, TurnRequest
 from warden.config import ConfigError
 from warden.config.settings import ModelSettings, RoleSettings
-from warden.supervisor import run as run_module
 from warden.supervisor.interceptors import ModelCall
 from warden.supervisor.journal import Journal
 from warden.supervisor.tiers import chain_of
@@ -123,14 +122,11 @@ async def test_a_chain_is_reserved_at_its_dearest_model(
 
 
 async def test_a_run_low_on_budget_moves_its_later_calls_down_the_chain(
-    tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, journal: Journal
 ) -> None:
     h = harness(tmp_path, journal, one_step, models__planner=SECOND,
                 models__planner_fallback=[FIRST], roles__research__model=SECOND,
-                roles__research__fallback=[FIRST])
-    real = run_module.Budget
-    monkeypatch.setattr(run_module, "Budget", lambda run_id, limit_usd: real(
-        run_id, limit_usd, downgrade_below=0.99))
+                roles__research__fallback=[FIRST], budgets__downgrade_below=0.99)
 
     # $0.04: the plan starts with all of it left and sonnet's worst case ($0.031) fits;
     # once the plan has spent anything, less than 99 % is left.
