@@ -94,15 +94,6 @@ class Account:
     def reserved_usd(self) -> float:
         return usd(self.reserved_pusd)
 
-    def over(self, pusd: int, tokens: int) -> Unit | None:
-        """The unit in which holding ``pusd`` and ``tokens`` more would pass a limit."""
-        if self.limit_pusd and self.spent_pusd + self.reserved_pusd + pusd > self.limit_pusd:
-            return "usd"
-        if self.limit_tokens and (self.spent_tokens + self.reserved_tokens + tokens
-                                  > self.limit_tokens):
-            return "tokens"
-        return None
-
     def left_usd(self) -> float | None:
         """USD left (spent and held taken off); ``None`` without a USD limit."""
         if not self.limit_pusd:
@@ -228,7 +219,7 @@ class Budget:
         """
         pusd = pico(worst_usd)
         accounts = self._accounts(step)
-        for account in accounts:  # Account.over, inlined: once per level of every call
+        for account in accounts:  # every level is checked before any is held
             limit = account.limit_pusd
             if limit and account.spent_pusd + account.reserved_pusd + pusd > limit:
                 raise account.refuse(self.run_id, "usd", pusd, worst_tokens)

@@ -85,15 +85,19 @@ class DailySpend:
     def _tenant(self, tenant: str) -> Account:
         account = self.tenants.get(tenant)
         if account is None:
-            budgets = self.budgets
-            own = budgets.tenants.get(tenant)
-            day_usd = budgets.tenant_day_usd
-            day_tokens = budgets.tenant_day_tokens
-            if own is not None:
-                day_usd = day_usd if own.day_usd is None else own.day_usd
-                day_tokens = day_tokens if own.day_tokens is None else own.day_tokens
-            account = self.tenants[tenant] = Account("tenant", tenant, day_usd, day_tokens)
+            account = self.tenants[tenant] = self.new_account(tenant)
         return account
+
+    def new_account(self, tenant: str) -> Account:
+        """A fresh day account of ``tenant``, with its limits (not kept)."""
+        budgets = self.budgets
+        own = budgets.tenants.get(tenant)
+        day_usd = budgets.tenant_day_usd
+        day_tokens = budgets.tenant_day_tokens
+        if own is not None:
+            day_usd = day_usd if own.day_usd is None else own.day_usd
+            day_tokens = day_tokens if own.day_tokens is None else own.day_tokens
+        return Account("tenant", tenant, day_usd, day_tokens)
 
     def accounts(self, tenant: str) -> tuple[Account, Account]:
         """The current day's account and ``tenant``'s, turning the day when it ended: the
@@ -146,7 +150,9 @@ async def spend_report(spend: DailySpend, journal: Journal, settings: Settings, 
     names = sorted(set(tenants) if tenant is None else {tenant})
     tenant_levels = []
     for name in names:
-        account = tenants.get(name) or spend._tenant(name)
+        # A tenant asked for that has no account today is not given one: a query must not
+        # grow the daemon's state.
+        account = tenants.get(name) or spend.new_account(name)
         recorded = cache.get(name)
         tenant_levels.append(_level(account, recorded.cache_read_tokens if recorded else 0,
                                     recorded.cache_write_tokens if recorded else 0))

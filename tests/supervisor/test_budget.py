@@ -170,6 +170,7 @@ async def test_a_new_daily_spend_loads_todays_spend_per_tenant_from_the_journal(
     tomorrow = await DailySpend.load(journal, settings.budgets,
                                      clock=lambda: daily.ends_at + 1)
     report = await spend_report(daily, journal, settings, tenant="acme")
+    unknown = await spend_report(daily, journal, settings, tenant="zed")
 
     assert daily.total.spent_usd == pytest.approx(0.875)
     assert daily.total.spent_tokens == 3 * 120
@@ -184,3 +185,6 @@ async def test_a_new_daily_spend_loads_todays_spend_per_tenant_from_the_journal(
         "acme", 0.25, 14, 6)
     assert [(r.name, r.tenant, r.spent_usd) for r in report.runs] == [("a", "acme", 0.75)]
     assert report.day.left_usd == pytest.approx(1.125)
+    (zed,) = unknown.tenants  # asked for, reported at 0, and not kept
+    assert (zed.name, zed.spent_usd, zed.left_usd, unknown.runs) == ("zed", 0.0, 1.0, [])
+    assert "zed" not in daily.tenants
