@@ -19,7 +19,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from warden.actors.errors import ModelRateLimitedError, ModelRequestError
+from warden.actors.errors import ModelRequestError, ModelUnavailableError
 from warden.actors.model import ModelReply, ModelRequest
 from warden.actors.pricing import PriceTable
 from warden.bus.wire import TextBlock, Usage
@@ -74,7 +74,10 @@ def random_model(seed: int, failure_rate: float) -> FakeModel:
         if roll < failure_rate:
             if roll < failure_rate / 4:
                 return ModelRequestError(request.model, "refused for good (test)")
-            return ModelRateLimitedError(request.model, "slow down (test)", retry_after=0.0)
+            # A 503, not a 429: a 429 is the rate limiter's signal (it would slow the whole
+            # daemon down, AIMD), and this test is about the budget's bound.
+            return ModelUnavailableError(request.model, "unavailable (test)", status=503,
+                                         retry_after=0.0)
         if request.purpose == "plan":
             reply = plan_of(*[("research", f"part {i}") for i in range(rng.randint(1, 3))])
         elif request.purpose == "step" and rng.random() < 0.4:
