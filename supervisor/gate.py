@@ -152,7 +152,6 @@ class CallGate:
     run_id: str
     budget: Budget
     scenario: str | None = None
-    tenant: str = "default"
     calls: dict[str, RecordedCall] = field(default_factory=dict)
     """Recorded model calls of the run, by key (the replay)."""
     effects: dict[str, Effect] = field(default_factory=dict)
@@ -273,8 +272,8 @@ class CallGate:
                 continue
             attempt += 1
             try:
-                permit = await limiter.acquire(call, model, self.tenant, self.run_id, attempt,
-                                               permit)
+                permit = await limiter.acquire(call, model, self.budget.tenant, self.run_id,
+                                               attempt, permit)
                 reply = await self._send(call.role, call.key, request, wait_s=wait_s)
             except BaseException:
                 breaker.release()

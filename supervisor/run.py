@@ -167,8 +167,7 @@ class RunSupervisor:
         self.run_id = state.id
         self.budget = Budget.of_run(state.id, ctx.settings, budget_usd=state.budget_usd,
                                     tenant=state.tenant, daily=ctx.spend)
-        self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario,
-                             tenant=state.tenant)
+        self.gate = CallGate(ctx, state.id, self.budget, scenario=state.scenario)
         self.gate.hooks.paused = self._paused
         self.gate.hooks.resumed = self._resumed
         if state.dry_run:
@@ -238,7 +237,6 @@ class RunSupervisor:
         if not fresh:  # a replay: what is already recorded is not done again
             self.gate = CallGate(
                 self.ctx, self.run_id, self.budget, scenario=self.state.scenario,
-                tenant=self.state.tenant,
                 calls=await journal.recorded_calls(self.run_id),
                 effects=await journal.effects(self.run_id), hooks=self.gate.hooks,
             )
