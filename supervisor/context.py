@@ -69,10 +69,9 @@ class RunContext:
         rate limiter.
         Without ``events``, a stream whose one observer is the journal's events table."""
         specs = {role: tools.specs(spec.tools) for role, spec in settings.roles.items()}
-        prices = PriceTable(settings.pricing)
         return cls(
             settings=settings, journal=journal, dispatcher=dispatcher,
-            prices=prices, tools=tools,
+            prices=PriceTable(settings.pricing), tools=tools,
             breakers={role: CircuitBreaker.from_settings(f"worker.{role}", settings.breaker)
                       for role in settings.roles},
             events=events or EventStream(journal, (JournalObserver(journal),)),
@@ -81,8 +80,7 @@ class RunContext:
             tool_specs_json={role: msgspec.Raw(encoder.encode(s)) for role, s in specs.items()},
             approvals=approvals,
             rate_limiter=RateLimiter(
-                settings.rate_limits, prices,
-                patience_s=settings.models.patience_s,
+                settings.rate_limits, patience_s=settings.models.patience_s,
                 retry_after_cap_s=settings.models.retry_after_cap_s),
             spend=spend,
         )

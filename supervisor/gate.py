@@ -199,9 +199,10 @@ class CallGate:
         # Whichever model of the chain serves, the reservation covers it (tiers.py).
         worst = max(prices.worst_case(model, prompt_tokens, call.max_tokens)
                     for model in chain)
-        held = self.budget.reserve(worst, prompt_tokens + call.max_tokens, step=call.step)
+        tokens = prompt_tokens + call.max_tokens
+        held = self.budget.reserve(worst, tokens, step=call.step)
         try:
-            reply, served, why = await self._serve(call, chain, why)
+            reply, served, why = await self._serve(call, chain, why, tokens)
         except BaseException:
             self.budget.release(held)
             raise
@@ -215,14 +216,15 @@ class CallGate:
         return reply.assistant.content
 
     async def _serve(self, call: ModelCall, chain: tuple[str, ...],
-                     why: tiers.FallbackReason | None,
+                     why: tiers.FallbackReason | None, tokens: int,
                      ) -> tuple[TurnReply, str, tiers.FallbackReason | None]:
         """The reply of the first model of ``chain`` that serves the call, that model, and
-        why an earlier one did not (``tiers.py``)."""
+        why an earlier one did not (``tiers.py``). ``tokens``: the call's worst case in
+        tokens, as the budget reserved it (what the rate limiter takes)."""
         last = len(chain) - 1
         for index, model in enumerate(chain):
             try:
-                return (await self._attempts(call, model, fall_back=index < last),
+                return (await self._attempts(call, model, tokens, fall_back=index < last),
                         model, why)
             except tiers.FallBack as exc:
                 why = exc.reason
@@ -230,7 +232,8 @@ class CallGate:
                          next=chain[index + 1], reason=exc.reason, problem=exc.problem)
         raise AssertionError("the last model of a chain does not fall back")
 
-    async def _attempts(self, call: ModelCall, model: str, *, fall_back: bool) -> TurnReply:
+    async def _attempts(self, call: ModelCall, model: str, tokens: int, *,
+                        fall_back: bool) -> TurnReply:
         """Send the call to ``model`` until it is answered, refused for good, or out of
         attempts or patience (see the module docstring); with ``fall_back``, raise
         ``tiers.FallBack`` instead of waiting out an open breaker or an overload."""
@@ -273,7 +276,7 @@ class CallGate:
             attempt += 1
             try:
                 permit = await limiter.acquire(call, model, self.budget.tenant, self.run_id,
-                                               attempt, permit)
+                                               attempt, permit, tokens=tokens)
                 reply = await self._send(call.role, call.key, request, wait_s=wait_s)
             except BaseException:
                 breaker.release()

@@ -8,10 +8,11 @@ The spec (README, "Rate limits"; settings ``[rate_limits]``, ``config/rate_limit
    limit. A bucket refills continuously at its rate and holds at most ``window_s``'s
    allowance (at least one request), the burst it lets through at once.
 2. **Cost.** A model call takes one request and, where a token limit applies, its
-   estimate (``PriceTable.estimate_prompt_tokens`` plus ``max_tokens``, as the budget's
-   reservation) before it is sent (``acquire``); after the reply (``settle``), the
-   estimate is replaced by the reply's usage (a refused call used none). A call bigger
-   than a bucket waits for a full bucket and takes it into debt.
+   estimate (the prompt's ``PriceTable.estimate_prompt_tokens`` plus ``max_tokens``: the
+   tokens the budget reserved, which the gate hands over) before it is sent
+   (``acquire``); after the reply (``settle``), the estimate is replaced by the reply's
+   usage (a refused call used none). A call bigger than a bucket waits for a full bucket
+   and takes it into debt.
 3. **Waiting.** A call that finds no capacity waits, without failing, behind the calls
    already waiting on its endpoint (none overtakes). Waiting calls are served **fairly**:
    round-robin over the tenants with waiters, then over the runs of a tenant, FIFO within
@@ -55,7 +56,6 @@ import structlog
 from warden.supervisor.errors import ModelCallFailedError
 
 if TYPE_CHECKING:
-    from warden.actors.pricing import PriceTable
     from warden.bus.wire import TurnReply
     from warden.config.rate_limits import RateLimitSettings
     from warden.supervisor.interceptors import ModelCall
@@ -215,11 +215,10 @@ class RateLimiter:
     """The daemon's rate limits (module docstring). Not thread-safe; one event loop."""
 
     def __init__(
-        self, settings: RateLimitSettings, prices: PriceTable, *, patience_s: float,
+        self, settings: RateLimitSettings, *, patience_s: float,
         retry_after_cap_s: float, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._prices = prices
         self._patience_s = patience_s
         self._retry_after_cap_s = retry_after_cap_s
         self._clock = clock
@@ -230,13 +229,14 @@ class RateLimiter:
     # -- the gate's two calls ------------------------------------------------------------
 
     async def acquire(self, call: ModelCall, model: str, tenant: str, run_id: str,
-                      attempt: int, after: Permit | None = None) -> Permit:
+                      attempt: int, after: Permit | None = None, *, tokens: int) -> Permit:
         """Wait for capacity to send ``call`` to ``model`` (its own, or one of its fallback
         chain) once; the permit to ``settle`` its reply with.
 
-        ``after`` is the permit of the call's previous send (its deadline carries over).
-        A cancellation point when it waits. Raises ``ModelCallFailedError`` when capacity
-        does not come before the call's deadline (module docstring, 3 and 5).
+        ``after`` is the permit of the call's previous send (its deadline carries over);
+        ``tokens`` the call's estimate (module docstring, 2). A cancellation point when
+        it waits. Raises ``ModelCallFailedError`` when capacity does not come before the
+        call's deadline (module docstring, 3 and 5).
         """
         now = self._clock()
         endpoint = self._endpoints.get(model)
@@ -248,11 +248,9 @@ class RateLimiter:
                 and not endpoint.waiting):
             self._sent(endpoint, permit, now)  # the fast path: nothing limits this call
             return permit
-        permit.tokens = (
-            self._prices.estimate_prompt_tokens(call.system, call.messages, call.tools)
-            + call.max_tokens
-            if endpoint.tokens is not None or (quota is not None and quota.tokens is not None)
-            else 0.0)
+        limits_tokens = endpoint.tokens is not None or (
+            quota is not None and quota.tokens is not None)
+        permit.tokens = tokens if limits_tokens else 0.0
         if now >= permit.deadline:  # a 429'd call past its patience
             raise self._refusal(call, run_id, attempt, endpoint, permit)
         if not endpoint.waiting and self._ready_at(endpoint, quota, permit, now) <= now:

@@ -33,8 +33,16 @@ def limiter(clock: Callable[[], float] | None = None, **overrides: object) -> Ra
     values = {tuple(k.split("__")): v for k, v in overrides.items()}
     settings = load_settings(env={}, overrides=values)  # type: ignore[arg-type]
     kwargs = {} if clock is None else {"clock": clock}
-    return RateLimiter(settings.rate_limits, PriceTable(settings.pricing), patience_s=5.0,
-                       retry_after_cap_s=3.0, **kwargs)  # type: ignore[arg-type]
+    return RateLimiter(settings.rate_limits, patience_s=5.0, retry_after_cap_s=3.0,
+                       **kwargs)  # type: ignore[arg-type]
+
+
+async def acquire(rl: RateLimiter, c: ModelCall, model: str, tenant: str, run_id: str,
+                  attempt: int, after: Permit | None = None) -> Permit:
+    """``rl.acquire`` with the call's tokens as the gate gives them: the budget's
+    estimate, the prompt's ``estimate_prompt_tokens`` plus ``max_tokens``."""
+    tokens = PriceTable.estimate_prompt_tokens(c.system, c.messages, c.tools) + c.max_tokens
+    return await rl.acquire(c, model, tenant, run_id, attempt, after, tokens=tokens)
 
 
 def call(key: str = "r/c0", *, max_tokens: int = 100, model: str = MODEL) -> ModelCall:
@@ -85,9 +93,9 @@ async def test_calls_within_the_limit_go_at_once_and_the_next_fails_when_it_cann
                  rate_limits__window_s=1.0, rate_limits__max_wait_s=0.4)  # 2 a second
 
     for index in range(2):
-        await rl.acquire(call(f"r/c{index}"), MODEL, "t", "r", 1)
+        await acquire(rl, call(f"r/c{index}"), MODEL, "t", "r", 1)
     with anyio.fail_after(1), pytest.raises(ModelCallFailedError) as caught:
-        await rl.acquire(call("r/c2"), MODEL, "t", "r", 1)  # capacity at 0.5 s: past 0.4 s
+        await acquire(rl, call("r/c2"), MODEL, "t", "r", 1)  # capacity at 0.5 s: past 0.4 s
     assert "rate_limits.max_wait_s = 0.4 s" in str(caught.value)
     assert "120 requests/min" in str(caught.value)
     assert stats(rl).waiting == 0  # the refused call left the queue
@@ -97,7 +105,7 @@ async def test_a_call_waits_for_capacity_within_its_bound() -> None:
     rl = limiter(rate_limits__models={MODEL: {"rpm": 1200.0}}, rate_limits__window_s=0.05)
     started = anyio.current_time()
     for index in range(3):  # one at once, then one every 50 ms
-        await rl.acquire(call(f"r/c{index}"), MODEL, "t", "r", 1)
+        await acquire(rl, call(f"r/c{index}"), MODEL, "t", "r", 1)
     assert anyio.current_time() - started >= 0.09
 
 
@@ -105,13 +113,13 @@ async def test_a_calls_tokens_are_its_estimate_until_its_usage_corrects_them() -
     clock = FakeClock()
     rl = limiter(clock, rate_limits__models={MODEL: {"tpm": 1500.0}},
                  rate_limits__max_wait_s=1.0)
-    first = await rl.acquire(call("r/c0", max_tokens=1000), MODEL, "t", "r", 1)
+    first = await acquire(rl, call("r/c0", max_tokens=1000), MODEL, "t", "r", 1)
     assert first.tokens > 1000  # the prompt's estimate plus max_tokens
 
     with pytest.raises(ModelCallFailedError, match="1500 tokens/min"):
-        await rl.acquire(call("r/c1", max_tokens=1000), MODEL, "t", "r", 1)
+        await acquire(rl, call("r/c1", max_tokens=1000), MODEL, "t", "r", 1)
     assert rl.settle(first, ok(tokens=100)) is False  # used 100: the rest comes back
-    second = await rl.acquire(call("r/c2", max_tokens=1000), MODEL, "t", "r", 1)
+    second = await acquire(rl, call("r/c2", max_tokens=1000), MODEL, "t", "r", 1)
     assert second.tokens > 1000
 
 
@@ -141,11 +149,11 @@ def test_an_item_taken_out_of_the_queue_leaves_the_turns_as_they_were() -> None:
 
 async def test_waiting_calls_are_served_in_turns_over_tenants_and_runs_not_by_arrival() -> None:
     rl = limiter(rate_limits__models={MODEL: {"rpm": 1200.0}}, rate_limits__window_s=0.05)
-    await rl.acquire(call("x/c0"), MODEL, "x", "x", 1)  # empties the bucket: the rest all wait
+    await acquire(rl, call("x/c0"), MODEL, "x", "x", 1)  # empties the bucket: the rest all wait
     served: list[str] = []
 
     async def one(tenant: str, run_id: str, name: str) -> None:
-        await rl.acquire(call(f"{run_id}/{name}"), MODEL, tenant, run_id, 1)
+        await acquire(rl, call(f"{run_id}/{name}"), MODEL, tenant, run_id, 1)
         served.append(name)
 
     with anyio.fail_after(5):
@@ -160,12 +168,12 @@ async def test_waiting_calls_are_served_in_turns_over_tenants_and_runs_not_by_ar
 async def test_a_tenant_at_its_own_limit_is_skipped_not_waited_for() -> None:
     clock = FakeClock()
     rl = limiter(clock, rate_limits__tenant_rpm=60.0, rate_limits__window_s=1.0)
-    await rl.acquire(call("a/c0"), MODEL, "a", "a", 1)  # tenant a's one request this second
+    await acquire(rl, call("a/c0"), MODEL, "a", "a", 1)  # tenant a's one request this second
     waiting = anyio.Event()
 
     async def second_of_a() -> None:
         waiting.set()
-        await rl.acquire(call("a/c1"), MODEL, "a", "a", 1)
+        await acquire(rl, call("a/c1"), MODEL, "a", "a", 1)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(second_of_a)
@@ -173,7 +181,7 @@ async def test_a_tenant_at_its_own_limit_is_skipped_not_waited_for() -> None:
         await anyio.wait_all_tasks_blocked()
         assert stats(rl).waiting == 1
         with anyio.fail_after(0.5):
-            await rl.acquire(call("b/c0"), MODEL, "b", "b", 1)  # b is served past a's waiter
+            await acquire(rl, call("b/c0"), MODEL, "b", "b", 1)  # b is served past a's waiter
         assert stats(rl).waiting == 1
         tg.cancel_scope.cancel()
     assert stats(rl).waiting == 0
@@ -189,7 +197,7 @@ async def test_a_call_that_stops_waiting_leaves_the_queue_and_wakes_the_others_o
         return clock.now
 
     rl = limiter(counted, rate_limits__models={MODEL: {"rpm": 60.0}}, rate_limits__window_s=1.0)
-    await rl.acquire(call("x/c0"), MODEL, "x", "x", 1)  # the one request of this second
+    await acquire(rl, call("x/c0"), MODEL, "x", "x", 1)  # the one request of this second
 
     async with anyio.create_task_group() as tg:
         scopes = []
@@ -199,7 +207,7 @@ async def test_a_call_that_stops_waiting_leaves_the_queue_and_wakes_the_others_o
 
             async def wait(tenant: str = tenant, scope: anyio.CancelScope = scope) -> None:
                 with scope:
-                    await rl.acquire(call(f"{tenant}/c0"), MODEL, tenant, tenant, 1)
+                    await acquire(rl, call(f"{tenant}/c0"), MODEL, tenant, tenant, 1)
 
             tg.start_soon(wait)
         await anyio.wait_all_tasks_blocked()
@@ -217,7 +225,7 @@ async def test_a_call_that_stops_waiting_leaves_the_queue_and_wakes_the_others_o
 async def sent(rl: RateLimiter, clock: FakeClock, count: int, every_s: float) -> list[Permit]:
     permits = []
     for index in range(count):
-        permits.append(await rl.acquire(call(f"r/c{index}"), MODEL, "t", "r", 1))
+        permits.append(await acquire(rl, call(f"r/c{index}"), MODEL, "t", "r", 1))
         clock.now += every_s
     return permits
 
@@ -240,11 +248,11 @@ async def test_a_429_without_a_configured_limit_halves_the_rate_seen_and_pauses_
 async def test_a_429_to_a_request_sent_under_the_lowered_limit_lowers_it_again() -> None:
     clock = FakeClock()
     rl = limiter(clock, rate_limits__models={MODEL: {"rpm": 600.0}})
-    first = await rl.acquire(call("r/c0"), MODEL, "t", "r", 1)
+    first = await acquire(rl, call("r/c0"), MODEL, "t", "r", 1)
     rl.settle(first, rate_limited())
     assert stats(rl).limit_rpm == pytest.approx(300.0)
     clock.now += 1.0
-    again = await rl.acquire(call("r/c0"), MODEL, "t", "r", 1, first)
+    again = await acquire(rl, call("r/c0"), MODEL, "t", "r", 1, first)
     rl.settle(again, rate_limited())
     assert stats(rl).limit_rpm == pytest.approx(150.0)
 
@@ -252,18 +260,18 @@ async def test_a_429_to_a_request_sent_under_the_lowered_limit_lowers_it_again()
 async def test_the_retry_after_pause_is_capped_and_holds_the_endpoint() -> None:
     clock = FakeClock()
     rl = limiter(clock, rate_limits__max_wait_s=2.0)  # retry_after_cap_s = 3 (limiter())
-    permit = await rl.acquire(call(), MODEL, "t", "r", 1)
+    permit = await acquire(rl, call(), MODEL, "t", "r", 1)
     rl.settle(permit, rate_limited(retry_after_s=60.0))
     assert stats(rl).paused_for_s == pytest.approx(3.0)
     with pytest.raises(ModelCallFailedError, match="slow down; still rate limited"):
-        await rl.acquire(call(), MODEL, "t", "r", 1, permit)  # the pause outlasts the bound
+        await acquire(rl, call(), MODEL, "t", "r", 1, permit)  # the pause outlasts the bound
 
 
 async def test_successes_raise_a_lowered_limit_additively_up_to_the_configured_one() -> None:
     clock = FakeClock()
     rl = limiter(clock, rate_limits__models={MODEL: {"rpm": 600.0}},
                  rate_limits__aimd_increase_rpm=100.0)
-    permit = await rl.acquire(call(), MODEL, "t", "r", 1)
+    permit = await acquire(rl, call(), MODEL, "t", "r", 1)
     rl.settle(permit, rate_limited())
     limits = []
     for _ in range(4):
@@ -288,7 +296,7 @@ async def test_without_a_configured_limit_a_recovered_endpoint_has_none_again() 
 async def test_a_429_no_retry_repairs_is_not_the_limiters() -> None:
     clock = FakeClock()
     rl = limiter(clock)
-    permit = await rl.acquire(call(), MODEL, "t", "r", 1)
+    permit = await acquire(rl, call(), MODEL, "t", "r", 1)
     assert rl.settle(permit, rate_limited(retryable=False)) is False
     assert stats(rl).limit_rpm is None and stats(rl).paused_for_s == 0.0
 
@@ -296,7 +304,7 @@ async def test_a_429_no_retry_repairs_is_not_the_limiters() -> None:
 async def test_with_no_limit_a_call_goes_at_once_and_takes_no_tokens() -> None:
     clock = FakeClock()
     rl = limiter(clock)
-    permit = await rl.acquire(call(), MODEL, "t", "r", 1)
+    permit = await acquire(rl, call(), MODEL, "t", "r", 1)
     assert permit.tokens == 0.0 and permit.deadline == math.inf
     assert rl.settle(permit, ok()) is False
     assert stats(rl).observed_rpm == pytest.approx(60.0)  # one in the first second
