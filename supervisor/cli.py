@@ -297,6 +297,13 @@ async def submit_and_follow(
     return status
 
 
+def check_tenant(tenant: str | None) -> None:
+    """Raise ``UsageError`` naming ``--tenant`` when ``tenant`` is not a tenant's name
+    (``TENANT_PATTERN``, as the daemon checks it); ``None`` (not given) passes."""
+    if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
+        raise UsageError(f"--tenant {tenant!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+
+
 def check_task(task: TaskSubmission, *, max_task_bytes: int) -> None:
     """Return if the daemon would take ``task`` in, checked before it is published.
 
@@ -311,9 +318,7 @@ def check_task(task: TaskSubmission, *, max_task_bytes: int) -> None:
     budget = task.budget_usd
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise UsageError(f"--budget {budget!r} must be a finite number greater than 0")
-    if task.tenant is not None and not re.fullmatch(TENANT_PATTERN, task.tenant):
-        raise UsageError(f"--tenant {task.tenant!r} must be 1-64 characters of "
-                         "[A-Za-z0-9_.-]")
+    check_tenant(task.tenant)
     data = encoder.encode(task)
     if len(data) > max_task_bytes:
         raise UsageError(

@@ -12,16 +12,14 @@ no levels to read: the command says so (exit 2). ``--json`` prints the ``SpendRe
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime
 
 from warden.bus.wire import SpendLevel, SpendQuery, SpendReport, encoder
-from warden.config import TENANT_PATTERN
 from warden.supervisor.cli import (
-    UsageError,
     _open_client,
     _request,
     _settings,
+    check_tenant,
     daemon_id_for,
 )
 
@@ -30,9 +28,7 @@ __all__ = ("add_spend_commands", "cmd_spend", "print_spend")
 
 async def cmd_spend(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.tenant is not None and not re.fullmatch(TENANT_PATTERN, args.tenant):
-        raise UsageError(f"--tenant {args.tenant!r} must be 1-64 characters of "
-                         "[A-Za-z0-9_.-]")
+    check_tenant(args.tenant)
     query = SpendQuery(tenant=args.tenant)
     async with _open_client(settings, "client", "warden-cli") as bus:
         daemon_id = await daemon_id_for(bus, settings, args.daemon)
